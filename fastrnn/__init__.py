@@ -1,0 +1,10 @@
+"""fastrnn: recurrent layers whose time loop runs in fused kernels.
+
+Triton on CUDA GPUs, Numba on CPUs, plain PyTorch (``fastrnn.reference``) as the
+oracle and fallback. Importing this package loads neither numba nor triton.
+"""
+__version__ = "0.1.0"
+
+from .nn import RNN, RNNCell  # noqa: E402
+
+__all__ = ["RNN", "RNNCell", "__version__"]

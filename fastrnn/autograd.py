@@ -1,0 +1,79 @@
+"""autograd.Functions around the kernel launchers (see fastrnn/kernels/__init__.py).
+
+Forward calls the backend's ``<cell>_fwd`` launcher; backward calls ``<cell>_bwd``,
+which returns the pre-activation gradients of every step, and then forms the
+recurrent weight gradient as ONE GEMM over all steps (deterministic, no atomics).
+
+Double backward: when backward itself is being differentiated (``create_graph``),
+the layer is recomputed with the differentiable reference and differentiated by
+autograd, so higher-order gradients are exact rather than silently wrong.
+"""
+import torch
+
+from . import reference
+
+
+def previous_states(out, h0, lengths, reverse):
+    """The state each step consumed: hprev[t, b] = h_{t-1} in row b's own order.
+
+    out [T, B, P], h0 [B, P] -> [T, B, P]. Past a row's length the value is
+    irrelevant (its gradient there is zero) but finite.
+    """
+    if not reverse:
+        return torch.cat([h0.unsqueeze(0), out[:-1]])
+    hprev = torch.cat([out[1:], torch.zeros_like(out[:1])])
+    T, B = out.shape[:2]
+    last = (lengths.to(out.device) - 1) if lengths is not None else \
+        torch.full((B,), T - 1, device=out.device, dtype=torch.int64)
+    hprev[last, torch.arange(B, device=out.device)] = h0
+    return hprev
+
+
+def _weight_grad(grad_pre, hprev):
+    """sum_t grad_pre[t]^T @ hprev[t] as one GEMM: [G, P]."""
+    G, P = grad_pre.shape[-1], hprev.shape[-1]
+    return grad_pre.reshape(-1, G).t().mm(hprev.reshape(-1, P))
+
+
+def _recompute_grads(fn, inputs, outputs_grad):
+    """Double-backward path: differentiate the reference recomputation.
+
+    The saved tensors are used as they are (not detached), so the returned
+    gradients stay connected to the graph that create_graph is building.
+    """
+    with torch.enable_grad():
+        outs = fn(*inputs)
+        diff = [x for x in inputs if x.requires_grad]
+        grads = iter(torch.autograd.grad(outs, diff, outputs_grad, create_graph=True,
+                                         allow_unused=True))
+    return [next(grads) if x.requires_grad else None for x in inputs]
+
+
+class RNNFunction(torch.autograd.Function):
+    """Elman RNN layer, one direction: (xproj, h0, w_hh) -> (out, h_n)."""
+
+    @staticmethod
+    def forward(ctx, xproj, h0, w_hh, lengths, reverse, nonlinearity, backend):
+        out, h_n = backend.kernels().rnn_fwd(
+            xproj=xproj, h0=h0, w_hh=w_hh, lengths=lengths, reverse=reverse,
+            nonlinearity=nonlinearity)
+        ctx.save_for_backward(xproj, h0, w_hh, out, lengths)
+        ctx.opts = (reverse, nonlinearity, backend)
+        return out, h_n
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_hn):
+        xproj, h0, w_hh, out, lengths = ctx.saved_tensors
+        reverse, nonlinearity, backend = ctx.opts
+        if torch.is_grad_enabled():
+            gx, gh, gw = _recompute_grads(
+                lambda x, h, w: reference.rnn_layer(x, h, w, lengths, reverse, nonlinearity),
+                [xproj, h0, w_hh], [grad_out, grad_hn])
+            return gx, gh, gw, None, None, None, None
+        grad_pre, grad_h0 = backend.kernels().rnn_bwd(
+            grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
+            w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
+        grad_w = None
+        if ctx.needs_input_grad[2]:
+            grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
+        return grad_pre, grad_h0, grad_w, None, None, None, None

@@ -1,0 +1,117 @@
+"""The one dispatch point: a registry of backend objects.
+
+Order of choice: the explicit ``backend=`` argument, then the ``FASTRNN_BACKEND``
+environment variable, then automatic (CUDA tensors -> triton, CPU -> numba, else
+reference). An explicit request that cannot be served raises ``RuntimeError``
+with the reason; the automatic path falls back to the reference and logs once
+per (backend, reason). Kernel modules are imported lazily, on first use, so
+``import fastrnn`` loads neither numba nor triton.
+"""
+import importlib
+import importlib.util
+import logging
+import os
+
+log = logging.getLogger("fastrnn")
+
+# Cells whose fused kernels each backend ships. Adding a cell = adding it here.
+_NUMBA_CELLS = {"rnn"}
+_TRITON_CELLS = {"rnn"}
+
+
+class Backend:
+    name = ""
+    module = ""          # fastrnn.kernels.<name>, holding the launchers
+    cells = frozenset()
+    dtypes = ()
+
+    def is_available(self):
+        return importlib.util.find_spec(self.module) is not None and \
+            importlib.util.find_spec(self.name) is not None
+
+    def device_ok(self, tensor):
+        raise NotImplementedError
+
+    def supports(self, cell, tensor):
+        """-> (ok, reason) for running ``cell`` on tensors like ``tensor``."""
+        if not self.is_available():
+            return False, f"{self.name} is not installed"
+        if cell not in self.cells:
+            return False, f"{self.name} has no kernel for cell '{cell}'"
+        ok, reason = self.device_ok(tensor)
+        if not ok:
+            return ok, reason
+        if tensor.dtype not in self.dtypes:
+            return False, f"{self.name} does not support dtype {tensor.dtype}"
+        return True, ""
+
+    def kernels(self):
+        return importlib.import_module(self.module)
+
+
+class NumbaBackend(Backend):
+    name, module, cells = "numba", "fastrnn.kernels.numba", frozenset(_NUMBA_CELLS)
+
+    @property
+    def dtypes(self):
+        import torch
+        return (torch.float32, torch.float64)
+
+    def device_ok(self, tensor):
+        if tensor.device.type != "cpu":
+            return False, f"numba runs on CPU tensors, got device {tensor.device}"
+        return True, ""
+
+
+def triton_interpret():
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+class TritonBackend(Backend):
+    name, module, cells = "triton", "fastrnn.kernels.triton", frozenset(_TRITON_CELLS)
+
+    @property
+    def dtypes(self):
+        import torch
+        return (torch.float32, torch.float16, torch.bfloat16)
+
+    def device_ok(self, tensor):
+        # under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests)
+        if tensor.device.type == "cuda" or (triton_interpret() and tensor.device.type == "cpu"):
+            return True, ""
+        return False, f"triton needs CUDA tensors (or TRITON_INTERPRET=1), got device {tensor.device}"
+
+
+class ReferenceBackend(Backend):
+    name, module = "reference", "fastrnn.reference"
+    cells = frozenset({"rnn", "gru", "lstm"})
+
+    def is_available(self):
+        return True
+
+    def supports(self, cell, tensor):
+        return (True, "") if cell in self.cells else (False, f"unknown cell '{cell}'")
+
+
+REGISTRY = {b.name: b for b in (TritonBackend(), NumbaBackend(), ReferenceBackend())}
+_logged = set()
+
+
+def select(cell, tensor, backend=None):
+    """Return the Backend that runs ``cell`` on tensors like ``tensor``."""
+    requested = backend or os.environ.get("FASTRNN_BACKEND") or None
+    if requested is not None:
+        if requested not in REGISTRY:
+            raise ValueError(f"unknown fastrnn backend {requested!r}; choose from {sorted(REGISTRY)}")
+        ok, reason = REGISTRY[requested].supports(cell, tensor)
+        if not ok:
+            raise RuntimeError(f"fastrnn backend {requested!r} cannot run this call: {reason}")
+        return REGISTRY[requested]
+    auto = "triton" if tensor.device.type == "cuda" else "numba"
+    ok, reason = REGISTRY[auto].supports(cell, tensor)
+    if ok:
+        return REGISTRY[auto]
+    if (auto, reason) not in _logged:
+        _logged.add((auto, reason))
+        log.warning("fastrnn: falling back to the reference backend (%s)", reason)
+    return REGISTRY["reference"]

@@ -1,0 +1,141 @@
+"""Drop-in modules: subclasses of torch.nn.RNN/RNNCell that replace only the computation.
+
+Construction, parameters (names, shapes, init), ``state_dict`` and the argument
+checks are torch's own (inherited); ``forward`` normalises the input the way
+torch does (batch_first, unbatched 2-D, PackedSequence -> padded + lengths) and
+calls ``fastrnn.functional``. ``backend`` can be set per module
+(``module.backend = "reference"``) or per process (``FASTRNN_BACKEND``).
+"""
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import functional
+
+
+class _SequenceMixin:
+    """Shared forward plumbing of the sequence modules (torch.nn.RNNBase subclasses)."""
+
+    backend = None
+    _cell_name = "RNN"
+
+    def _check_devices(self, T, input, states):
+        if T == 0:
+            raise RuntimeError(f"Expected sequence length to be larger than 0 in {self._cell_name}")
+        for s in states:
+            if s.device != input.device:
+                raise RuntimeError("Input and hidden tensors are not at the same device, found "
+                                   f"input tensor at {input.device} and hidden tensor at {s.device}")
+            if s.dtype != input.dtype:
+                raise RuntimeError(f"hidden state dtype ({s.dtype}) does not match input dtype "
+                                   f"({input.dtype})")
+
+    def _normalise(self, input, hx, state_shapes):
+        """-> (x [T, B, I] time-major, hx tuple, lengths, restore(out, states))."""
+        D = 2 if self.bidirectional else 1
+        if isinstance(input, PackedSequence):
+            data, batch_sizes, sorted_idx, unsorted_idx = input
+            padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+            B = int(batch_sizes[0])
+            if hx is None:
+                hx = tuple(data.new_zeros(self.num_layers * D, B, n) for n in state_shapes)
+            else:
+                hx = tuple(self.permute_hidden_one(h, sorted_idx) for h in hx)
+            self.check_forward_args(data, hx if len(hx) > 1 else hx[0], batch_sizes)
+            self._check_devices(padded.shape[0], padded, hx)
+
+            def restore(out, states):
+                packed = pack_padded_sequence(out, lengths, enforce_sorted=True)
+                return (PackedSequence(packed.data, batch_sizes, sorted_idx, unsorted_idx),
+                        tuple(self.permute_hidden_one(s, unsorted_idx) for s in states))
+            return padded, hx, lengths, restore
+
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{self._cell_name}: Expected input to be 2D or 3D, "
+                             f"got {input.dim()}D tensor instead")
+        batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+            if hx is not None:
+                if any(h.dim() != 2 for h in hx):
+                    raise RuntimeError("For unbatched 2-D input, hx should also be 2-D but got "
+                                       f"{hx[0].dim()}-D tensor")
+                hx = tuple(h.unsqueeze(1) for h in hx)
+        elif hx is not None and any(h.dim() != 3 for h in hx):
+            raise RuntimeError("For batched 3-D input, hx should also be 3-D but got "
+                               f"{hx[0].dim()}-D tensor")
+        B = input.size(0) if self.batch_first else input.size(1)
+        if hx is None:
+            hx = tuple(input.new_zeros(self.num_layers * D, B, n) for n in state_shapes)
+        self.check_forward_args(input, hx if len(hx) > 1 else hx[0], None)
+        self._check_devices(input.shape[1 if self.batch_first else 0], input, hx)
+        x = input.transpose(0, 1) if self.batch_first else input
+
+        def restore(out, states):
+            if self.batch_first:
+                out = out.transpose(0, 1)
+            if not batched:
+                return out.squeeze(batch_dim), tuple(s.squeeze(1) for s in states)
+            return out, states
+        return x, hx, None, restore
+
+    def permute_hidden_one(self, h, permutation):
+        return h if permutation is None else h.index_select(1, permutation)
+
+
+class RNN(_SequenceMixin, torch.nn.RNN):
+    """Drop-in ``torch.nn.RNN`` running on fastrnn's fused kernels."""
+
+    def forward(self, input, hx=None):
+        self._update_flat_weights()
+        x, (h0,), lengths, restore = self._normalise(
+            input, None if hx is None else (hx,), (self.hidden_size,))
+        out, h_n = functional.rnn(
+            x, h0, self._flat_weights, nonlinearity=self.nonlinearity,
+            num_layers=self.num_layers, bias=self.bias, dropout=self.dropout,
+            training=self.training, bidirectional=self.bidirectional,
+            lengths=lengths, backend=self.backend)
+        out, (h_n,) = restore(out, (h_n,))
+        return out, h_n
+
+
+class RNNCell(torch.nn.RNNCell):
+    """Drop-in ``torch.nn.RNNCell``: one step on the same kernels (T = 1)."""
+
+    backend = None
+
+    def forward(self, input, hx=None):
+        if input.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = input.new_zeros(input.size(0), self.hidden_size)
+        elif not batched:
+            hx = hx.unsqueeze(0)
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
+                               f"expected {self.input_size}")
+        if hx.size(0) != input.size(0):
+            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden0 batch "
+                               f"size {hx.size(0)}")
+        if hx.size(1) != self.hidden_size:
+            raise RuntimeError(f"hidden has inconsistent hidden_size: got {hx.size(1)}, "
+                               f"expected {self.hidden_size}")
+        if input.dtype != self.weight_ih.dtype or hx.dtype != input.dtype:
+            raise RuntimeError(f"expected input ({input.dtype}), hidden ({hx.dtype}) and weights "
+                               f"({self.weight_ih.dtype}) to have the same dtype")
+        if hx.device != input.device or self.weight_ih.device != input.device:
+            raise RuntimeError("Expected input, hidden and weights on the same device, found "
+                               f"{input.device}, {hx.device}, {self.weight_ih.device}")
+        weights = [self.weight_ih, self.weight_hh]
+        if self.bias:
+            weights += [self.bias_ih, self.bias_hh]
+        _, h = functional.rnn(input.unsqueeze(0), hx.unsqueeze(0), weights,
+                              nonlinearity=self.nonlinearity, bias=self.bias,
+                              backend=self.backend)
+        h = h[0]
+        return h if batched else h.squeeze(0)

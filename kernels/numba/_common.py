@@ -1,0 +1,62 @@
+"""Thread ownership and the batch plan shared by every Numba launcher.
+
+Cores: this backend runs one Numba thread per core over batch chunks, and each
+thread calls single-threaded BLAS. SciPy's OpenBLAS (what ``np.dot`` in njit code
+calls) is pinned to one thread, so no second pool spins beside Numba's and
+torch's. Numba uses its 'workqueue' layer unless the user chose one: its workers
+sleep when idle instead of spinning, so torch's GEMMs around our kernels keep the
+cores.
+"""
+import os
+
+import numpy as np
+import torch
+
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+import numba  # noqa: E402  (the layer must be chosen before numba starts threads)
+
+
+def _pin_scipy_openblas():
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - numba's np.dot needs scipy anyway
+        return
+    ctl = ThreadpoolController()
+    for lib in ctl.lib_controllers:
+        if lib.internal_api == "openblas" and "scipy" in lib.filepath:
+            lib.set_num_threads(1)
+
+
+_pin_scipy_openblas()
+
+
+def num_threads():
+    return numba.get_num_threads()
+
+
+def batch_plan(lengths, B, T, device_count=None):
+    """Split B rows into per-thread chunks, each listing its rows longest first.
+
+    Returns (lengths [B] int64, rows [B] int64, bounds [C+1] int64) as numpy arrays.
+    Rows are dealt round-robin after sorting by length, so chunks get equal work.
+    """
+    C = max(1, min(device_count or num_threads(), B))
+    if lengths is None:
+        lens = np.full(B, T, dtype=np.int64)
+        rows = np.arange(B, dtype=np.int64)
+    else:
+        lens = np.ascontiguousarray(lengths.cpu().numpy(), dtype=np.int64)
+        order = np.argsort(-lens, kind="stable")
+        rows = np.concatenate([order[c::C] for c in range(C)]).astype(np.int64)
+    sizes = [len(range(c, B, C)) for c in range(C)]
+    bounds = np.zeros(C + 1, dtype=np.int64)
+    bounds[1:] = np.cumsum(sizes)
+    return lens, rows, bounds
+
+
+def as_numpy(t):
+    """Zero-copy numpy view of a contiguous CPU tensor (detached)."""
+    return t.detach().contiguous().numpy()
+

@@ -1,0 +1,141 @@
+"""Elman RNN forward and BPTT kernels (Numba, CPU).
+
+Dimension legend: T steps, B batch, H hidden; ``xproj`` is the input projection
+W_ih x_t + b_ih + b_hh of every step, computed outside as one GEMM.
+
+Parallel plan: batch rows never interact, so each thread takes a chunk of rows
+and runs the *whole* time loop for it with no synchronisation between steps. The
+per-step product h @ W_hh^T of a chunk is one single-threaded BLAS GEMM
+(``np.dot`` -> SciPy's OpenBLAS, pinned to one thread in ``_threads.py``).
+
+Variable lengths: ``rows`` lists the batch rows of every chunk, longest first
+(chunk c owns ``rows[bounds[c]:bounds[c+1]]``), so the rows still running at
+processing step s are a prefix of the chunk and the GEMM shrinks with them; no
+work is done past a row's length. Row b at processing step s sits at time
+``t = s`` (forward) or ``t = len_b - 1 - s`` (reverse: each row starts at its own
+last step).
+"""
+import numpy as np
+from numba import njit, prange
+
+import torch
+
+from ._common import as_numpy, batch_plan
+from .activations import tanh
+
+
+@njit(cache=True, inline="always")
+def _time(s, length, reverse):
+    return length - 1 - s if reverse else s
+
+
+@njit(cache=True, parallel=True)
+def rnn_fwd_kernel(xproj, h0, w_hh_t, lengths, rows, bounds, reverse, relu,
+                   out, h_n):
+    # xproj [T, B, H], h0 [B, H], w_hh_t [H, H] = W_hh^T, lengths/rows [B],
+    # bounds [C+1]; writes out [T, B, H] (zero past each length) and h_n [B, H]
+    T, B, H = xproj.shape
+    for c in prange(bounds.shape[0] - 1):
+        b0, b1 = bounds[c], bounds[c + 1]
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        h = np.empty((nb, H), xproj.dtype)          # [nb, H] running state
+        acc = np.empty((nb, H), xproj.dtype)        # [nb, H] h @ W_hh^T
+        for r in range(nb):
+            h[r] = h0[rows[b0 + r]]
+        nact = nb
+        for s in range(lengths[rows[b0]]):
+            while lengths[rows[b0 + nact - 1]] <= s:
+                nact -= 1
+            np.dot(h[:nact], w_hh_t, acc[:nact])
+            for r in range(nact):
+                b = rows[b0 + r]
+                t = _time(s, lengths[b], reverse)
+                if relu:
+                    for j in range(H):
+                        v = max(acc[r, j] + xproj[t, b, j], 0.0)
+                        h[r, j] = v
+                        out[t, b, j] = v
+                else:
+                    for j in range(H):
+                        v = tanh(acc[r, j] + xproj[t, b, j])
+                        h[r, j] = v
+                        out[t, b, j] = v
+        for r in range(nb):
+            b = rows[b0 + r]
+            h_n[b] = h[r]
+            for t in range(lengths[b], T):
+                out[t, b, :] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, lengths, rows, bounds, reverse,
+                   relu, grad_pre, grad_h0):
+    # grad_out/out [T, B, H], grad_hn [B, H], w_hh [H, H]; writes the
+    # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
+    # grad_h0 [B, H]
+    T, B, H = out.shape
+    for c in prange(bounds.shape[0] - 1):
+        b0, b1 = bounds[c], bounds[c + 1]
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        dh = np.empty((nb, H), out.dtype)           # [nb, H] dL/dh carried back
+        g = np.empty((nb, H), out.dtype)            # [nb, H] dL/dpre of this step
+        for r in range(nb):
+            dh[r] = grad_hn[rows[b0 + r]]
+        nact = 0
+        for s in range(lengths[rows[b0]] - 1, -1, -1):
+            # rows join when s reaches their last step; they start from grad_hn
+            while nact < nb and lengths[rows[b0 + nact]] > s:
+                nact += 1
+            for r in range(nact):
+                b = rows[b0 + r]
+                t = _time(s, lengths[b], reverse)
+                if relu:
+                    for j in range(H):
+                        d = grad_out[t, b, j] + dh[r, j]
+                        v = d if out[t, b, j] > 0.0 else 0.0
+                        g[r, j] = v
+                        grad_pre[t, b, j] = v
+                else:
+                    for j in range(H):
+                        y = out[t, b, j]
+                        v = (grad_out[t, b, j] + dh[r, j]) * (1.0 - y * y)
+                        g[r, j] = v
+                        grad_pre[t, b, j] = v
+            np.dot(g[:nact], w_hh, dh[:nact])
+        for r in range(nb):
+            b = rows[b0 + r]
+            grad_h0[b] = dh[r]
+            for t in range(lengths[b], T):
+                grad_pre[t, b, :] = 0.0
+
+
+# ----------------------------------------------------------------- launchers
+def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
+    """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H])."""
+    T, B, H = xproj.shape
+    out = torch.empty(xproj.shape, dtype=xproj.dtype)
+    h_n = torch.empty(h0.shape, dtype=h0.dtype)
+    if B == 0:
+        return out, h_n
+    lens, rows, bounds = batch_plan(lengths, B, T)
+    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh.t()), lens, rows,
+                   bounds, reverse, nonlinearity == "relu", out.numpy(), h_n.numpy())
+    return out, h_n
+
+
+def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
+    """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
+    T, B, H = out.shape
+    grad_pre = torch.empty(out.shape, dtype=out.dtype)
+    grad_h0 = torch.empty(grad_hn.shape, dtype=out.dtype)
+    if B == 0:
+        return grad_pre, grad_h0
+    lens, rows, bounds = batch_plan(lengths, B, T)
+    rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh),
+                   lens, rows, bounds, reverse, nonlinearity == "relu",
+                   grad_pre.numpy(), grad_h0.numpy())
+    return grad_pre, grad_h0

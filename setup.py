@@ -1,0 +1,38 @@
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("fastrnn/__init__.py").read_text()).group(1)
+
+setup(
+    name="fastrnn",
+    version=version,
+    description="Fused RNN/GRU/LSTM kernels (Triton on CUDA, Numba on CPU) as drop-in torch.nn layers",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "fastrnn",
+        "fastrnn.kernels",
+        "fastrnn.kernels.numba",
+        "fastrnn.kernels.triton",
+    ],
+    # kernel sources live at the top-level kernels/ folder but install inside the package
+    package_dir={
+        "fastrnn.kernels.numba": "kernels/numba",
+        "fastrnn.kernels.triton": "kernels/triton",
+    },
+    install_requires=[
+        "torch>=2.1,<3",
+        "numpy>=1.24",
+        "numba>=0.59",
+        "scipy>=1.10",  # numba's np.dot calls SciPy's BLAS
+        "threadpoolctl>=3.1",
+        "triton>=3.0; platform_system == 'Linux'",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
+        "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4"],
+    },
+)
