@@ -2,19 +2,18 @@
 
 Cores: this backend runs one Numba thread per core over batch chunks, and each
 thread calls single-threaded BLAS. SciPy's OpenBLAS (what ``np.dot`` in njit code
-calls) is pinned to one thread, so no second pool spins beside Numba's and
-torch's. Numba uses its 'workqueue' layer unless the user chose one: its workers
-sleep when idle instead of spinning, so torch's GEMMs around our kernels keep the
-cores.
+calls) is pinned to one thread, so no third pool spins beside Numba's and
+torch's. Numba's threading layer is left to its default priority
+(Numba's default order picks its OpenMP layer where libgomp exists: the calling
+thread works too, and in measurements it handed the cores to and from torch's
+own OpenMP pool faster than 'workqueue').
 """
-import os
-
 import numpy as np
 import torch
 
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+import numba
 
-import numba  # noqa: E402  (the layer must be chosen before numba starts threads)
+from ..._alloc import keep_freed_memory
 
 
 def _pin_scipy_openblas():
@@ -30,6 +29,7 @@ def _pin_scipy_openblas():
 
 
 _pin_scipy_openblas()
+keep_freed_memory()
 
 
 def num_threads():

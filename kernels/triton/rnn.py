@@ -1,0 +1,300 @@
+"""Elman RNN forward and BPTT kernels (Triton, CUDA; TRITON_INTERPRET=1 on CPU).
+
+Dimension legend: T steps, B batch, H hidden; BB rows of the batch per program,
+BH = next power of two >= H, BN/BK output/reduction tiles of the hidden dim.
+``xproj`` [T, B, H] is the input projection of every step (one GEMM, outside).
+All tensors are contiguous; addresses are computed in int64.
+
+One launch runs the whole sequence: program p owns rows [p*BB, (p+1)*BB) and
+loops over time. Two layouts, chosen by the launcher:
+  ONCHIP  (BH <= 128): W_hh^T is loaded into registers once, before the time
+          loop, and the state never leaves the SM.
+  tiled   (larger H):  the state round-trips through an L2-resident scratch
+          buffer [2, B, H] (ping-pong), W_hh tiles stream from L2 each step;
+          a CTA barrier separates the steps.
+Variable lengths: row b runs processing steps s < len_b at time t = s (or
+len_b - 1 - s when REVERSE); inactive rows keep their state, and positions past
+a row's length are written as zeros. Accumulation is fp32 for any input dtype.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tanh(x):
+    # 1 - 2 / (exp(2x) + 1): saturates to +-1 without overflow for large |x|
+    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+
+@triton.jit
+def _act(pre, RELU: tl.constexpr):
+    if RELU:
+        return tl.maximum(pre, 0.0)
+    return _tanh(pre)
+
+
+@triton.jit
+def _act_grad(d, y, RELU: tl.constexpr):
+    # derivative written in terms of the activation's output y
+    if RELU:
+        return tl.where(y > 0.0, d, 0.0)
+    return d * (1.0 - y * y)
+
+
+@triton.jit
+def _time(s, lens, REVERSE: tl.constexpr):
+    # [BB] time index of every row at processing step s
+    if REVERSE:
+        return (lens - 1 - s).to(tl.int64)
+    return (tl.zeros_like(lens) + s).to(tl.int64)
+
+
+@triton.jit
+def _rows(B, BB: tl.constexpr, lengths_ptr):
+    offs_b = tl.program_id(0).to(tl.int64) * BB + tl.arange(0, BB)   # [BB]
+    row_ok = offs_b < B
+    lens = tl.load(lengths_ptr + offs_b, mask=row_ok, other=0)         # [BB]
+    return offs_b, row_ok, lens
+
+
+@triton.jit
+def _zero_padding(ptr, offs_b, lens, T, B, H, BB: tl.constexpr, BH: tl.constexpr):
+    # positions past a row's length: zeros, like pad_packed_sequence
+    for n0 in range(0, H, BH):
+        offs_h = n0 + tl.arange(0, BH)
+        for t in range(0, T):
+            pad = ((t >= lens) & (offs_b < B))[:, None] & (offs_h < H)[None, :]
+            tl.store(ptr + (t * B + offs_b[:, None]) * H + offs_h[None, :],
+                     tl.zeros((BB, BH), ptr.dtype.element_ty), mask=pad)
+
+
+@triton.jit(do_not_specialize=["T"])
+def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, state_ptr,
+                   T, B, H,
+                   REVERSE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr,
+                   ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
+                   BB: tl.constexpr, BH: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
+    nsteps = tl.max(lens, axis=0)
+    dt = out_ptr.dtype.element_ty
+    if ONCHIP:
+        offs_h = tl.arange(0, BH)
+        h_ok = offs_h < H
+        m2 = row_ok[:, None] & h_ok[None, :]
+        w_t = tl.load(w_t_ptr + offs_h[:, None].to(tl.int64) * H + offs_h[None, :],
+                      mask=h_ok[:, None] & h_ok[None, :], other=0.0)   # [BH, BH] stays on chip
+        h = tl.load(h0_ptr + offs_b[:, None] * H + offs_h[None, :], mask=m2, other=0.0)
+        h = h.to(tl.float32)                                             # [BB, BH]
+        for s in range(0, nsteps):
+            act = s < lens                                               # [BB]
+            t = _time(s, lens, REVERSE)
+            off = (t[:, None] * B + offs_b[:, None]) * H + offs_h[None, :]
+            m = m2 & act[:, None]
+            xp = tl.load(xproj_ptr + off, mask=m, other=0.0).to(tl.float32)
+            pre = tl.dot(h.to(dt), w_t, input_precision=PRECISION) + xp
+            y = _act(pre, RELU)
+            tl.store(out_ptr + off, y.to(dt), mask=m)
+            h = tl.where(act[:, None], y, h)
+        tl.store(hn_ptr + offs_b[:, None] * H + offs_h[None, :], h.to(dt), mask=m2)
+    else:
+        # state[0] <- h0; step s reads state[s % 2] and writes state[(s + 1) % 2]
+        for n0 in range(0, H, BN):
+            offs_n = n0 + tl.arange(0, BN)
+            m = row_ok[:, None] & (offs_n < H)[None, :]
+            v = tl.load(h0_ptr + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+            tl.store(state_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(tl.float32), mask=m)
+        tl.debug_barrier()
+        for s in range(0, nsteps):
+            act = s < lens
+            t = _time(s, lens, REVERSE)
+            src = state_ptr + ((s % 2) * B).to(tl.int64) * H
+            dst = state_ptr + (((s + 1) % 2) * B).to(tl.int64) * H
+            for n0 in range(0, H, BN):
+                offs_n = n0 + tl.arange(0, BN)
+                n_ok = offs_n < H
+                acc = tl.zeros((BB, BN), tl.float32)
+                for k0 in range(0, H, BK):
+                    offs_k = k0 + tl.arange(0, BK)
+                    k_ok = offs_k < H
+                    hk = tl.load(src + offs_b[:, None] * H + offs_k[None, :],
+                                 mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                    wk = tl.load(w_t_ptr + offs_k[:, None].to(tl.int64) * H + offs_n[None, :],
+                                 mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                    acc += tl.dot(hk.to(dt), wk, input_precision=PRECISION)
+                m = row_ok[:, None] & n_ok[None, :]
+                ma = m & act[:, None]
+                off = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
+                xp = tl.load(xproj_ptr + off, mask=ma, other=0.0).to(tl.float32)
+                y = _act(acc + xp, RELU)
+                tl.store(out_ptr + off, y.to(dt), mask=ma)
+                old = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+                tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
+                         tl.where(act[:, None], y, old), mask=m)
+            tl.debug_barrier()
+        last = state_ptr + ((nsteps % 2) * B).to(tl.int64) * H
+        for n0 in range(0, H, BN):
+            offs_n = n0 + tl.arange(0, BN)
+            m = row_ok[:, None] & (offs_n < H)[None, :]
+            v = tl.load(last + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+            tl.store(hn_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(dt), mask=m)
+    if VARLEN:
+        _zero_padding(out_ptr, offs_b, lens, T, B, H, BB, BN)
+
+
+@triton.jit(do_not_specialize=["T"])
+def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
+                   grad_pre_ptr, grad_h0_ptr, state_ptr, g_ptr,
+                   T, B, H,
+                   REVERSE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr,
+                   ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
+                   BB: tl.constexpr, BH: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # dh carried back: dh_{t-1} = (dL/dpre_t) @ W_hh; rows join at their last step
+    offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
+    nsteps = tl.max(lens, axis=0)
+    dt = out_ptr.dtype.element_ty
+    if ONCHIP:
+        offs_h = tl.arange(0, BH)
+        h_ok = offs_h < H
+        m2 = row_ok[:, None] & h_ok[None, :]
+        w = tl.load(w_ptr + offs_h[:, None].to(tl.int64) * H + offs_h[None, :],
+                    mask=h_ok[:, None] & h_ok[None, :], other=0.0)     # [BH, BH] stays on chip
+        dh = tl.load(grad_hn_ptr + offs_b[:, None] * H + offs_h[None, :], mask=m2, other=0.0)
+        dh = dh.to(tl.float32)                                          # [BB, BH]
+        for i in range(0, nsteps):
+            s = nsteps - 1 - i
+            act = s < lens
+            t = _time(s, lens, REVERSE)
+            off = (t[:, None] * B + offs_b[:, None]) * H + offs_h[None, :]
+            m = m2 & act[:, None]
+            go = tl.load(grad_out_ptr + off, mask=m, other=0.0).to(tl.float32)
+            y = tl.load(out_ptr + off, mask=m, other=0.0).to(tl.float32)
+            g = tl.where(m, _act_grad(go + dh, y, RELU), 0.0)
+            tl.store(grad_pre_ptr + off, g.to(dt), mask=m)
+            dh_new = tl.dot(g.to(dt), w, input_precision=PRECISION)
+            dh = tl.where(act[:, None], dh_new, dh)
+        tl.store(grad_h0_ptr + offs_b[:, None] * H + offs_h[None, :], dh.to(dt), mask=m2)
+    else:
+        for n0 in range(0, H, BN):
+            offs_n = n0 + tl.arange(0, BN)
+            m = row_ok[:, None] & (offs_n < H)[None, :]
+            v = tl.load(grad_hn_ptr + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+            tl.store(state_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(tl.float32), mask=m)
+        tl.debug_barrier()
+        for i in range(0, nsteps):
+            s = nsteps - 1 - i
+            act = s < lens
+            t = _time(s, lens, REVERSE)
+            src = state_ptr + ((i % 2) * B).to(tl.int64) * H
+            dst = state_ptr + (((i + 1) % 2) * B).to(tl.int64) * H
+            # phase 1: this step's pre-activation gradient, all of H, into g scratch
+            for n0 in range(0, H, BN):
+                offs_n = n0 + tl.arange(0, BN)
+                m = row_ok[:, None] & (offs_n < H)[None, :]
+                ma = m & act[:, None]
+                off = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
+                dh = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+                go = tl.load(grad_out_ptr + off, mask=ma, other=0.0).to(tl.float32)
+                y = tl.load(out_ptr + off, mask=ma, other=0.0).to(tl.float32)
+                g = tl.where(ma, _act_grad(go + dh, y, RELU), 0.0)
+                tl.store(grad_pre_ptr + off, g.to(dt), mask=ma)
+                tl.store(g_ptr + offs_b[:, None] * H + offs_n[None, :], g.to(dt), mask=m)
+            tl.debug_barrier()
+            # phase 2: dh_prev = g @ W_hh, tile by tile
+            for n0 in range(0, H, BN):
+                offs_n = n0 + tl.arange(0, BN)
+                n_ok = offs_n < H
+                acc = tl.zeros((BB, BN), tl.float32)
+                for k0 in range(0, H, BK):
+                    offs_k = k0 + tl.arange(0, BK)
+                    k_ok = offs_k < H
+                    gk = tl.load(g_ptr + offs_b[:, None] * H + offs_k[None, :],
+                                 mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                    wk = tl.load(w_ptr + offs_k[:, None].to(tl.int64) * H + offs_n[None, :],
+                                 mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                    acc += tl.dot(gk, wk, input_precision=PRECISION)
+                m = row_ok[:, None] & n_ok[None, :]
+                old = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+                tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
+                         tl.where(act[:, None], acc, old), mask=m)
+            tl.debug_barrier()
+        last = state_ptr + ((nsteps % 2) * B).to(tl.int64) * H
+        for n0 in range(0, H, BN):
+            offs_n = n0 + tl.arange(0, BN)
+            m = row_ok[:, None] & (offs_n < H)[None, :]
+            v = tl.load(last + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
+            tl.store(grad_h0_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(dt), mask=m)
+    if VARLEN:
+        _zero_padding(grad_pre_ptr, offs_b, lens, T, B, H, BB, BN)
+
+
+# ----------------------------------------------------------------- launchers
+ONCHIP_MAX = 128   # largest BH whose W_hh^T tile stays in registers (AOT-checked, no spills)
+TILE = 64          # BN = BK of the tiled layout
+BB = 16            # rows per program: the smallest tl.dot M
+
+
+def config(H):
+    """The launch configuration for hidden size H: dict of constexprs + num_warps."""
+    BH = max(16, triton.next_power_of_2(H))
+    if BH <= ONCHIP_MAX:
+        return dict(ONCHIP=True, BB=BB, BH=BH, BN=BH, BK=BH, num_warps=4 if BH <= 64 else 8)
+    return dict(ONCHIP=False, BB=BB, BH=BH, BN=TILE, BK=TILE, num_warps=4)
+
+
+def configs():
+    """Every configuration ``config`` can return (compiled ahead of time in the tests)."""
+    return [config(h) for h in (16, 32, 64, 128)] + [config(ONCHIP_MAX + 1)]
+
+
+def _precision(dtype):
+    import torch
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"          # torch's fp32 semantics unless the user allowed tf32
+    return "tf32" if dtype == torch.float32 else "ieee"
+
+
+def _lengths(lengths, B, T, device):
+    import torch
+    if lengths is None:
+        return torch.full((B,), T, dtype=torch.int64, device=device)
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
+    """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H])."""
+    import torch
+    T, B, H = xproj.shape
+    out = torch.empty((T, B, H), dtype=xproj.dtype, device=xproj.device)
+    h_n = torch.empty((B, H), dtype=xproj.dtype, device=xproj.device)
+    if B == 0:
+        return out, h_n
+    cfg = config(H)
+    state = xproj if cfg["ONCHIP"] else torch.empty((2, B, H), dtype=torch.float32, device=xproj.device)
+    rnn_fwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
+        xproj.contiguous(), h0.contiguous(), w_hh.t().contiguous(),
+        _lengths(lengths, B, T, xproj.device), out, h_n, state, T, B, H,
+        REVERSE=reverse, RELU=nonlinearity == "relu", VARLEN=lengths is not None,
+        PRECISION=_precision(xproj.dtype), **cfg)
+    return out, h_n
+
+
+def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
+    """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
+    import torch
+    T, B, H = out.shape
+    grad_pre = torch.empty((T, B, H), dtype=out.dtype, device=out.device)
+    grad_h0 = torch.empty((B, H), dtype=out.dtype, device=out.device)
+    if B == 0:
+        return grad_pre, grad_h0
+    cfg = config(H)
+    if cfg["ONCHIP"]:
+        state = g = out
+    else:
+        state = torch.empty((2, B, H), dtype=torch.float32, device=out.device)
+        g = torch.empty((B, H), dtype=out.dtype, device=out.device)
+    rnn_bwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
+        grad_out.contiguous(), grad_hn.contiguous(), out, w_hh.contiguous(),
+        _lengths(lengths, B, T, out.device), grad_pre, grad_h0, state, g, T, B, H,
+        REVERSE=reverse, RELU=nonlinearity == "relu", VARLEN=lengths is not None,
+        PRECISION=_precision(out.dtype), **cfg)
+    return grad_pre, grad_h0
