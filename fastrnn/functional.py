@@ -14,7 +14,7 @@ from .autograd import RNNFunction
 
 
 # ------------------------------------------------------------------ checks
-def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias):
+def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj=False):
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
     if input.dim() != 3:
@@ -25,7 +25,7 @@ def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias):
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
     D = 2 if bidirectional else 1
-    per = 4 if bias else 2
+    per = (4 if bias else 2) + (1 if proj else 0)
     if len(weights) != num_layers * D * per:
         raise ValueError(f"expected {num_layers * D * per} weight tensors, got {len(weights)}")
     if weights[0].shape[1] != I:
@@ -109,3 +109,55 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
     return out, torch.stack(finals)
+
+
+def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
+        bidirectional=False, lengths=None, backend=None):
+    """GRU (torch's gate order r, z, n; b_hn inside the r-product).
+
+    Same arguments, shapes and errors as :func:`rnn`; weights have 3H rows.
+    Returns output [T, B, D*H], h_n [L*D, B, H].
+    """
+    _check(input, [hx], weights, lengths, num_layers=num_layers,
+           bidirectional=bidirectional, bias=bias)
+    backends.select("gru", input, backend)   # validates an explicit request
+
+    def layer(x, h0, w, reverse):
+        w_ih, w_hh = w[0], w[1]
+        H = w_hh.shape[1]
+        b, b_hn = None, None
+        if bias:
+            # the r and z parts of b_hh can be pre-summed; b_hn must stay inside r * (.)
+            b = w[2] + torch.cat([w[3][:2 * H], w[3].new_zeros(H)])
+            b_hn = w[3][2 * H:]
+        xproj = F.linear(x, w_ih, b)
+        return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
+
+    out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
+                         bidirectional=bidirectional, dropout=dropout, training=training)
+    return out, torch.stack(finals)
+
+
+def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
+         bidirectional=False, proj_size=0, lengths=None, backend=None):
+    """LSTM (torch's gate order i, f, g, o), optionally with a projection (proj_size > 0).
+
+    hx is (h0 [L*D, B, P], c0 [L*D, B, H]) with P = proj_size or H; weights per
+    layer and direction: w_ih, w_hh [4H, P], (b_ih, b_hh), (w_hr [P, H] if proj).
+    Returns output [T, B, D*P], (h_n [L*D, B, P], c_n [L*D, B, H]).
+    """
+    _check(input, list(hx), weights, lengths, num_layers=num_layers,
+           bidirectional=bidirectional, bias=bias, proj=proj_size > 0)
+    backends.select("lstm", input, backend)
+
+    def layer(x, state, w, reverse):
+        w_ih, w_hh = w[0], w[1]
+        b = (w[2] + w[3]) if bias else None
+        w_hr = w[-1] if proj_size > 0 else None
+        xproj = F.linear(x, w_ih, b)
+        out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
+        return out, (h, c)
+
+    out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,
+                         bidirectional=bidirectional, dropout=dropout, training=training)
+    return out, (torch.stack([f[0] for f in finals]), torch.stack([f[1] for f in finals]))

@@ -18,8 +18,7 @@ last step).
 import numpy as np
 from numba import njit, prange
 
-import torch
-
+from .. import new_output
 from ._common import as_numpy, batch_plan
 from .activations import tanh
 
@@ -117,8 +116,8 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, lengths, rows, bounds, reverse,
 def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
     """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H])."""
     T, B, H = xproj.shape
-    out = torch.empty(xproj.shape, dtype=xproj.dtype)
-    h_n = torch.empty(h0.shape, dtype=h0.dtype)
+    out = new_output(xproj.shape, xproj)
+    h_n = new_output(h0.shape, xproj)
     if B == 0:
         return out, h_n
     lens, rows, bounds = batch_plan(lengths, B, T)
@@ -130,8 +129,8 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
 def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
     T, B, H = out.shape
-    grad_pre = torch.empty(out.shape, dtype=out.dtype)
-    grad_h0 = torch.empty(grad_hn.shape, dtype=out.dtype)
+    grad_pre = new_output(out.shape, out)
+    grad_h0 = new_output(grad_hn.shape, out)
     if B == 0:
         return grad_pre, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
