@@ -3,7 +3,10 @@
 PyPI's Numba has no SVML, so ``np.tanh`` inside a compiled loop is a scalar libm
 call (~16 ns here) that also stops LLVM from vectorising the loop. For float32 we
 use a rational approximation (only +, *, / and min/max, which LLVM turns into
-AVX2 FMA code); float64 keeps ``np.tanh`` because gradcheck needs full precision.
+AVX2 code); float64 keeps ``np.tanh`` because gradcheck needs full precision.
+Callers must compile with ``error_model="numpy"``: under Numba's default
+('python') every division gets a ZeroDivisionError branch, which stops LLVM
+from vectorising the loop (measured: 4.5 ns/element scalar vs 1.3 vectorised).
 
 tanh(x) ~= x * P(x^2) / Q(x^2) on |x| <= 9, clamped outside: tanh(9) rounds to
 1.0 in float32. P has degree 5 and Q degree 3 in x^2; the coefficients were fitted
@@ -49,7 +52,7 @@ def _tanh_overload(x):
     return lambda x: np.tanh(x)
 
 
-@njit(cache=True, parallel=False)
+@njit(cache=True, error_model="numpy")
 def tanh_array(x, out):
     """Elementwise tanh of a contiguous 1-D array (used by the accuracy test)."""
     for i in range(x.shape[0]):

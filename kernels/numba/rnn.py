@@ -28,7 +28,7 @@ def _time(s, length, reverse):
     return length - 1 - s if reverse else s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def rnn_fwd_kernel(xproj, h0, w_hh_t, lengths, rows, bounds, reverse, relu,
                    out, h_n):
     # xproj [T, B, H], h0 [B, H], w_hh_t [H, H] = W_hh^T, lengths/rows [B],
@@ -68,7 +68,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh_t, lengths, rows, bounds, reverse, relu,
                 out[t, b, :] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, lengths, rows, bounds, reverse,
                    relu, grad_pre, grad_h0):
     # grad_out/out [T, B, H], grad_hn [B, H], w_hh [H, H]; writes the

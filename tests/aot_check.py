@@ -1,0 +1,76 @@
+"""Compile every Triton configuration the launchers can pick for sm_80 and sm_90a
+on the CPU, and read registers, spills and shared memory from the cubin.
+
+Run as a script (``python tests/aot_check.py``) in a process WITHOUT
+TRITON_INTERPRET; prints one line per kernel and exits 1 on any violation.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from fastrnn.kernels.triton import rnn
+
+MAX_REGS = 255
+# max shared memory per block (opt-in), bytes
+MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
+TRITON_TYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+KERNELS = [rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel]
+SCALARS = ("T", "B", "H")
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def signature(fn, dtype):
+    sig = {}
+    for name in fn.arg_names:
+        if name in SCALARS:
+            sig[name] = "i32"
+        elif name == "lengths_ptr":
+            sig[name] = "*i64"
+        elif name == "state_ptr":
+            sig[name] = "*fp32"
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + dtype
+        else:
+            sig[name] = "constexpr"
+    return sig
+
+
+def resources(fn, dtype, cfg, arch):
+    consts = {k: v for k, v in cfg.items() if k != "num_warps"}
+    # the heaviest flag setting: tanh, reverse, variable lengths
+    consts.update(REVERSE=True, RELU=False, VARLEN=True, PRECISION="ieee")
+    target = GPUTarget("cuda", arch, 32)     # capability 90 compiles for sm_90a
+    k = triton.compile(ASTSource(fn, signature(fn, dtype), constexprs=consts), target=target,
+                       options=dict(num_warps=cfg["num_warps"]))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        report = subprocess.run([CUOBJDUMP, "--dump-resource-usage", f.name], check=True,
+                                capture_output=True, text=True).stdout
+    regs, stack, static_shared, local = map(int, re.search(
+        r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", report).groups())
+    return dict(regs=regs, stack=stack, local=local, shared=k.metadata.shared + static_shared)
+
+
+def main():
+    bad = 0
+    for torch_dtype, cfg in rnn.configs():
+        dtype = TRITON_TYPE[str(torch_dtype)]
+        for fn in KERNELS:
+            for arch in (80, 90):
+                r = resources(fn, dtype, cfg, arch)
+                ok = (r["regs"] <= MAX_REGS and r["stack"] == 0 and r["local"] == 0
+                      and r["shared"] <= MAX_SHARED[arch])
+                bad += not ok
+                print(f"{'ok ' if ok else 'BAD'} sm_{arch} {fn.__name__:15s} {dtype} {cfg} {r}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Worst-case error of the Numba float32 tanh over every float32 input."""
+import numpy as np
+
+from fastrnn.kernels.numba.activations import tanh_array
+
+MAX_REL = 4e-7      # about 6.7 ulp of float32 (2^-24 = 6e-8)
+
+
+def _eval(x):
+    y = np.empty_like(x)
+    tanh_array(x, y)
+    return y
+
+
+def test_tanh_every_float32_in_the_curved_range():
+    # every positive float32 from 2^-12 to 9.5 (~134M values, in chunks); tanh is odd
+    lo = np.array(2.0 ** -12, np.float32).view(np.uint32)
+    hi = np.array(9.5, np.float32).view(np.uint32)
+    worst = 0.0
+    for start in range(int(lo), int(hi) + 1, 1 << 24):
+        bits = np.arange(start, min(start + (1 << 24), int(hi) + 1), dtype=np.uint32)
+        x = bits.view(np.float32)
+        y = _eval(x).astype(np.float64)
+        ref = np.tanh(x.astype(np.float64))
+        worst = max(worst, float(np.max(np.abs(y - ref) / ref)))
+        assert np.all(y <= 1.0)
+        assert np.array_equal(_eval(-x), -_eval(x))
+    assert worst < MAX_REL, worst
+
+
+def test_tanh_tiny_saturated_and_special():
+    tiny = np.array([0.0, -0.0, 1e-45, 1e-30, 1e-10, 2.0 ** -12], np.float32)
+    y = _eval(tiny)
+    # below 2^-12, tanh(x) = x (1 - x^2/3) rounds to within a few ulp of x
+    assert np.all(np.abs(y.astype(np.float64) - tiny) <= MAX_REL * np.abs(tiny))
+    big = np.array([9.0, 9.5, 20.0, 1e30, np.float32(3.4e38), np.inf], np.float32)
+    assert np.all(_eval(big) == 1.0) and np.all(_eval(-big) == -1.0)
+    assert np.isnan(_eval(np.array([np.nan], np.float32)))[0]

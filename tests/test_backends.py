@@ -1,0 +1,43 @@
+"""The dispatch point: explicit argument, FASTRNN_BACKEND, automatic with fallback."""
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastrnn import backends
+
+
+def test_import_loads_neither_numba_nor_triton():
+    code = ("import sys, fastrnn, torch; m = fastrnn.RNN(2, 3);"
+            "print('numba' in sys.modules, 'triton' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_order_explicit_env_auto(monkeypatch):
+    x = torch.zeros(1)
+    monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
+    assert backends.select("rnn", x).name == "numba"
+    monkeypatch.setenv("FASTRNN_BACKEND", "reference")
+    assert backends.select("rnn", x).name == "reference"
+    assert backends.select("rnn", x, backend="numba").name == "numba"
+
+
+def test_explicit_request_that_cannot_run_raises(monkeypatch):
+    monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
+    with pytest.raises(RuntimeError, match="no kernel for cell 'gru'"):
+        backends.select("gru", torch.zeros(1), backend="numba")
+    monkeypatch.setenv("FASTRNN_BACKEND", "numba")
+    with pytest.raises(RuntimeError, match="dtype"):
+        backends.select("rnn", torch.zeros(1, dtype=torch.float16))
+
+
+def test_automatic_fallback_logs_once(monkeypatch, caplog):
+    monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
+    monkeypatch.setattr(backends, "_logged", set())
+    with caplog.at_level(logging.WARNING, logger="fastrnn"):
+        for _ in range(3):
+            assert backends.select("rnn", torch.zeros(1, dtype=torch.float16)).name == "reference"
+    assert len(caplog.records) == 1 and "float16" in caplog.records[0].getMessage()
