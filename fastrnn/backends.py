@@ -24,10 +24,14 @@ class Backend:
     module = ""          # fastrnn.kernels.<name>, holding the launchers
     cells = frozenset()
     dtypes = ()
+    _available = None
 
     def is_available(self):
-        return importlib.util.find_spec(self.module) is not None and \
-            importlib.util.find_spec(self.name) is not None
+        # find_spec costs tens of microseconds; ask once per process
+        if self._available is None:
+            self._available = importlib.util.find_spec(self.module) is not None and \
+                importlib.util.find_spec(self.name) is not None
+        return self._available
 
     def device_ok(self, tensor):
         raise NotImplementedError

@@ -8,8 +8,9 @@ torch's. Numba's threading layer is left to its default priority
 thread works too, and in measurements it handed the cores to and from torch's
 own OpenMP pool faster than 'workqueue').
 """
+import functools
+
 import numpy as np
-import torch
 
 import numba
 
@@ -36,6 +37,16 @@ def num_threads():
     return numba.get_num_threads()
 
 
+@functools.lru_cache(maxsize=64)
+def _full_plan(B, T, C):
+    lens = np.full(B, T, dtype=np.int64)
+    rows = np.arange(B, dtype=np.int64)
+    bounds = np.array([c * B // C for c in range(C + 1)], dtype=np.int64)
+    for a in (lens, rows, bounds):
+        a.setflags(write=False)
+    return lens, rows, bounds
+
+
 def batch_plan(lengths, B, T, device_count=None):
     """Split B rows into per-thread chunks, each listing its rows longest first.
 
@@ -44,12 +55,10 @@ def batch_plan(lengths, B, T, device_count=None):
     """
     C = max(1, min(device_count or num_threads(), B))
     if lengths is None:
-        lens = np.full(B, T, dtype=np.int64)
-        rows = np.arange(B, dtype=np.int64)
-    else:
-        lens = np.ascontiguousarray(lengths.cpu().numpy(), dtype=np.int64)
-        order = np.argsort(-lens, kind="stable")
-        rows = np.concatenate([order[c::C] for c in range(C)]).astype(np.int64)
+        return _full_plan(B, T, C)          # equal lengths: contiguous chunks, cached
+    lens = np.ascontiguousarray(lengths.cpu().numpy(), dtype=np.int64)
+    order = np.argsort(-lens, kind="stable")
+    rows = np.concatenate([order[c::C] for c in range(C)]).astype(np.int64)
     sizes = [len(range(c, B, C)) for c in range(C)]
     bounds = np.zeros(C + 1, dtype=np.int64)
     bounds[1:] = np.cumsum(sizes)

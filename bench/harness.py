@@ -1,0 +1,97 @@
+"""The one benchmark harness: timing, machine facts, the long-format CSV.
+
+Timing: warm-up calls first (JIT compilation is never timed), then the median
+of repeats; providers are alternated inside each repeat so that drifting clock
+speed or a noisy neighbour hits all of them alike. CUDA work is timed with
+events.
+"""
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+FIELDS = ["cell", "mode", "T", "B", "I", "H", "dtype", "provider", "process", "median_ms",
+          "gflops", "gflops_pct_of_gemm", "speedup_vs_torch", "machine", "cpu", "cores",
+          "threads", "torch", "numba", "commit"]
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def machine_facts():
+    try:
+        import numba
+        numba_version = numba.__version__
+    except ImportError:
+        numba_version = "none"
+    return dict(machine=platform.node(), cpu=cpu_model(), cores=os.cpu_count(),
+                threads=f"torch={torch.get_num_threads()}", torch=torch.__version__,
+                numba=numba_version, commit=commit())
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_once(fn, device="cpu"):
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def compare(fns, repeats, warmup=2, device="cpu"):
+    """fns: {name: callable}. Alternates providers each repeat; returns {name: median ms}."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(time_once(fn, device))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def gemm_gflops(n=2048, repeats=7):
+    """The machine's single-precision GEMM rate through torch.mm (GFLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    ms = compare({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
+    return 2 * n ** 3 / ms / 1e6
+
+
+def write_csv(rows, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in FIELDS})
