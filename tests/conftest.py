@@ -14,9 +14,6 @@ import torch  # noqa: E402
 import fastrnn.kernels  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
-
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
