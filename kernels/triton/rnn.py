@@ -60,6 +60,17 @@ def _rows(B, BB: tl.constexpr, lengths_ptr):
 
 
 @triton.jit
+def _copy_rows(src_ptr, dst_ptr, offs_b, row_ok, H, BN: tl.constexpr):
+    # dst[b, :] = src[b, :] for this program's rows, converted to dst's dtype
+    for n0 in range(0, H, BN):
+        offs_n = n0 + tl.arange(0, BN)
+        m = row_ok[:, None] & (offs_n < H)[None, :]
+        off = offs_b[:, None] * H + offs_n[None, :]
+        v = tl.load(src_ptr + off, mask=m, other=0.0)
+        tl.store(dst_ptr + off, v.to(dst_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
 def _zero_padding(ptr, offs_b, lens, T, B, H, BB: tl.constexpr, BH: tl.constexpr):
     # positions past a row's length: zeros, like pad_packed_sequence
     for n0 in range(0, H, BH):
@@ -100,11 +111,7 @@ def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, sta
         tl.store(hn_ptr + offs_b[:, None] * H + offs_h[None, :], h.to(dt), mask=m2)
     else:
         # state[0] <- h0; step s reads state[s % 2] and writes state[(s + 1) % 2]
-        for n0 in range(0, H, BN):
-            offs_n = n0 + tl.arange(0, BN)
-            m = row_ok[:, None] & (offs_n < H)[None, :]
-            v = tl.load(h0_ptr + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-            tl.store(state_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(tl.float32), mask=m)
+        _copy_rows(h0_ptr, state_ptr, offs_b, row_ok, H, BN)
         tl.debug_barrier()
         for s in range(0, nsteps):
             act = s < lens
@@ -133,12 +140,7 @@ def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, sta
                 tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
                          tl.where(act[:, None], y, old), mask=m)
             tl.debug_barrier()
-        last = state_ptr + ((nsteps % 2) * B).to(tl.int64) * H
-        for n0 in range(0, H, BN):
-            offs_n = n0 + tl.arange(0, BN)
-            m = row_ok[:, None] & (offs_n < H)[None, :]
-            v = tl.load(last + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-            tl.store(hn_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(dt), mask=m)
+        _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * H, hn_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(out_ptr, offs_b, lens, T, B, H, BB, BN)
 
@@ -176,11 +178,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
             dh = tl.where(act[:, None], dh_new, dh)
         tl.store(grad_h0_ptr + offs_b[:, None] * H + offs_h[None, :], dh.to(dt), mask=m2)
     else:
-        for n0 in range(0, H, BN):
-            offs_n = n0 + tl.arange(0, BN)
-            m = row_ok[:, None] & (offs_n < H)[None, :]
-            v = tl.load(grad_hn_ptr + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-            tl.store(state_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(tl.float32), mask=m)
+        _copy_rows(grad_hn_ptr, state_ptr, offs_b, row_ok, H, BN)
         tl.debug_barrier()
         for i in range(0, nsteps):
             s = nsteps - 1 - i
@@ -219,12 +217,8 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
                 tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
                          tl.where(act[:, None], acc, old), mask=m)
             tl.debug_barrier()
-        last = state_ptr + ((nsteps % 2) * B).to(tl.int64) * H
-        for n0 in range(0, H, BN):
-            offs_n = n0 + tl.arange(0, BN)
-            m = row_ok[:, None] & (offs_n < H)[None, :]
-            v = tl.load(last + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-            tl.store(grad_h0_ptr + offs_b[:, None] * H + offs_n[None, :], v.to(dt), mask=m)
+        _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * H, grad_h0_ptr, offs_b, row_ok,
+                   H, BN)
     if VARLEN:
         _zero_padding(grad_pre_ptr, offs_b, lens, T, B, H, BB, BN)
 
