@@ -5,8 +5,9 @@ W_ih x_t + b_ih + b_hh of every step, computed outside as one GEMM.
 
 Parallel plan: batch rows never interact, so each thread takes a chunk of rows
 and runs the *whole* time loop for it with no synchronisation between steps. The
-per-step product h @ W_hh^T of a chunk is one single-threaded BLAS GEMM
-(``np.dot`` -> SciPy's OpenBLAS, pinned to one thread in ``_threads.py``).
+per-step product h @ W_hh^T of a chunk is ``_gemm.matmul_nt``: a register-blocked
+loop for H <= SMALL_H, else one single-threaded BLAS GEMM (``np.dot`` -> SciPy's
+OpenBLAS, pinned to one thread in ``_common.py``).
 
 Variable lengths: ``rows`` lists the batch rows of every chunk, longest first
 (chunk c owns ``rows[bounds[c]:bounds[c+1]]``), so the rows still running at
@@ -20,6 +21,7 @@ from numba import njit, prange
 
 from .. import new_output
 from ._common import as_numpy, batch_plan
+from ._gemm import SMALL_H, matmul_nt
 from .activations import tanh
 
 
@@ -29,9 +31,9 @@ def _time(s, length, reverse):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_fwd_kernel(xproj, h0, w_hh_t, lengths, rows, bounds, reverse, relu,
+def rnn_fwd_kernel(xproj, h0, w_hh, w_hh_t, lengths, rows, bounds, reverse, relu, small,
                    out, h_n):
-    # xproj [T, B, H], h0 [B, H], w_hh_t [H, H] = W_hh^T, lengths/rows [B],
+    # xproj [T, B, H], h0 [B, H], w_hh [H, H] and its transpose, lengths/rows [B],
     # bounds [C+1]; writes out [T, B, H] (zero past each length) and h_n [B, H]
     T, B, H = xproj.shape
     for c in prange(bounds.shape[0] - 1):
@@ -47,7 +49,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh_t, lengths, rows, bounds, reverse, relu,
         for s in range(lengths[rows[b0]]):
             while lengths[rows[b0 + nact - 1]] <= s:
                 nact -= 1
-            np.dot(h[:nact], w_hh_t, acc[:nact])
+            matmul_nt(h, w_hh, w_hh_t, acc, nact, small)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = _time(s, lengths[b], reverse)
@@ -69,9 +71,9 @@ def rnn_fwd_kernel(xproj, h0, w_hh_t, lengths, rows, bounds, reverse, relu,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, lengths, rows, bounds, reverse,
-                   relu, grad_pre, grad_h0):
-    # grad_out/out [T, B, H], grad_hn [B, H], w_hh [H, H]; writes the
+def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, w_hh_t, lengths, rows, bounds, reverse,
+                   relu, small, grad_pre, grad_h0):
+    # grad_out/out [T, B, H], grad_hn [B, H], w_hh [H, H] and its transpose; writes the
     # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
     # grad_h0 [B, H]
     T, B, H = out.shape
@@ -104,7 +106,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, lengths, rows, bounds, reverse,
                         v = (grad_out[t, b, j] + dh[r, j]) * (1.0 - y * y)
                         g[r, j] = v
                         grad_pre[t, b, j] = v
-            np.dot(g[:nact], w_hh, dh[:nact])
+            matmul_nt(g, w_hh_t, w_hh, dh, nact, small)     # dh = g @ W_hh
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
@@ -121,8 +123,9 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
     if B == 0:
         return out, h_n
     lens, rows, bounds = batch_plan(lengths, B, T)
-    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh.t()), lens, rows,
-                   bounds, reverse, nonlinearity == "relu", out.numpy(), h_n.numpy())
+    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(w_hh.t()), lens,
+                   rows, bounds, reverse, nonlinearity == "relu", H <= SMALL_H,
+                   out.numpy(), h_n.numpy())
     return out, h_n
 
 
@@ -135,6 +138,6 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
         return grad_pre, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
     rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh),
-                   lens, rows, bounds, reverse, nonlinearity == "relu",
-                   grad_pre.numpy(), grad_h0.numpy())
+                   as_numpy(w_hh.t()), lens, rows, bounds, reverse, nonlinearity == "relu",
+                   H <= SMALL_H, grad_pre.numpy(), grad_h0.numpy())
     return grad_pre, grad_h0
