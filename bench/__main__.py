@@ -3,13 +3,15 @@
 Every shape is timed with the providers alternated in one process (fastrnn-numba
 and torch.nn), and torch is timed again in a child process that never loads
 fastrnn's kernels (its idle-spinning thread pools could slow torch in the shared
-process and flatter fastrnn). Speedups use the faster of the two torch figures;
-both are recorded. The GEMM rate (torch.mm, 2048^2, float32) is measured in the
-same run.
+process and flatter fastrnn). Rounds repeat both, so that a slow spell of the
+shared machine hits every provider; medians are over all rounds' samples.
+Speedups use the faster of the two torch figures; both are recorded. The GEMM
+rate (torch.mm, 2048^2, float32) is measured in the same run.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -17,35 +19,42 @@ from pathlib import Path
 import torch
 
 from . import bench_rnn
-from .harness import compare, gemm_gflops, machine_facts, write_csv
+from .harness import gemm_gflops, machine_facts, samples, write_csv
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def _torch_only(args):
-    """Child process: time torch.nn.RNN alone; prints {"mode T B I H": ms} as JSON."""
+    """Child process: time torch.nn.RNN alone; prints {case: [ms, ...]} as JSON."""
     from fastrnn._alloc import keep_freed_memory   # same allocator setting as fastrnn's process
     keep_freed_memory()
+    torch.set_num_threads(os.cpu_count())
     out = {}
     for case in args.cases:
-        mode, T, B, I, H = case.split(":")
-        T, B, I, H = int(T), int(B), int(I), int(H)
+        mode, T, B, I, H = _parse(case)
         step = bench_rnn.make_step(bench_rnn.modules(I, H)["torch"], mode, T, B, I, H)
-        out[case] = compare({"torch": step}, args.repeats)["torch"]
+        out[case] = samples({"torch": step}, args.repeats)["torch"]
     print(json.dumps(out))
 
 
+def _parse(case):
+    mode, *dims = case.split(":")
+    return (mode, *map(int, dims))
+
+
 def _repeats(T, B, H, quick):
-    work = T * B * H * H
     if quick:
         return 3
-    return 5 if work > 1e9 else 15
+    return 3 if T * B * H * H > 1e9 else 10
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer repeats (about a minute)")
+    p.add_argument("--quick", action="store_true", help="one round, few repeats (about a minute)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds; each times every case in this process, then torch alone in a "
+                        "child process (default 3; the machine is noisy)")
     p.add_argument("--out", default=str(RESULTS), help="folder for the CSV and report")
     p.add_argument("--torch-only", dest="cases", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
@@ -61,38 +70,46 @@ def main(argv=None):
     gemm = gemm_gflops()
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, "
           f"numba {facts['numba']}; float32 GEMM rate {gemm:.1f} GFLOP/s", flush=True)
-    rows = []
+    rounds = 1 if args.quick else args.rounds
+    steps, reps = {}, {}
     for T, B, H in bench_rnn.SHAPES:
-        I = H
-        reps = _repeats(T, B, H, args.quick)
-        mods = bench_rnn.modules(I, H, fastrnn)
+        mods = bench_rnn.modules(H, H, fastrnn)
         for mode in bench_rnn.MODES:
-            steps = {name: bench_rnn.make_step(m, mode, T, B, I, H) for name, m in mods.items()}
-            same = compare(steps, reps)
-            case = f"{mode}:{T}:{B}:{I}:{H}"
-            child = subprocess.run([sys.executable, "-m", "bench", "--repeats", str(reps),
-                                    "--torch-only", case], capture_output=True, text=True,
+            case = f"{mode}:{T}:{B}:{H}:{H}"
+            steps[case] = {name: bench_rnn.make_step(m, mode, T, B, H, H) for name, m in mods.items()}
+            reps[case] = _repeats(T, B, H, args.quick)
+    times = {case: {"fastrnn-numba": [], "torch": [], "torch-alone": []} for case in steps}
+    for r in range(rounds):
+        for case, fns in steps.items():
+            for name, ts in samples(fns, reps[case], warmup=2 if r == 0 else 1).items():
+                times[case][name] += ts
+        # torch alone: one child per round and repeat count, all cases of that count
+        for n in sorted(set(reps.values())):
+            cases = [c for c in steps if reps[c] == n]
+            child = subprocess.run([sys.executable, "-m", "bench", "--repeats", str(n),
+                                    "--torch-only", *cases], capture_output=True, text=True,
                                    check=True, cwd=Path(__file__).parent.parent)
-            alone = json.loads(child.stdout.strip().splitlines()[-1])[case]
-            torch_best = min(same["torch"], alone)
-            fl = bench_rnn.flops(mode, T, B, I, H)
-            for provider, process, ms in [("fastrnn-numba", "same", same["fastrnn-numba"]),
-                                          ("torch", "same", same["torch"]),
-                                          ("torch", "separate", alone)]:
-                gf = fl / ms / 1e6
-                rows.append(dict(cell="rnn_tanh", mode=mode, T=T, B=B, I=I, H=H, dtype="float32",
-                                 provider=provider, process=process, median_ms=round(ms, 4),
-                                 gflops=round(gf, 2), gflops_pct_of_gemm=round(100 * gf / gemm, 1),
-                                 speedup_vs_torch=round(torch_best / ms, 3), **facts))
-            print(f"  rnn_tanh {mode:6s} T={T:<4d} B={B:<3d} H={H:<4d} "
-                  f"fastrnn {same['fastrnn-numba']:9.3f} ms  torch {same['torch']:9.3f} / "
-                  f"{alone:9.3f} ms (same/alone)  speedup {torch_best / same['fastrnn-numba']:.2f}x",
-                  flush=True)
-    # the machine is shared and its speed drifts: take the better of a GEMM rate
+            for case, ts in json.loads(child.stdout.strip().splitlines()[-1]).items():
+                times[case]["torch-alone"] += ts
+        print(f"  round {r + 1}/{rounds} done", flush=True)
+    # the machine is shared and its speed drifts: take the better of the GEMM rates
     # measured before and after the cases, so that the % of GEMM is not inflated
     gemm = max(gemm, gemm_gflops())
-    for r in rows:
-        r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
+    rows = []
+    for case, t in times.items():
+        mode, T, B, I, H = _parse(case)
+        med = {k: statistics.median(v) for k, v in t.items()}
+        torch_best = min(med["torch"], med["torch-alone"])
+        fl = bench_rnn.flops(mode, T, B, I, H)
+        for provider, process, key in [("fastrnn-numba", "same", "fastrnn-numba"),
+                                       ("torch", "same", "torch"),
+                                       ("torch", "separate", "torch-alone")]:
+            gf = fl / med[key] / 1e6
+            rows.append(dict(cell="rnn_tanh", mode=mode, T=T, B=B, I=I, H=H, dtype="float32",
+                             provider=provider, process=process, median_ms=round(med[key], 4),
+                             samples=len(t[key]), gflops=round(gf, 2),
+                             gflops_pct_of_gemm=round(100 * gf / gemm, 1),
+                             speedup_vs_torch=round(torch_best / med[key], 3), **facts))
     rows.append(dict(cell="gemm", mode="mm2048", provider="torch", process="same",
                      gflops=round(gemm, 2), **facts))
     out = Path(args.out)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-FIELDS = ["cell", "mode", "T", "B", "I", "H", "dtype", "provider", "process", "median_ms",
+FIELDS = ["cell", "mode", "T", "B", "I", "H", "dtype", "provider", "process", "median_ms", "samples",
           "gflops", "gflops_pct_of_gemm", "speedup_vs_torch", "machine", "cpu", "cores",
           "threads", "torch", "numba", "commit"]
 
@@ -67,8 +67,8 @@ def time_once(fn, device="cpu"):
     return (time.perf_counter() - t0) * 1e3
 
 
-def compare(fns, repeats, warmup=2, device="cpu"):
-    """fns: {name: callable}. Alternates providers each repeat; returns {name: median ms}."""
+def samples(fns, repeats, warmup=2, device="cpu"):
+    """fns: {name: callable}. Alternates providers each repeat; returns {name: [ms, ...]}."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -77,7 +77,12 @@ def compare(fns, repeats, warmup=2, device="cpu"):
     for _ in range(repeats):
         for name, fn in fns.items():
             times[name].append(time_once(fn, device))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def compare(fns, repeats, warmup=2, device="cpu"):
+    """Like ``samples`` but returns {name: median ms}."""
+    return {name: statistics.median(ts) for name, ts in samples(fns, repeats, warmup, device).items()}
 
 
 def gemm_gflops(n=2048, repeats=7):
