@@ -1,11 +1,12 @@
 """python -m bench: fastrnn against PyTorch on this machine; CSV + markdown report.
 
 Every shape is timed with the providers alternated in one process (fastrnn-numba
-and torch.nn), and torch is timed again in a child process that never loads
-fastrnn's kernels (its idle-spinning thread pools could slow torch in the shared
-process and flatter fastrnn). Rounds repeat both, so that a slow spell of the
-shared machine hits every provider; medians are over all rounds' samples.
-Speedups use the faster of the two torch figures; both are recorded. The GEMM
+and torch.nn), and every provider is timed again alone, in a child process of its
+own: on 2 cores the thread pools of one provider, spinning after its work, slow
+the other one in a shared process (measured both ways). Rounds repeat all of it,
+so that a slow spell of the shared machine hits every provider; medians are over
+all rounds' samples. Each provider's figure is the faster of its two (same
+process / alone); all four are recorded. The GEMM
 rate (torch.mm, 2048^2, float32) is measured in the same run.
 """
 import argparse
@@ -22,18 +23,23 @@ from . import bench_rnn
 from .harness import gemm_gflops, machine_facts, samples, write_csv
 
 RESULTS = Path(__file__).parent / "results"
+PROVIDERS = ["fastrnn-numba", "torch"]
 
 
-def _torch_only(args):
-    """Child process: time torch.nn.RNN alone; prints {case: [ms, ...]} as JSON."""
-    from fastrnn._alloc import keep_freed_memory   # same allocator setting as fastrnn's process
+def _alone(args):
+    """Child process: time one provider alone; prints {case: [ms, ...]} as JSON."""
+    from fastrnn._alloc import keep_freed_memory   # same allocator setting in every process
     keep_freed_memory()
     torch.set_num_threads(os.cpu_count())
+    fastrnn = None
+    if args.alone != "torch":
+        import fastrnn
+        import fastrnn.kernels.numba  # noqa: F401
     out = {}
     for case in args.cases:
         mode, T, B, I, H = _parse(case)
-        step = bench_rnn.make_step(bench_rnn.modules(I, H)["torch"], mode, T, B, I, H)
-        out[case] = samples({"torch": step}, args.repeats)["torch"]
+        module = bench_rnn.modules(I, H, fastrnn)[args.alone]
+        out[case] = samples({"x": bench_rnn.make_step(module, mode, T, B, I, H)}, args.repeats)["x"]
     print(json.dumps(out))
 
 
@@ -56,11 +62,12 @@ def main(argv=None):
                    help="rounds; each times every case in this process, then torch alone in a "
                         "child process (default 3; the machine is noisy)")
     p.add_argument("--out", default=str(RESULTS), help="folder for the CSV and report")
-    p.add_argument("--torch-only", dest="cases", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--alone", choices=PROVIDERS, help=argparse.SUPPRESS)
+    p.add_argument("--cases", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.cases is not None:
-        return _torch_only(args)
+    if args.alone is not None:
+        return _alone(args)
 
     import fastrnn
     import fastrnn.kernels.numba  # noqa: F401  (load and configure the backend up front)
@@ -78,38 +85,41 @@ def main(argv=None):
             case = f"{mode}:{T}:{B}:{H}:{H}"
             steps[case] = {name: bench_rnn.make_step(m, mode, T, B, H, H) for name, m in mods.items()}
             reps[case] = _repeats(T, B, H, args.quick)
-    times = {case: {"fastrnn-numba": [], "torch": [], "torch-alone": []} for case in steps}
+    times = {case: {f"{p}{suffix}": [] for p in PROVIDERS for suffix in ("", "-alone")}
+             for case in steps}
     for r in range(rounds):
+        gemm = max(gemm, gemm_gflops())
         for case, fns in steps.items():
             for name, ts in samples(fns, reps[case], warmup=2 if r == 0 else 1).items():
                 times[case][name] += ts
-        # torch alone: one child per round and repeat count, all cases of that count
-        for n in sorted(set(reps.values())):
-            cases = [c for c in steps if reps[c] == n]
-            child = subprocess.run([sys.executable, "-m", "bench", "--repeats", str(n),
-                                    "--torch-only", *cases], capture_output=True, text=True,
-                                   check=True, cwd=Path(__file__).parent.parent)
-            for case, ts in json.loads(child.stdout.strip().splitlines()[-1]).items():
-                times[case]["torch-alone"] += ts
+        # each provider alone: a child process per provider and repeat count
+        for provider in PROVIDERS:
+            for n in sorted(set(reps.values())):
+                cases = [c for c in steps if reps[c] == n]
+                child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider,
+                                        "--repeats", str(n), "--cases", *cases],
+                                       capture_output=True, text=True, check=True,
+                                       cwd=Path(__file__).parent.parent)
+                for case, ts in json.loads(child.stdout.strip().splitlines()[-1]).items():
+                    times[case][f"{provider}-alone"] += ts
         print(f"  round {r + 1}/{rounds} done", flush=True)
-    # the machine is shared and its speed drifts: take the better of the GEMM rates
-    # measured before and after the cases, so that the % of GEMM is not inflated
+    # the machine is shared and its speed drifts: take the best GEMM rate measured
+    # before, between and after the rounds, so that the % of GEMM is not inflated
     gemm = max(gemm, gemm_gflops())
     rows = []
     for case, t in times.items():
         mode, T, B, I, H = _parse(case)
         med = {k: statistics.median(v) for k, v in t.items()}
-        torch_best = min(med["torch"], med["torch-alone"])
+        best = {p: min(med[p], med[f"{p}-alone"]) for p in PROVIDERS}
         fl = bench_rnn.flops(mode, T, B, I, H)
-        for provider, process, key in [("fastrnn-numba", "same", "fastrnn-numba"),
-                                       ("torch", "same", "torch"),
-                                       ("torch", "separate", "torch-alone")]:
-            gf = fl / med[key] / 1e6
+        for key, ms in med.items():
+            provider = key.replace("-alone", "")
+            gf = fl / ms / 1e6
             rows.append(dict(cell="rnn_tanh", mode=mode, T=T, B=B, I=I, H=H, dtype="float32",
-                             provider=provider, process=process, median_ms=round(med[key], 4),
-                             samples=len(t[key]), gflops=round(gf, 2),
+                             provider=provider, process="separate" if "alone" in key else "same",
+                             median_ms=round(ms, 4), samples=len(t[key]), gflops=round(gf, 2),
                              gflops_pct_of_gemm=round(100 * gf / gemm, 1),
-                             speedup_vs_torch=round(torch_best / med[key], 3), **facts))
+                             speedup_vs_torch=round(best["torch"] / ms, 3), **facts))
     rows.append(dict(cell="gemm", mode="mm2048", provider="torch", process="same",
                      gflops=round(gemm, 2), **facts))
     out = Path(args.out)
@@ -124,16 +134,24 @@ def render(rows, gemm, facts):
     lines = [f"CPU: {facts['cpu']}, {facts['cores']} cores; torch {facts['torch']}, numba "
              f"{facts['numba']}; commit {facts['commit']}. float32, I = H. "
              f"GEMM rate (torch.mm 2048², same run): {gemm:.1f} GFLOP/s.", "",
-             "| cell | mode | T | B | H | fastrnn-numba ms | torch ms (same / alone) | speedup | fastrnn GFLOP/s (% of GEMM) |",
+             "| cell | mode | T | B | H | fastrnn-numba ms (same / alone) | torch ms (same / alone) "
+             "| speedup | fastrnn GFLOP/s (% of GEMM) |",
              "|---|---|---|---|---|---|---|---|---|"]
     key = lambda r: tuple(r.get(k) for k in ("cell", "mode", "T", "B", "H"))  # noqa: E731
-    ours = [r for r in rows if r["provider"] == "fastrnn-numba"]
-    for r in ours:
-        t = {r2["process"]: r2["median_ms"] for r2 in rows
-             if r2["provider"] == "torch" and key(r2) == key(r)}
-        lines.append(f"| {r['cell']} | {r['mode']} | {r['T']} | {r['B']} | {r['H']} | "
-                     f"{r['median_ms']:.3f} | {t['same']:.3f} / {t['separate']:.3f} | "
-                     f"**{r['speedup_vs_torch']:.2f}×** | {r['gflops']:.1f} ({r['gflops_pct_of_gemm']:.0f}%) |")
+    cases = {}
+    for r in rows:
+        if r["cell"] != "gemm":
+            cases.setdefault(key(r), {})[(r["provider"], r["process"])] = r
+    for (cell, mode, T, B, H), c in cases.items():
+        ours = min((c[("fastrnn-numba", p)] for p in ("same", "separate")),
+                   key=lambda r: r["median_ms"])
+        lines.append(
+            f"| {cell} | {mode} | {T} | {B} | {H} | "
+            f"{c[('fastrnn-numba', 'same')]['median_ms']:.3f} / "
+            f"{c[('fastrnn-numba', 'separate')]['median_ms']:.3f} | "
+            f"{c[('torch', 'same')]['median_ms']:.3f} / {c[('torch', 'separate')]['median_ms']:.3f} | "
+            f"**{ours['speedup_vs_torch']:.2f}×** | {ours['gflops']:.1f} "
+            f"({ours['gflops_pct_of_gemm']:.0f}%) |")
     return "\n".join(lines) + "\n"
 
 
