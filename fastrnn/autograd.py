@@ -43,10 +43,11 @@ def _recompute_grads(fn, inputs, outputs_grad):
     """
     with torch.enable_grad():
         outs = fn(*inputs)
-        diff = [x for x in inputs if x.requires_grad]
+        needs = [x is not None and x.requires_grad for x in inputs]
+        diff = [x for x, n in zip(inputs, needs) if n]
         grads = iter(torch.autograd.grad(outs, diff, outputs_grad, create_graph=True,
                                          allow_unused=True))
-    return [next(grads) if x.requires_grad else None for x in inputs]
+    return [next(grads) if n else None for n in needs]
 
 
 class RNNFunction(torch.autograd.Function):
@@ -77,3 +78,67 @@ class RNNFunction(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
         return grad_pre, grad_h0, grad_w, None, None, None, None
+
+
+class GRUFunction(torch.autograd.Function):
+    """GRU layer, one direction: (xproj, h0, w_hh, b_hn) -> (out, h_n); b_hn may be None."""
+
+    @staticmethod
+    def forward(ctx, xproj, h0, w_hh, b_hn, lengths, reverse, backend):
+        out, h_n, gates = backend.kernels().gru_fwd(
+            xproj=xproj, h0=h0, w_hh=w_hh, b_hn=b_hn, lengths=lengths, reverse=reverse)
+        ctx.save_for_backward(xproj, h0, w_hh, b_hn, out, gates, lengths)
+        ctx.opts = (reverse, backend)
+        return out, h_n
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_hn):
+        xproj, h0, w_hh, b_hn, out, gates, lengths = ctx.saved_tensors
+        reverse, backend = ctx.opts
+        if torch.is_grad_enabled():
+            grads = _recompute_grads(
+                lambda x, h, w, b: reference.gru_layer(x, h, w, b, lengths, reverse),
+                [xproj, h0, w_hh, b_hn], [grad_out, grad_hn])
+            return (*grads, None, None, None)
+        grad_x, grad_hp, grad_h0 = backend.kernels().gru_bwd(
+            grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out, h0=h0,
+            gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[2]:
+            grad_w = _weight_grad(grad_hp, previous_states(out, h0, lengths, reverse))
+        if b_hn is not None and ctx.needs_input_grad[3]:
+            H = h0.shape[-1]
+            grad_b = grad_hp[..., 2 * H:].sum(dim=(0, 1))
+        return grad_x, grad_h0, grad_w, grad_b, None, None, None
+
+
+class LSTMFunction(torch.autograd.Function):
+    """LSTM layer, one direction: (xproj, h0, c0, w_hh, w_hr) -> (out, h_n, c_n); w_hr may be None."""
+
+    @staticmethod
+    def forward(ctx, xproj, h0, c0, w_hh, w_hr, lengths, reverse, backend):
+        out, h_n, c_n, gates, cells, mids = backend.kernels().lstm_fwd(
+            xproj=xproj, h0=h0, c0=c0, w_hh=w_hh, w_hr=w_hr, lengths=lengths, reverse=reverse)
+        ctx.save_for_backward(xproj, h0, c0, w_hh, w_hr, out, gates, cells, mids, lengths)
+        ctx.opts = (reverse, backend)
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_hn, grad_cn):
+        xproj, h0, c0, w_hh, w_hr, out, gates, cells, mids, lengths = ctx.saved_tensors
+        reverse, backend = ctx.opts
+        if torch.is_grad_enabled():
+            grads = _recompute_grads(
+                lambda x, h, c, w, wr: reference.lstm_layer(x, h, c, w, wr, lengths, reverse),
+                [xproj, h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn])
+            return (*grads, None, None, None)
+        grad_pre, grad_h, grad_h0, grad_c0 = backend.kernels().lstm_bwd(
+            grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(),
+            grad_cn=grad_cn.contiguous(), c0=c0, gates=gates, cells=cells, w_hh=w_hh, w_hr=w_hr,
+            lengths=lengths, reverse=reverse)
+        grad_w = grad_wr = None
+        if ctx.needs_input_grad[3]:
+            grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
+        if w_hr is not None and ctx.needs_input_grad[4]:
+            grad_wr = _weight_grad(grad_h, mids)
+        return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None

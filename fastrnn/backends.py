@@ -15,7 +15,7 @@ import os
 log = logging.getLogger("fastrnn")
 
 # Cells whose fused kernels each backend ships. Adding a cell = adding it here.
-_NUMBA_CELLS = {"rnn"}
+_NUMBA_CELLS = {"rnn", "gru", "lstm"}
 _TRITON_CELLS = {"rnn"}
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends, reference
-from .autograd import RNNFunction
+from .autograd import GRUFunction, LSTMFunction, RNNFunction
 
 
 # ------------------------------------------------------------------ checks
@@ -120,7 +120,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     """
     _check(input, [hx], weights, lengths, num_layers=num_layers,
            bidirectional=bidirectional, bias=bias)
-    backends.select("gru", input, backend)   # validates an explicit request
+    be = backends.select("gru", input, backend)
 
     def layer(x, h0, w, reverse):
         w_ih, w_hh = w[0], w[1]
@@ -131,7 +131,9 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
             b = w[2] + torch.cat([w[3][:2 * H], w[3].new_zeros(H)])
             b_hn = w[3][2 * H:]
         xproj = F.linear(x, w_ih, b)
-        return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
+        if be.name == "reference":
+            return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
+        return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be)
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
@@ -148,14 +150,17 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     """
     _check(input, list(hx), weights, lengths, num_layers=num_layers,
            bidirectional=bidirectional, bias=bias, proj=proj_size > 0)
-    backends.select("lstm", input, backend)
+    be = backends.select("lstm", input, backend)
 
     def layer(x, state, w, reverse):
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None
         w_hr = w[-1] if proj_size > 0 else None
         xproj = F.linear(x, w_ih, b)
-        out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
+        if be.name == "reference":
+            out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
+        else:
+            out, h, c = LSTMFunction.apply(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse, be)
         return out, (h, c)
 
     out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,

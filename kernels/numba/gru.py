@@ -1,0 +1,153 @@
+"""GRU forward and BPTT kernels (Numba, CPU). Gate order (r, z, n), as torch.
+
+Dimension legend: T steps, B batch, H hidden, G = 3H. ``xproj`` [T, B, G] is
+W_ih x + b_ih + [b_hr, b_hz, 0], one GEMM outside; b_hn stays inside the
+r-product. Per step, for the running rows of a chunk:
+
+    hp = h @ W_hh^T                         [nb, G]   (one step GEMM)
+    r = sig(x_r + hp_r), z = sig(x_z + hp_z), a = hp_n + b_hn
+    n = tanh(x_n + r * a),  h' = (1 - z) * n + z * h
+
+``gates`` [T, B, 4H] keeps (r, z, n, a) for BPTT. Parallel plan, variable lengths
+and the reverse direction are those of rnn.py.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import new_output
+from ._common import as_numpy, batch_plan
+from ._gemm import SMALL_H, matmul_nt
+from .activations import sigmoid, tanh
+from .rnn import _time
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def gru_fwd_kernel(xproj, h0, w_hh, w_hh_t, b_hn, lengths, rows, bounds, reverse, small,
+                   out, h_n, gates):
+    T, B, H = out.shape
+    for c in prange(bounds.shape[0] - 1):
+        b0, b1 = bounds[c], bounds[c + 1]
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        h = np.empty((nb, H), out.dtype)            # [nb, H] running state
+        hp = np.empty((nb, 3 * H), out.dtype)       # [nb, G] h @ W_hh^T
+        for r in range(nb):
+            h[r] = h0[rows[b0 + r]]
+        nact = nb
+        for s in range(lengths[rows[b0]]):
+            while lengths[rows[b0 + nact - 1]] <= s:
+                nact -= 1
+            matmul_nt(h, w_hh, w_hh_t, hp, nact, small)
+            for r in range(nact):
+                b = rows[b0 + r]
+                t = _time(s, lengths[b], reverse)
+                for j in range(H):
+                    rg = sigmoid(xproj[t, b, j] + hp[r, j])
+                    zg = sigmoid(xproj[t, b, H + j] + hp[r, H + j])
+                    a = hp[r, 2 * H + j] + b_hn[j]
+                    ng = tanh(xproj[t, b, 2 * H + j] + rg * a)
+                    v = (1.0 - zg) * ng + zg * h[r, j]
+                    gates[t, b, j] = rg
+                    gates[t, b, H + j] = zg
+                    gates[t, b, 2 * H + j] = ng
+                    gates[t, b, 3 * H + j] = a
+                    h[r, j] = v
+                    out[t, b, j] = v
+        for r in range(nb):
+            b = rows[b0 + r]
+            h_n[b] = h[r]
+            for t in range(lengths[b], T):
+                out[t, b, :] = 0.0
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh, w_hh_t, lengths, rows, bounds,
+                   reverse, small, grad_x, grad_hp, grad_h0):
+    # writes grad_x = dL/d xproj and grad_hp = dL/d hp (differs in the n part:
+    # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0
+    T, B, H = out.shape
+    for c in prange(bounds.shape[0] - 1):
+        b0, b1 = bounds[c], bounds[c + 1]
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        dh = np.empty((nb, H), out.dtype)           # [nb, H] dL/dh carried back
+        dz_h = np.empty((nb, H), out.dtype)         # [nb, H] the direct path d * z
+        g = np.empty((nb, 3 * H), out.dtype)        # [nb, G] dL/d hp of this step
+        back = np.empty((nb, H), out.dtype)         # [nb, H] g @ W_hh
+        for r in range(nb):
+            dh[r] = grad_hn[rows[b0 + r]]
+        nact = 0
+        for s in range(lengths[rows[b0]] - 1, -1, -1):
+            while nact < nb and lengths[rows[b0 + nact]] > s:
+                nact += 1
+            for r in range(nact):
+                b = rows[b0 + r]
+                L = lengths[b]
+                t = _time(s, L, reverse)
+                tp = _time(s - 1, L, reverse)
+                for j in range(H):
+                    hprev = out[tp, b, j] if s > 0 else h0[b, j]
+                    d = grad_out[t, b, j] + dh[r, j]
+                    rg = gates[t, b, j]
+                    zg = gates[t, b, H + j]
+                    ng = gates[t, b, 2 * H + j]
+                    a = gates[t, b, 3 * H + j]
+                    dn = d * (1.0 - zg) * (1.0 - ng * ng)          # dL/d n_pre
+                    dzp = d * (hprev - ng) * zg * (1.0 - zg)
+                    drp = dn * a * rg * (1.0 - rg)
+                    grad_x[t, b, j] = drp
+                    grad_x[t, b, H + j] = dzp
+                    grad_x[t, b, 2 * H + j] = dn
+                    g[r, j] = drp
+                    g[r, H + j] = dzp
+                    g[r, 2 * H + j] = dn * rg
+                    grad_hp[t, b, j] = drp
+                    grad_hp[t, b, H + j] = dzp
+                    grad_hp[t, b, 2 * H + j] = dn * rg
+                    dz_h[r, j] = d * zg
+            matmul_nt(g, w_hh_t, w_hh, back, nact, small)        # back = g @ W_hh
+            for r in range(nact):
+                for j in range(H):
+                    dh[r, j] = back[r, j] + dz_h[r, j]
+        for r in range(nb):
+            b = rows[b0 + r]
+            grad_h0[b] = dh[r]
+            for t in range(lengths[b], T):
+                grad_x[t, b, :] = 0.0
+                grad_hp[t, b, :] = 0.0
+
+
+# ----------------------------------------------------------------- launchers
+def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
+    """xproj [T, B, 3H], h0 [B, H], w_hh [3H, H], b_hn [H] or None
+    -> (out [T, B, H], h_n [B, H], gates [T, B, 4H] saved for gru_bwd)."""
+    T, B, G = xproj.shape
+    H = G // 3
+    out, h_n = new_output((T, B, H), xproj), new_output((B, H), xproj)
+    gates = new_output((T, B, 4 * H), xproj)
+    if B == 0:
+        return out, h_n, gates
+    if b_hn is None:
+        b_hn = xproj.new_zeros(H)
+    lens, rows, bounds = batch_plan(lengths, B, T)
+    gru_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(w_hh.t()),
+                   as_numpy(b_hn), lens, rows, bounds, reverse, H <= SMALL_H,
+                   out.numpy(), h_n.numpy(), gates.numpy())
+    return out, h_n, gates
+
+
+def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
+    """-> (grad_x [T, B, 3H] = dL/d xproj, grad_hp [T, B, 3H] = dL/d (h @ W_hh^T + [0, 0, b_hn]),
+    grad_h0 [B, H])."""
+    T, B, H = out.shape
+    grad_x, grad_hp = new_output((T, B, 3 * H), out), new_output((T, B, 3 * H), out)
+    grad_h0 = new_output((B, H), out)
+    if B == 0:
+        return grad_x, grad_hp, grad_h0
+    lens, rows, bounds = batch_plan(lengths, B, T)
+    gru_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(h0),
+                   as_numpy(gates), as_numpy(w_hh), as_numpy(w_hh.t()), lens, rows, bounds,
+                   reverse, H <= SMALL_H, grad_x.numpy(), grad_hp.numpy(), grad_h0.numpy())
+    return grad_x, grad_hp, grad_h0

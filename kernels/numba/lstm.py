@@ -1,0 +1,197 @@
+"""LSTM forward and BPTT kernels (Numba, CPU), optional projection. Gate order (i, f, g, o).
+
+Dimension legend: T steps, B batch, H hidden (cell) size, P state size
+(proj_size, or H without projection), G = 4H. ``xproj`` [T, B, G] is
+W_ih x + b_ih + b_hh, one GEMM outside. Per step, for the running rows of a chunk:
+
+    a = xproj[t] + h @ W_hh^T                [nb, G]   (step GEMM, W_hh [G, P])
+    i, f, g, o = sig(a_i), sig(a_f), tanh(a_g), sig(a_o)
+    c' = f * c + i * g,  m = o * tanh(c'),  h' = m (or m @ W_hr^T, W_hr [P, H])
+
+Saved for BPTT: ``gates`` [T, B, G] (activations), ``cells`` [T, B, H] (c' of
+every step) and, with a projection, ``mids`` [T, B, H] (m). Parallel plan,
+variable lengths and the reverse direction are those of rnn.py.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import new_output
+from ._common import as_numpy, batch_plan
+from ._gemm import SMALL_H, matmul_nt
+from .activations import sigmoid, tanh
+from .rnn import _time
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bounds, reverse,
+                    proj, small, out, h_n, c_n, gates, cells, mids):
+    T, B, P = out.shape
+    H = c0.shape[1]
+    for ch in prange(bounds.shape[0] - 1):
+        b0, b1 = bounds[ch], bounds[ch + 1]
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        h = np.empty((nb, P), out.dtype)            # [nb, P] running output state
+        c = np.empty((nb, H), out.dtype)            # [nb, H] running cell state
+        acc = np.empty((nb, 4 * H), out.dtype)      # [nb, G] h @ W_hh^T
+        m = np.empty((nb, H), out.dtype)            # [nb, H] o * tanh(c) before projection
+        for r in range(nb):
+            h[r] = h0[rows[b0 + r]]
+            c[r] = c0[rows[b0 + r]]
+        nact = nb
+        for s in range(lengths[rows[b0]]):
+            while lengths[rows[b0 + nact - 1]] <= s:
+                nact -= 1
+            matmul_nt(h, w_hh, w_hh_t, acc, nact, small)
+            for r in range(nact):
+                b = rows[b0 + r]
+                t = _time(s, lengths[b], reverse)
+                for k in range(H):
+                    ig = sigmoid(xproj[t, b, k] + acc[r, k])
+                    fg = sigmoid(xproj[t, b, H + k] + acc[r, H + k])
+                    gg = tanh(xproj[t, b, 2 * H + k] + acc[r, 2 * H + k])
+                    og = sigmoid(xproj[t, b, 3 * H + k] + acc[r, 3 * H + k])
+                    cv = fg * c[r, k] + ig * gg
+                    c[r, k] = cv
+                    m[r, k] = og * tanh(cv)
+                    gates[t, b, k] = ig
+                    gates[t, b, H + k] = fg
+                    gates[t, b, 2 * H + k] = gg
+                    gates[t, b, 3 * H + k] = og
+                    cells[t, b, k] = cv
+            if proj:
+                matmul_nt(m, w_hr, w_hr_t, h, nact, small)
+            for r in range(nact):
+                b = rows[b0 + r]
+                t = _time(s, lengths[b], reverse)
+                if proj:
+                    mids[t, b] = m[r]
+                else:
+                    h[r] = m[r]
+                out[t, b] = h[r]
+        for r in range(nb):
+            b = rows[b0 + r]
+            h_n[b] = h[r]
+            c_n[b] = c[r]
+            for t in range(lengths[b], T):
+                out[t, b, :] = 0.0
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, w_hr, w_hr_t,
+                    lengths, rows, bounds, reverse, proj, small, grad_pre, grad_h, grad_h0,
+                    grad_c0):
+    # writes grad_pre = dL/d a [T, B, G], grad_h = dL/d h_t [T, B, P] (for dW_hr), both
+    # zero past each length, and grad_h0 [B, P], grad_c0 [B, H]
+    T, B, P = grad_out.shape
+    H = c0.shape[1]
+    for ch in prange(bounds.shape[0] - 1):
+        b0, b1 = bounds[ch], bounds[ch + 1]
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        dh = np.empty((nb, P), grad_out.dtype)      # [nb, P] dL/dh carried back
+        dc = np.empty((nb, H), grad_out.dtype)      # [nb, H] dL/dc carried back
+        d = np.empty((nb, P), grad_out.dtype)       # [nb, P] total dL/dh_t
+        dm = np.empty((nb, H), grad_out.dtype)      # [nb, H] dL/dm
+        g = np.empty((nb, 4 * H), grad_out.dtype)   # [nb, G] dL/da
+        for r in range(nb):
+            dh[r] = grad_hn[rows[b0 + r]]
+            dc[r] = grad_cn[rows[b0 + r]]
+        nact = 0
+        for s in range(lengths[rows[b0]] - 1, -1, -1):
+            while nact < nb and lengths[rows[b0 + nact]] > s:
+                nact += 1
+            for r in range(nact):
+                b = rows[b0 + r]
+                t = _time(s, lengths[b], reverse)
+                for j in range(P):
+                    v = grad_out[t, b, j] + dh[r, j]
+                    d[r, j] = v
+                    grad_h[t, b, j] = v
+                if not proj:
+                    dm[r] = d[r]
+            if proj:
+                matmul_nt(d, w_hr_t, w_hr, dm, nact, small)       # dm = d @ W_hr
+            for r in range(nact):
+                b = rows[b0 + r]
+                L = lengths[b]
+                t = _time(s, L, reverse)
+                tp = _time(s - 1, L, reverse)
+                for k in range(H):
+                    ig = gates[t, b, k]
+                    fg = gates[t, b, H + k]
+                    gg = gates[t, b, 2 * H + k]
+                    og = gates[t, b, 3 * H + k]
+                    tc = tanh(cells[t, b, k])
+                    cprev = cells[tp, b, k] if s > 0 else c0[b, k]
+                    dct = dc[r, k] + dm[r, k] * og * (1.0 - tc * tc)
+                    gi = dct * gg * ig * (1.0 - ig)
+                    gf = dct * cprev * fg * (1.0 - fg)
+                    gc = dct * ig * (1.0 - gg * gg)
+                    go = dm[r, k] * tc * og * (1.0 - og)
+                    dc[r, k] = dct * fg
+                    g[r, k] = gi
+                    g[r, H + k] = gf
+                    g[r, 2 * H + k] = gc
+                    g[r, 3 * H + k] = go
+                    grad_pre[t, b, k] = gi
+                    grad_pre[t, b, H + k] = gf
+                    grad_pre[t, b, 2 * H + k] = gc
+                    grad_pre[t, b, 3 * H + k] = go
+            matmul_nt(g, w_hh_t, w_hh, dh, nact, small)           # dh = g @ W_hh
+        for r in range(nb):
+            b = rows[b0 + r]
+            grad_h0[b] = dh[r]
+            grad_c0[b] = dc[r]
+            for t in range(lengths[b], T):
+                grad_pre[t, b, :] = 0.0
+                grad_h[t, b, :] = 0.0
+
+
+# ----------------------------------------------------------------- launchers
+def _proj_weights(w_hr, like):
+    # the kernels take W_hr and its transpose; without projection a 1x1 stand-in
+    w = w_hr if w_hr is not None else like.new_zeros(1, 1)
+    return as_numpy(w), as_numpy(w.t())
+
+
+def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
+    """xproj [T, B, 4H], h0 [B, P], c0 [B, H], w_hh [4H, P], w_hr [P, H] or None
+    -> (out [T, B, P], h_n [B, P], c_n [B, H], gates [T, B, 4H], cells [T, B, H],
+        mids [T, B, H] (projection only, else empty))."""
+    T, B, G = xproj.shape
+    H, P = G // 4, h0.shape[1]
+    proj = w_hr is not None
+    out, h_n, c_n = new_output((T, B, P), xproj), new_output((B, P), xproj), new_output((B, H), xproj)
+    gates, cells = new_output((T, B, G), xproj), new_output((T, B, H), xproj)
+    mids = new_output((T, B, H) if proj else (0, 0, 0), xproj)
+    if B == 0:
+        return out, h_n, c_n, gates, cells, mids
+    lens, rows, bounds = batch_plan(lengths, B, T)
+    w_hr_n, w_hr_t = _proj_weights(w_hr, xproj)
+    lstm_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(c0), as_numpy(w_hh),
+                    as_numpy(w_hh.t()), w_hr_n, w_hr_t, lens, rows, bounds, reverse, proj,
+                    H <= SMALL_H, out.numpy(), h_n.numpy(), c_n.numpy(), gates.numpy(),
+                    cells.numpy(), mids.numpy())
+    return out, h_n, c_n, gates, cells, mids
+
+
+def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse):
+    """-> (grad_pre [T, B, 4H] = dL/d(xproj + h W_hh^T), grad_h [T, B, P] = dL/dh_t,
+    grad_h0 [B, P], grad_c0 [B, H])."""
+    T, B, P = grad_out.shape
+    H = c0.shape[1]
+    grad_pre, grad_h = new_output((T, B, 4 * H), grad_out), new_output((T, B, P), grad_out)
+    grad_h0, grad_c0 = new_output((B, P), grad_out), new_output((B, H), grad_out)
+    if B == 0:
+        return grad_pre, grad_h, grad_h0, grad_c0
+    lens, rows, bounds = batch_plan(lengths, B, T)
+    w_hr_n, w_hr_t = _proj_weights(w_hr, grad_out)
+    lstm_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn), as_numpy(c0),
+                    as_numpy(gates), as_numpy(cells), as_numpy(w_hh), as_numpy(w_hh.t()),
+                    w_hr_n, w_hr_t, lens, rows, bounds, reverse, w_hr is not None,
+                    H <= SMALL_H, grad_pre.numpy(), grad_h.numpy(), grad_h0.numpy(),
+                    grad_c0.numpy())
+    return grad_pre, grad_h, grad_h0, grad_c0
