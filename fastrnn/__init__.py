@@ -5,6 +5,6 @@ oracle and fallback. Importing this package loads neither numba nor triton.
 """
 __version__ = "0.1.0"
 
-from .nn import RNN, RNNCell  # noqa: E402
+from .nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402
 
-__all__ = ["RNN", "RNNCell", "__version__"]
+__all__ = ["RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "__version__"]

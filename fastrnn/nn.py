@@ -99,43 +99,113 @@ class RNN(_SequenceMixin, torch.nn.RNN):
         return out, h_n
 
 
+class GRU(_SequenceMixin, torch.nn.GRU):
+    """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels."""
+
+    _cell_name = "GRU"
+
+    def forward(self, input, hx=None):
+        self._update_flat_weights()
+        x, (h0,), lengths, restore = self._normalise(
+            input, None if hx is None else (hx,), (self.hidden_size,))
+        out, h_n = functional.gru(
+            x, h0, self._flat_weights, num_layers=self.num_layers, bias=self.bias,
+            dropout=self.dropout, training=self.training, bidirectional=self.bidirectional,
+            lengths=lengths, backend=self.backend)
+        out, (h_n,) = restore(out, (h_n,))
+        return out, h_n
+
+
+class LSTM(_SequenceMixin, torch.nn.LSTM):
+    """Drop-in ``torch.nn.LSTM`` (proj_size included) running on fastrnn's fused kernels."""
+
+    _cell_name = "LSTM"
+
+    def forward(self, input, hx=None):
+        self._update_flat_weights()
+        x, (h0, c0), lengths, restore = self._normalise(
+            input, hx, (self.proj_size or self.hidden_size, self.hidden_size))
+        out, (h_n, c_n) = functional.lstm(
+            x, (h0, c0), self._flat_weights, num_layers=self.num_layers, bias=self.bias,
+            dropout=self.dropout, training=self.training, bidirectional=self.bidirectional,
+            proj_size=self.proj_size, lengths=lengths, backend=self.backend)
+        out, (h_n, c_n) = restore(out, (h_n, c_n))
+        return out, (h_n, c_n)
+
+
+# ------------------------------------------------------------------- cells
+def _cell_inputs(cell, input, states):
+    """torch's checks for the *Cell modules; -> (input [B, I], states [B, *] each, batched)."""
+    name = type(cell).__name__
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    for s in states:
+        if s is not None and s.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {s.dim()}D instead")
+    batched = input.dim() == 2
+    if not batched:
+        input = input.unsqueeze(0)
+        states = [None if s is None else s.unsqueeze(0) for s in states]
+    sizes = [cell.hidden_size] * len(states)
+    states = [input.new_zeros(input.size(0), n) if s is None else s for s, n in zip(states, sizes)]
+    if input.size(1) != cell.input_size:
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
+                           f"expected {cell.input_size}")
+    for s in states:
+        if s.size(0) != input.size(0):
+            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden0 batch "
+                               f"size {s.size(0)}")
+        if s.size(1) != cell.hidden_size:
+            raise RuntimeError(f"hidden has inconsistent hidden_size: got {s.size(1)}, "
+                               f"expected {cell.hidden_size}")
+        if s.dtype != input.dtype or cell.weight_ih.dtype != input.dtype:
+            raise RuntimeError(f"expected input ({input.dtype}), hidden ({s.dtype}) and weights "
+                               f"({cell.weight_ih.dtype}) to have the same dtype")
+        if s.device != input.device or cell.weight_ih.device != input.device:
+            raise RuntimeError("Expected input, hidden and weights on the same device, found "
+                               f"{input.device}, {s.device}, {cell.weight_ih.device}")
+    return input, states, batched
+
+
+def _cell_weights(cell):
+    weights = [cell.weight_ih, cell.weight_hh]
+    if cell.bias:
+        weights += [cell.bias_ih, cell.bias_hh]
+    return weights
+
+
 class RNNCell(torch.nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell``: one step on the same kernels (T = 1)."""
 
     backend = None
 
     def forward(self, input, hx=None):
-        if input.dim() not in (1, 2):
-            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if hx is not None and hx.dim() not in (1, 2):
-            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
-        batched = input.dim() == 2
-        if not batched:
-            input = input.unsqueeze(0)
-        if hx is None:
-            hx = input.new_zeros(input.size(0), self.hidden_size)
-        elif not batched:
-            hx = hx.unsqueeze(0)
-        if input.size(1) != self.input_size:
-            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
-                               f"expected {self.input_size}")
-        if hx.size(0) != input.size(0):
-            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden0 batch "
-                               f"size {hx.size(0)}")
-        if hx.size(1) != self.hidden_size:
-            raise RuntimeError(f"hidden has inconsistent hidden_size: got {hx.size(1)}, "
-                               f"expected {self.hidden_size}")
-        if input.dtype != self.weight_ih.dtype or hx.dtype != input.dtype:
-            raise RuntimeError(f"expected input ({input.dtype}), hidden ({hx.dtype}) and weights "
-                               f"({self.weight_ih.dtype}) to have the same dtype")
-        if hx.device != input.device or self.weight_ih.device != input.device:
-            raise RuntimeError("Expected input, hidden and weights on the same device, found "
-                               f"{input.device}, {hx.device}, {self.weight_ih.device}")
-        weights = [self.weight_ih, self.weight_hh]
-        if self.bias:
-            weights += [self.bias_ih, self.bias_hh]
-        _, h = functional.rnn(input.unsqueeze(0), hx.unsqueeze(0), weights,
-                              nonlinearity=self.nonlinearity, bias=self.bias,
-                              backend=self.backend)
-        h = h[0]
-        return h if batched else h.squeeze(0)
+        x, (h,), batched = _cell_inputs(self, input, [hx])
+        _, h = functional.rnn(x.unsqueeze(0), h.unsqueeze(0), _cell_weights(self),
+                              nonlinearity=self.nonlinearity, bias=self.bias, backend=self.backend)
+        return h[0] if batched else h[0, 0]
+
+
+class GRUCell(torch.nn.GRUCell):
+    """Drop-in ``torch.nn.GRUCell``: one step on the same kernels (T = 1)."""
+
+    backend = None
+
+    def forward(self, input, hx=None):
+        x, (h,), batched = _cell_inputs(self, input, [hx])
+        _, h = functional.gru(x.unsqueeze(0), h.unsqueeze(0), _cell_weights(self),
+                              bias=self.bias, backend=self.backend)
+        return h[0] if batched else h[0, 0]
+
+
+class LSTMCell(torch.nn.LSTMCell):
+    """Drop-in ``torch.nn.LSTMCell``: one step on the same kernels (T = 1)."""
+
+    backend = None
+
+    def forward(self, input, hx=None):
+        states = [None, None] if hx is None else list(hx)
+        x, (h, c), batched = _cell_inputs(self, input, states)
+        _, (h, c) = functional.lstm(x.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0)),
+                                    _cell_weights(self), bias=self.bias, backend=self.backend)
+        return (h[0], c[0]) if batched else (h[0, 0], c[0, 0])

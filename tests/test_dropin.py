@@ -1,4 +1,4 @@
-"""fastrnn.RNN / RNNCell as drop-in replacements of torch.nn.RNN / RNNCell."""
+"""fastrnn.RNN/GRU/LSTM and the cells as drop-in replacements of the torch.nn classes."""
 import itertools
 
 import pytest
@@ -11,91 +11,123 @@ from conftest import assert_close
 TOL = 2e-5
 
 
-def pair(*args, **kwargs):
+KINDS = {"rnn_tanh": ("RNN", dict(nonlinearity="tanh")), "rnn_relu": ("RNN", dict(nonlinearity="relu")),
+         "gru": ("GRU", {}), "lstm": ("LSTM", {}), "lstm_proj": ("LSTM", dict(proj_size=3))}
+
+
+def pair(*args, kind="rnn_tanh", **kwargs):
+    cls, extra = KINDS[kind]
     torch.manual_seed(1)
-    ours = fastrnn.RNN(*args, **kwargs)
-    theirs = torch.nn.RNN(*args, **kwargs)
+    ours = getattr(fastrnn, cls)(*args, **extra, **kwargs)
+    theirs = getattr(torch.nn, cls)(*args, **extra, **kwargs)
     theirs.load_state_dict(ours.state_dict())
     return ours, theirs
+
+
+def initial_state(m, B):
+    D = 2 if m.bidirectional else 1
+    h = torch.randn(m.num_layers * D, B, getattr(m, "proj_size", 0) or m.hidden_size)
+    if isinstance(m, torch.nn.LSTM):
+        return (h, torch.randn(m.num_layers * D, B, m.hidden_size))
+    return h
+
+
+def states(h):
+    return list(h) if isinstance(h, tuple) else [h]
 
 
 def grads(module):
     return {n: p.grad for n, p in module.named_parameters()}
 
 
-MATRIX = list(itertools.product([True, False], [False, True], [False, True], [False, True], [1, 2],
-                                ["tanh", "relu"]))
+MATRIX = list(itertools.product([True, False], [False, True], [False, True], [False, True], [1, 2]))
 
 
-@pytest.mark.parametrize("bias,bidirectional,batch_first,packed,layers,nl", MATRIX)
-def test_parity_with_torch(bias, bidirectional, batch_first, packed, layers, nl):
-    ours, theirs = pair(4, 6, layers, nonlinearity=nl, bias=bias, batch_first=batch_first,
+@pytest.mark.parametrize("bias,bidirectional,batch_first,packed,layers", MATRIX)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_parity_with_torch(kind, bias, bidirectional, batch_first, packed, layers):
+    ours, theirs = pair(4, 6, layers, kind=kind, bias=bias, batch_first=batch_first,
                         bidirectional=bidirectional)
     T, B = 7, 5
     x = torch.randn(B, T, 4) if batch_first else torch.randn(T, B, 4)
-    h0 = torch.randn(layers * (2 if bidirectional else 1), B, 6)
+    hx = initial_state(ours, B)
     lengths = torch.tensor([7, 3, 5, 1, 6])
     results = []
     for m in (ours, theirs):
-        xi, hi = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        xi = x.clone().requires_grad_()
+        hi = [h.clone().requires_grad_() for h in states(hx)]
         inp = pack_padded_sequence(xi, lengths, batch_first=batch_first, enforce_sorted=False) \
             if packed else xi
-        out, h_n = m(inp, hi)
+        out, h_n = m(inp, tuple(hi) if isinstance(hx, tuple) else hi[0])
         data = out.data if packed else out
         g = torch.Generator().manual_seed(3)
-        loss = (data * torch.randn(data.shape, generator=g)).sum() + \
-            (h_n * torch.randn(h_n.shape, generator=g)).sum()
+        loss = (data * torch.randn(data.shape, generator=g)).sum()
+        for h in states(h_n):
+            loss = loss + (h * torch.randn(h.shape, generator=g)).sum()
         loss.backward()
-        results.append((out, h_n, xi.grad, hi.grad, grads(m)))
+        results.append((out, states(h_n), xi.grad, [h.grad for h in hi], grads(m)))
     (o1, h1, gx1, gh1, gw1), (o2, h2, gx2, gh2, gw2) = results
     if packed:
         assert torch.equal(o1.batch_sizes, o2.batch_sizes)
         assert torch.equal(o1.sorted_indices, o2.sorted_indices)
         o1, o2 = o1.data, o2.data
     assert_close(o1, o2, TOL, "output")
-    assert_close(h1, h2, TOL, "h_n")
+    for a, b in zip(h1 + gh1, h2 + gh2):
+        assert_close(a, b, TOL, "final state / its gradient")
     assert_close(gx1, gx2, TOL, "d input")
-    assert_close(gh1, gh2, TOL, "d h0")
     for name in gw2:
         assert_close(gw1[name], gw2[name], TOL, name)
 
 
+def _close_states(a, b, tol, what):
+    for x, y in zip(states(a), states(b)):
+        assert x.shape == y.shape
+        assert_close(x, y, tol, what)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_unbatched_and_default_h0(batch_first):
-    ours, theirs = pair(3, 5, 2, batch_first=batch_first)
+def test_unbatched_and_default_state(kind, batch_first):
+    ours, theirs = pair(3, 5, 2, kind=kind, batch_first=batch_first)
     x = torch.randn(6, 3)
     (o1, h1), (o2, h2) = ours(x), theirs(x)
-    assert o1.shape == o2.shape == (6, 5) and h1.shape == h2.shape == (2, 5)
+    assert o1.shape == o2.shape and o1.dim() == 2
     assert_close(o1, o2, TOL, "out")
-    h0 = torch.randn(2, 5)
-    assert_close(ours(x, h0)[1], theirs(x, h0)[1], TOL, "h_n")
+    _close_states(h1, h2, TOL, "final state")
+    hx = initial_state(ours, 1)
+    hx = tuple(h[:, 0] for h in hx) if isinstance(hx, tuple) else hx[:, 0]
+    _close_states(ours(x, hx)[1], theirs(x, hx)[1], TOL, "final state from given hx")
 
 
-def test_enforce_sorted_packed_and_sorted():
-    ours, theirs = pair(3, 4)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_enforce_sorted_packed_and_sorted(kind):
+    ours, theirs = pair(3, 4, kind=kind)
     x = torch.randn(5, 3, 3)
     p = pack_padded_sequence(x, torch.tensor([5, 4, 2]), enforce_sorted=True)
     (o1, h1), (o2, h2) = ours(p), theirs(p)
     assert_close(o1.data, o2.data, TOL, "packed out")
-    assert_close(h1, h2, TOL, "h_n")
+    _close_states(h1, h2, TOL, "final state")
 
 
-def test_same_init_and_state_dict_both_ways():
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_same_init_and_state_dict_both_ways(kind):
+    cls, extra = KINDS[kind]
+    make = lambda mod: getattr(mod, cls)(3, 4, 2, bidirectional=True, **extra)  # noqa: E731
     torch.manual_seed(5)
-    a = fastrnn.RNN(3, 4, 2, bidirectional=True)
+    a = make(fastrnn)
     torch.manual_seed(5)
-    b = torch.nn.RNN(3, 4, 2, bidirectional=True)
+    b = make(torch.nn)
     assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), n
-    c = torch.nn.RNN(3, 4, 2, bidirectional=True)
-    c.load_state_dict(a.state_dict())
-    a.load_state_dict(torch.nn.RNN(3, 4, 2, bidirectional=True).state_dict())
-    assert isinstance(a, torch.nn.RNN)
+    make(torch.nn).load_state_dict(a.state_dict())
+    a.load_state_dict(make(torch.nn).state_dict())
+    assert isinstance(a, getattr(torch.nn, cls))
 
 
-def test_dropout_train_matches_torch_and_eval_is_deterministic():
-    ours, theirs = pair(3, 8, 3, dropout=0.5)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_dropout_train_matches_torch_and_eval_is_deterministic(kind):
+    ours, theirs = pair(3, 8, 3, kind=kind, dropout=0.5)
     x = torch.randn(4, 2, 3)
     torch.manual_seed(9)
     o1, _ = ours(x)
@@ -107,16 +139,17 @@ def test_dropout_train_matches_torch_and_eval_is_deterministic():
     assert torch.equal(ours(x)[0], ours(x)[0])
 
 
-def test_zero_batch():
-    ours, theirs = pair(3, 4)
-    o, h = ours(torch.randn(5, 0, 3))
-    assert o.shape == (5, 0, 4) and h.shape == (1, 0, 4)
-    cell = fastrnn.RNNCell(3, 4)
-    assert cell(torch.randn(0, 3)).shape == (0, 4)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_zero_batch(kind):
+    ours, theirs = pair(3, 4, kind=kind)
+    (o1, h1), (o2, h2) = ours(torch.randn(5, 0, 3)), theirs(torch.randn(5, 0, 3))
+    assert o1.shape == o2.shape
+    assert [h.shape for h in states(h1)] == [h.shape for h in states(h2)]
 
 
-def test_float64_module():
-    ours, theirs = pair(3, 4, dtype=torch.float64)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_float64_module(kind):
+    ours, theirs = pair(3, 4, kind=kind, dtype=torch.float64)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     assert_close(ours(x)[0], theirs(x)[0], 1e-12, "float64 out")
 
@@ -129,72 +162,87 @@ def test_explicit_backends(backend):
     assert_close(ours(x)[0], theirs(x)[0], TOL, backend)
 
 
-def test_gradgradcheck_through_module():
-    m = fastrnn.RNN(2, 3, dtype=torch.float64)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_gradgradcheck_through_module(kind):
+    cls, extra = KINDS[kind]
+    m = getattr(fastrnn, cls)(2, 4, dtype=torch.float64, **extra)
     x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda inp: m(inp)[0], (x,))
 
 
 # ------------------------------------------------------------------ cells
+CELLS = [("RNNCell", dict(nonlinearity="tanh")), ("RNNCell", dict(nonlinearity="relu")),
+         ("GRUCell", {}), ("LSTMCell", {})]
+
+
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("nl", ["tanh", "relu"])
-def test_cell_parity(bias, nl):
+@pytest.mark.parametrize("cls,extra", CELLS)
+def test_cell_parity(cls, extra, bias):
     torch.manual_seed(2)
-    ours = fastrnn.RNNCell(3, 5, bias=bias, nonlinearity=nl)
-    theirs = torch.nn.RNNCell(3, 5, bias=bias, nonlinearity=nl)
+    ours = getattr(fastrnn, cls)(3, 5, bias=bias, **extra)
+    theirs = getattr(torch.nn, cls)(3, 5, bias=bias, **extra)
     theirs.load_state_dict(ours.state_dict())
-    x, h = torch.randn(4, 3), torch.randn(4, 5)
+    x = torch.randn(4, 3)
+    hx = [torch.randn(4, 5) for _ in range(2 if cls == "LSTMCell" else 1)]
     res = []
     for m in (ours, theirs):
-        xi, hi = x.clone().requires_grad_(), h.clone().requires_grad_()
-        y = m(xi, hi)
-        y.pow(2).sum().backward()
-        res.append((y, xi.grad, hi.grad, grads(m)))
-    for a, b in zip(res[0][:3], res[1][:3]):
+        xi = x.clone().requires_grad_()
+        hi = [h.clone().requires_grad_() for h in hx]
+        y = m(xi, tuple(hi) if len(hi) == 2 else hi[0])
+        sum(v.pow(2).sum() for v in states(y)).backward()
+        res.append((states(y) + [xi.grad] + [h.grad for h in hi], grads(m)))
+    for a, b in zip(res[0][0], res[1][0]):
         assert_close(a, b, TOL)
-    for n in res[1][3]:
-        assert_close(res[0][3][n], res[1][3][n], TOL, n)
-    assert_close(ours(x[0]), theirs(x[0]), TOL, "unbatched, no hx")
+    for n in res[1][1]:
+        assert_close(res[0][1][n], res[1][1][n], TOL, n)
+    _close_states(ours(x[0]), theirs(x[0]), TOL, "unbatched, no hx")
+    assert [v.shape for v in states(ours(torch.randn(0, 3)))] == \
+        [v.shape for v in states(theirs(torch.randn(0, 3)))]
 
 
 # ----------------------------------------------------------------- errors
-def _same_error(make_call):
-    ours, theirs = pair(3, 4, 1)
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("call", [
+    lambda m, hx: m(torch.randn(5, 2, 7)),                                  # wrong feature size
+    lambda m, hx: m(torch.randn(5, 2, 3), hx(3)),                           # wrong h0 batch
+    lambda m, hx: m(torch.randn(5, 2, 3), hx(2, extra=1)),                  # wrong h0 size
+    lambda m, hx: m(torch.randn(5, 2, 3), hx(2, dims=2)),                   # h0 dims
+    lambda m, hx: m(torch.randn(0, 2, 3)),                                  # zero-length sequence
+    lambda m, hx: m(torch.randn(5, 2, 3, dtype=torch.float64)),             # dtype vs weights
+    lambda m, hx: m(torch.randn(5, 2, 3), hx(2, device="meta")),            # device
+    lambda m, hx: m(torch.randn(2, 5, 3, 1)),                               # 4-D input
+])
+def test_bad_input_raises_like_torch(kind, call):
+    ours, theirs = pair(3, 4, 1, kind=kind)
+
+    def hx(B, extra=0, dims=3, device="cpu"):
+        shape = [1, B, (getattr(ours, "proj_size", 0) or 4) + extra][3 - dims:]
+        h = torch.randn(*shape, device=device)
+        if kind.startswith("lstm"):
+            return (h, torch.randn(*shape[:-1], 4 + extra, device=device))
+        return h
     errors = []
     for m in (ours, theirs):
         with pytest.raises(Exception) as info:
-            make_call(m)
+            call(m, hx)
         errors.append(info.type)
     assert errors[0] is errors[1], errors
-    return errors[0]
-
-
-@pytest.mark.parametrize("call", [
-    lambda m: m(torch.randn(5, 2, 7)),                                  # wrong feature size
-    lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 3, 4)),            # wrong h0 batch
-    lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 5)),            # wrong h0 size
-    lambda m: m(torch.randn(5, 2, 3), torch.randn(2, 4)),               # h0 dims
-    lambda m: m(torch.randn(0, 2, 3)),                                  # zero-length sequence
-    lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64)),             # dtype vs weights
-    lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4, device="meta")),  # device
-    lambda m: m(torch.randn(2, 5, 3, 1)),                               # 4-D input
-])
-def test_bad_input_raises_like_torch(call):
-    _same_error(call)
 
 
 def test_unknown_nonlinearity_and_proj_size():
-    for kwargs in (dict(nonlinearity="gelu"), dict(proj_size=2)):
+    for cls, kwargs in ((fastrnn.RNN, dict(nonlinearity="gelu")), (fastrnn.RNN, dict(proj_size=2)),
+                        (fastrnn.GRU, dict(proj_size=2)), (fastrnn.LSTM, dict(proj_size=4))):
         with pytest.raises(ValueError):
-            fastrnn.RNN(3, 4, **kwargs)
+            cls(3, 4, **kwargs)
 
 
 def test_errors_come_before_any_kernel(monkeypatch):
     import fastrnn.autograd as A
-    monkeypatch.setattr(A.RNNFunction, "apply", lambda *a: pytest.fail("kernel ran"))
-    m = fastrnn.RNN(3, 4)
-    with pytest.raises(RuntimeError):
-        m(torch.randn(5, 2, 7))
+    for name in ("RNNFunction", "GRUFunction", "LSTMFunction"):
+        monkeypatch.setattr(getattr(A, name), "apply", lambda *a: pytest.fail("kernel ran"))
+    for cls in (fastrnn.RNN, fastrnn.GRU, fastrnn.LSTM):
+        with pytest.raises(RuntimeError):
+            cls(3, 4)(torch.randn(5, 2, 7))
 
 
 def test_explicit_backend_that_cannot_run_raises():
@@ -207,10 +255,14 @@ def test_explicit_backend_that_cannot_run_raises():
                                backend="cuda-magic")
 
 
-def test_cell_errors_like_torch():
+@pytest.mark.parametrize("cls,extra", CELLS)
+def test_cell_errors_like_torch(cls, extra):
     torch.manual_seed(0)
-    ours, theirs = fastrnn.RNNCell(3, 4), torch.nn.RNNCell(3, 4)
-    for call in (lambda c: c(torch.randn(2, 5)), lambda c: c(torch.randn(2, 3), torch.randn(3, 4)),
+    ours, theirs = getattr(fastrnn, cls)(3, 4, **extra), getattr(torch.nn, cls)(3, 4, **extra)
+    lstm = cls == "LSTMCell"
+    wrap = lambda h: (h, h.clone()) if lstm else h  # noqa: E731
+    for call in (lambda c: c(torch.randn(2, 5)),
+                 lambda c: c(torch.randn(2, 3), wrap(torch.randn(3, 4))),
                  lambda c: c(torch.randn(2, 2, 3))):
         types = []
         for c in (ours, theirs):

@@ -76,6 +76,8 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
             c_n[b] = c[r]
             for t in range(lengths[b], T):
                 out[t, b, :] = 0.0
+                if proj:
+                    mids[t, b, :] = 0.0     # finite, so dW_hr's GEMM over all steps is clean
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

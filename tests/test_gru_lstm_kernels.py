@@ -1,0 +1,85 @@
+"""GRU and LSTM kernels against fastrnn.reference: outputs, final states, every gradient."""
+import pytest
+import torch
+
+from conftest import assert_close
+
+from fastrnn import reference
+from fastrnn.autograd import GRUFunction, LSTMFunction
+from fastrnn.backends import REGISTRY
+
+TOL = {torch.float32: 3e-5, torch.float64: 1e-12}
+SHAPES = [(1, 3, 5), (63, 4, 33), (7, 1, 1), (9, 5, 64), (5, 17, 130)]
+
+
+def _inputs(cell, T, B, H, P, dtype, bias=True):
+    g = torch.Generator().manual_seed(T * 1000 + B * 10 + H)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(dtype)  # noqa: E731,E501
+    if cell == "gru":
+        return [r(T, B, 3 * H), r(B, H), r(3 * H, H, scale=H ** -0.5), r(H) if bias else None]
+    return [r(T, B, 4 * H), r(B, P), r(B, H), r(4 * H, P, scale=P ** -0.5),
+            r(P, H, scale=H ** -0.5) if P != H else None]
+
+
+def _run(fn, inputs, seed):
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    outs = fn(*leaves)
+    g = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in outs]
+    torch.autograd.backward(list(outs), grads)
+    return list(outs) + [t.grad for t in leaves if t is not None]
+
+
+def check(cell, backend, T, B, H, dtype, P=None, lengths=None, reverse=False, bias=True):
+    P = P or H
+    inputs = _inputs(cell, T, B, H, P, dtype, bias)
+    be = REGISTRY[backend]
+    if cell == "gru":
+        got_fn = lambda *a: GRUFunction.apply(*a, lengths, reverse, be)  # noqa: E731
+        ref_fn = lambda *a: reference.gru_layer(*a, lengths, reverse)  # noqa: E731
+        names = ["out", "h_n", "d_xproj", "d_h0", "d_w_hh", "d_b_hn"]
+    else:
+        got_fn = lambda *a: LSTMFunction.apply(*a, lengths, reverse, be)  # noqa: E731
+        ref_fn = lambda *a: reference.lstm_layer(*a, lengths, reverse)  # noqa: E731
+        names = ["out", "h_n", "c_n", "d_xproj", "d_h0", "d_c0", "d_w_hh", "d_w_hr"]
+    got = _run(got_fn, inputs, 7)
+    ref = _run(ref_fn, [None if t is None else t.double() for t in inputs], 7)
+    assert len(got) == len(ref)
+    for name, a, b in zip(names, got, ref):
+        assert_close(a, b, TOL[dtype], f"{cell} {name}")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("T,B,H", SHAPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_matches_reference(cell, T, B, H, reverse, dtype):
+    check(cell, "numba", T, B, H, dtype, reverse=reverse)
+
+
+@pytest.mark.parametrize("T,B,H,P", [(6, 3, 5, 2), (9, 4, 33, 17), (4, 5, 130, 64)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_numba_lstm_projection(T, B, H, P, reverse):
+    check("lstm", "numba", T, B, H, torch.float32, P=P, reverse=reverse)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [[5, 1, 3, 5, 2], [1, 5, 4, 3, 2]])
+def test_numba_varlen(cell, reverse, lengths):
+    check(cell, "numba", 5, 5, 9, torch.float32, P=4 if cell == "lstm" else None,
+          lengths=torch.tensor(lengths), reverse=reverse)
+
+
+def test_numba_gru_without_bias():
+    check("gru", "numba", 6, 3, 7, torch.float32, bias=False)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_numba_gradcheck_float64(cell):
+    be = REGISTRY["numba"]
+    for lengths, reverse in [(None, False), (torch.tensor([4, 2, 3]), True)]:
+        inputs = [None if t is None else t.clone().requires_grad_()
+                  for t in _inputs(cell, 4, 3, 5, 3, torch.float64)]
+        fn = GRUFunction if cell == "gru" else LSTMFunction
+        assert torch.autograd.gradcheck(lambda *a: fn.apply(*a, lengths, reverse, be), inputs)
