@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from . import bench_rnn
+from . import bench_gru, bench_lstm, bench_rnn, cases
 from .harness import gemm_gflops, machine_facts, samples, write_csv
 
 RESULTS = Path(__file__).parent / "results"
 PROVIDERS = ["fastrnn-numba", "torch"]
+ALL_CASES = bench_rnn.CASES + bench_gru.CASES + bench_lstm.CASES
 
 
 def _alone(args):
@@ -37,18 +38,13 @@ def _alone(args):
         import fastrnn.kernels.numba  # noqa: F401
     out = {}
     for case in args.cases:
-        mode, T, B, I, H = _parse(case)
-        module = bench_rnn.modules(I, H, fastrnn)[args.alone]
-        out[case] = samples({"x": bench_rnn.make_step(module, mode, T, B, I, H)}, args.repeats)["x"]
+        module = cases.modules(case, fastrnn)[args.alone]
+        out[case] = samples({"x": cases.make_step(module, case)}, args.repeats)["x"]
     print(json.dumps(out))
 
 
-def _parse(case):
-    mode, *dims = case.split(":")
-    return (mode, *map(int, dims))
-
-
-def _repeats(T, B, H, quick):
+def _repeats(case, quick):
+    _, _, _, T, B, H = cases.parse(case)
     if quick:
         return 3
     return 3 if T * B * H * H > 1e9 else 10
@@ -62,6 +58,8 @@ def main(argv=None):
                    help="rounds; each times every case in this process, then torch alone in a "
                         "child process (default 3; the machine is noisy)")
     p.add_argument("--out", default=str(RESULTS), help="folder for the CSV and report")
+    p.add_argument("--cells", nargs="*", choices=sorted(cases.GATES),
+                   help="cells to run (default: all)")
     p.add_argument("--alone", choices=PROVIDERS, help=argparse.SUPPRESS)
     p.add_argument("--cases", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
@@ -78,13 +76,12 @@ def main(argv=None):
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, "
           f"numba {facts['numba']}; float32 GEMM rate {gemm:.1f} GFLOP/s", flush=True)
     rounds = 1 if args.quick else args.rounds
+    selected = [c for c in ALL_CASES if not args.cells or c.split(":")[0] in args.cells]
     steps, reps = {}, {}
-    for T, B, H in bench_rnn.SHAPES:
-        mods = bench_rnn.modules(H, H, fastrnn)
-        for mode in bench_rnn.MODES:
-            case = f"{mode}:{T}:{B}:{H}:{H}"
-            steps[case] = {name: bench_rnn.make_step(m, mode, T, B, H, H) for name, m in mods.items()}
-            reps[case] = _repeats(T, B, H, args.quick)
+    for case in selected:
+        mods = cases.modules(case, fastrnn)
+        steps[case] = {name: cases.make_step(m, case) for name, m in mods.items()}
+        reps[case] = _repeats(case, args.quick)
     times = {case: {f"{p}{suffix}": [] for p in PROVIDERS for suffix in ("", "-alone")}
              for case in steps}
     for r in range(rounds):
@@ -95,9 +92,9 @@ def main(argv=None):
         # each provider alone: a child process per provider and repeat count
         for provider in PROVIDERS:
             for n in sorted(set(reps.values())):
-                cases = [c for c in steps if reps[c] == n]
+                group = [c for c in steps if reps[c] == n]
                 child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider,
-                                        "--repeats", str(n), "--cases", *cases],
+                                        "--repeats", str(n), "--cases", *group],
                                        capture_output=True, text=True, check=True,
                                        cwd=Path(__file__).parent.parent)
                 for case, ts in json.loads(child.stdout.strip().splitlines()[-1]).items():
@@ -108,14 +105,14 @@ def main(argv=None):
     gemm = max(gemm, gemm_gflops())
     rows = []
     for case, t in times.items():
-        mode, T, B, I, H = _parse(case)
+        cell, variant, mode, T, B, H = cases.parse(case)
         med = {k: statistics.median(v) for k, v in t.items()}
         best = {p: min(med[p], med[f"{p}-alone"]) for p in PROVIDERS}
-        fl = bench_rnn.flops(mode, T, B, I, H)
+        fl = cases.flops(case)
         for key, ms in med.items():
             provider = key.replace("-alone", "")
             gf = fl / ms / 1e6
-            rows.append(dict(cell="rnn_tanh", mode=mode, T=T, B=B, I=I, H=H, dtype="float32",
+            rows.append(dict(cell=cell, variant=variant, mode=mode, T=T, B=B, I=H, H=H,
                              provider=provider, process="separate" if "alone" in key else "same",
                              median_ms=round(ms, 4), samples=len(t[key]), gflops=round(gf, 2),
                              gflops_pct_of_gemm=round(100 * gf / gemm, 1),
@@ -132,21 +129,21 @@ def main(argv=None):
 
 def render(rows, gemm, facts):
     lines = [f"CPU: {facts['cpu']}, {facts['cores']} cores; torch {facts['torch']}, numba "
-             f"{facts['numba']}; commit {facts['commit']}. float32, I = H. "
+             f"{facts['numba']}; commit {facts['commit']}. I = H. "
              f"GEMM rate (torch.mm 2048², same run): {gemm:.1f} GFLOP/s.", "",
-             "| cell | mode | T | B | H | fastrnn-numba ms (same / alone) | torch ms (same / alone) "
-             "| speedup | fastrnn GFLOP/s (% of GEMM) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    key = lambda r: tuple(r.get(k) for k in ("cell", "mode", "T", "B", "H"))  # noqa: E731
-    cases = {}
+             "| cell | variant | mode | T | B | H | fastrnn-numba ms (same / alone) | "
+             "torch ms (same / alone) | speedup | fastrnn GFLOP/s (% of GEMM) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    key = lambda r: tuple(r.get(k) for k in ("cell", "variant", "mode", "T", "B", "H"))  # noqa: E731
+    by_case = {}
     for r in rows:
         if r["cell"] != "gemm":
-            cases.setdefault(key(r), {})[(r["provider"], r["process"])] = r
-    for (cell, mode, T, B, H), c in cases.items():
+            by_case.setdefault(key(r), {})[(r["provider"], r["process"])] = r
+    for (cell, variant, mode, T, B, H), c in by_case.items():
         ours = min((c[("fastrnn-numba", p)] for p in ("same", "separate")),
                    key=lambda r: r["median_ms"])
         lines.append(
-            f"| {cell} | {mode} | {T} | {B} | {H} | "
+            f"| {cell} | {variant} | {mode} | {T} | {B} | {H} | "
             f"{c[('fastrnn-numba', 'same')]['median_ms']:.3f} / "
             f"{c[('fastrnn-numba', 'separate')]['median_ms']:.3f} | "
             f"{c[('torch', 'same')]['median_ms']:.3f} / {c[('torch', 'separate')]['median_ms']:.3f} | "

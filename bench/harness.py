@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-FIELDS = ["cell", "mode", "T", "B", "I", "H", "dtype", "provider", "process", "median_ms", "samples",
+FIELDS = ["cell", "variant", "mode", "T", "B", "I", "H", "provider", "process", "median_ms", "samples",
           "gflops", "gflops_pct_of_gemm", "speedup_vs_torch", "machine", "cpu", "cores",
           "threads", "torch", "numba", "commit"]
 
