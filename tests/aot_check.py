@@ -14,13 +14,18 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from fastrnn.kernels.triton import rnn
+import torch
+
+from fastrnn.kernels.triton import gru, rnn
 
 MAX_REGS = 255
 # max shared memory per block (opt-in), bytes
 MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
 TRITON_TYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
-KERNELS = [rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel]
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# (kernel, every (dtype, config) its launcher can pick)
+KERNELS = [(k, rnn.configs()) for k in (rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel)] + \
+    [(k, [(d, gru.config(d)) for d in DTYPES]) for k in (gru.gru_fwd_kernel, gru.gru_bwd_kernel)]
 SCALARS = ("T", "B", "H")
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
@@ -44,7 +49,8 @@ def signature(fn, dtype):
 def resources(fn, dtype, cfg, arch):
     consts = {k: v for k, v in cfg.items() if k != "num_warps"}
     # the heaviest flag setting: tanh, reverse, variable lengths
-    consts.update(REVERSE=True, RELU=False, VARLEN=True, PRECISION="ieee")
+    flags = dict(REVERSE=True, RELU=False, VARLEN=True, PRECISION="ieee")
+    consts.update({k: v for k, v in flags.items() if k in fn.arg_names})
     target = GPUTarget("cuda", arch, 32)     # capability 90 compiles for sm_90a
     k = triton.compile(ASTSource(fn, signature(fn, dtype), constexprs=consts), target=target,
                        options=dict(num_warps=cfg["num_warps"]))
@@ -60,9 +66,9 @@ def resources(fn, dtype, cfg, arch):
 
 def main():
     bad = 0
-    for torch_dtype, cfg in rnn.configs():
-        dtype = TRITON_TYPE[str(torch_dtype)]
-        for fn in KERNELS:
+    for fn, configs in KERNELS:
+        for torch_dtype, cfg in configs:
+            dtype = TRITON_TYPE[str(torch_dtype)]
             for arch in (80, 90):
                 r = resources(fn, dtype, cfg, arch)
                 ok = (r["regs"] <= MAX_REGS and r["stack"] == 0 and r["local"] == 0

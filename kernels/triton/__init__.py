@@ -1,4 +1,5 @@
 """Triton (CUDA) backend: fused forward and BPTT kernels and their launchers."""
+from .gru import gru_bwd, gru_fwd
 from .rnn import rnn_bwd, rnn_fwd
 
-__all__ = ["rnn_fwd", "rnn_bwd"]
+__all__ = ["rnn_fwd", "rnn_bwd", "gru_fwd", "gru_bwd"]
