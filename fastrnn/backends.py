@@ -16,7 +16,7 @@ log = logging.getLogger("fastrnn")
 
 # Cells whose fused kernels each backend ships. Adding a cell = adding it here.
 _NUMBA_CELLS = {"rnn", "gru", "lstm"}
-_TRITON_CELLS = {"rnn", "gru"}
+_TRITON_CELLS = {"rnn", "gru", "lstm"}
 
 
 class Backend:

@@ -16,7 +16,7 @@ from triton.compiler import ASTSource
 
 import torch
 
-from fastrnn.kernels.triton import gru, rnn
+from fastrnn.kernels.triton import gru, lstm, rnn
 
 MAX_REGS = 255
 # max shared memory per block (opt-in), bytes
@@ -25,8 +25,11 @@ TRITON_TYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (kernel, every (dtype, config) its launcher can pick)
 KERNELS = [(k, rnn.configs()) for k in (rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel)] + \
-    [(k, [(d, gru.config(d)) for d in DTYPES]) for k in (gru.gru_fwd_kernel, gru.gru_bwd_kernel)]
-SCALARS = ("T", "B", "H")
+    [(k, [(d, gru.config(d)) for d in DTYPES]) for k in (gru.gru_fwd_kernel, gru.gru_bwd_kernel)] + \
+    [(k, [(d, lstm.config(d, way)) for d in DTYPES])
+     for k, way in ((lstm.lstm_fwd_kernel, "fwd"), (lstm.lstm_bwd_kernel, "bwd"))]
+SCALARS = ("T", "B", "H", "P")
+FP32_SCRATCH = ("state_ptr", "c_ptr", "dc_ptr", "dm_ptr")
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
@@ -37,7 +40,7 @@ def signature(fn, dtype):
             sig[name] = "i32"
         elif name == "lengths_ptr":
             sig[name] = "*i64"
-        elif name == "state_ptr":
+        elif name in FP32_SCRATCH:
             sig[name] = "*fp32"
         elif name.endswith("_ptr"):
             sig[name] = "*" + dtype
@@ -48,8 +51,8 @@ def signature(fn, dtype):
 
 def resources(fn, dtype, cfg, arch):
     consts = {k: v for k, v in cfg.items() if k != "num_warps"}
-    # the heaviest flag setting: tanh, reverse, variable lengths
-    flags = dict(REVERSE=True, RELU=False, VARLEN=True, PRECISION="ieee")
+    # the heaviest flag setting: tanh, reverse, variable lengths, projection
+    flags = dict(REVERSE=True, RELU=False, VARLEN=True, PROJ=True, PRECISION="ieee")
     consts.update({k: v for k, v in flags.items() if k in fn.arg_names})
     target = GPUTarget("cuda", arch, 32)     # capability 90 compiles for sm_90a
     k = triton.compile(ASTSource(fn, signature(fn, dtype), constexprs=consts), target=target,

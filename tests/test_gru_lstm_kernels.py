@@ -30,7 +30,8 @@ def _run(fn, inputs, seed):
     return list(outs) + [t.grad for t in leaves if t is not None]
 
 
-def check(cell, backend, T, B, H, dtype, P=None, lengths=None, reverse=False, bias=True):
+def check(cell, backend, T, B, H, dtype, P=None, lengths=None, reverse=False, bias=True,
+          device="cpu", tol=None):
     P = P or H
     inputs = _inputs(cell, T, B, H, P, dtype, bias)
     be = REGISTRY[backend]
@@ -42,11 +43,11 @@ def check(cell, backend, T, B, H, dtype, P=None, lengths=None, reverse=False, bi
         got_fn = lambda *a: LSTMFunction.apply(*a, lengths, reverse, be)  # noqa: E731
         ref_fn = lambda *a: reference.lstm_layer(*a, lengths, reverse)  # noqa: E731
         names = ["out", "h_n", "c_n", "d_xproj", "d_h0", "d_c0", "d_w_hh", "d_w_hr"]
-    got = _run(got_fn, inputs, 7)
+    got = _run(got_fn, [None if t is None else t.to(device) for t in inputs], 7)
     ref = _run(ref_fn, [None if t is None else t.double() for t in inputs], 7)
     assert len(got) == len(ref)
     for name, a, b in zip(names, got, ref):
-        assert_close(a, b, TOL[dtype], f"{cell} {name}")
+        assert_close(a.cpu(), b, tol or TOL[dtype], f"{cell} {name}")
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -96,3 +97,26 @@ def test_triton_interpreter_gru(T, B, H, reverse):
 def test_triton_interpreter_gru_varlen(reverse):
     check("gru", "triton", 4, 3, 7, torch.float32, lengths=torch.tensor([4, 1, 3]), reverse=reverse)
     check("gru", "triton", 4, 3, 7, torch.float16, lengths=torch.tensor([2, 4, 3]), reverse=reverse)
+
+
+@pytest.mark.parametrize("T,B,H,P", [(1, 2, 5, 5), (5, 17, 40, 40), (4, 3, 20, 7)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_triton_interpreter_lstm(T, B, H, P, reverse):
+    check("lstm", "triton", T, B, H, torch.float32, P=P, reverse=reverse)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_triton_interpreter_lstm_varlen(reverse):
+    check("lstm", "triton", 4, 3, 7, torch.float32, P=3, lengths=torch.tensor([4, 1, 3]),
+          reverse=reverse)
+    check("lstm", "triton", 4, 3, 7, torch.float16, lengths=torch.tensor([2, 4, 3]),
+          reverse=reverse)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_triton_gpu(cell, dtype, tol):
+    lengths = torch.randint(1, 41, (20,))
+    check(cell, "triton", 40, 20, 96, dtype, P=48 if cell == "lstm" else None, lengths=lengths,
+          reverse=True, device="cuda", tol=tol)

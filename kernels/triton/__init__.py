@@ -1,5 +1,6 @@
 """Triton (CUDA) backend: fused forward and BPTT kernels and their launchers."""
 from .gru import gru_bwd, gru_fwd
+from .lstm import lstm_bwd, lstm_fwd
 from .rnn import rnn_bwd, rnn_fwd
 
-__all__ = ["rnn_fwd", "rnn_bwd", "gru_fwd", "gru_bwd"]
+__all__ = ["rnn_fwd", "rnn_bwd", "gru_fwd", "gru_bwd", "lstm_fwd", "lstm_bwd"]
