@@ -24,10 +24,11 @@ MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
 TRITON_TYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (kernel, every (dtype, config) its launcher can pick)
-KERNELS = [(k, rnn.configs()) for k in (rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel)] + \
-    [(k, [(d, gru.config(d)) for d in DTYPES]) for k in (gru.gru_fwd_kernel, gru.gru_bwd_kernel)] + \
-    [(k, [(d, lstm.config(d, way)) for d in DTYPES])
-     for k, way in ((lstm.lstm_fwd_kernel, "fwd"), (lstm.lstm_bwd_kernel, "bwd"))]
+KERNELS = [(k, rnn.configs()) for k in (rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel)]
+for _fwd, _bwd, _config in ((gru.gru_fwd_kernel, gru.gru_bwd_kernel, gru.config),
+                            (lstm.lstm_fwd_kernel, lstm.lstm_bwd_kernel, lstm.config)):
+    KERNELS += [(_fwd, [(d, _config(d, "fwd")) for d in DTYPES]),
+                (_bwd, [(d, _config(d, "bwd")) for d in DTYPES])]
 SCALARS = ("T", "B", "H", "P")
 FP32_SCRATCH = ("state_ptr", "c_ptr", "dc_ptr", "dm_ptr")
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")

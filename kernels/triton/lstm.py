@@ -14,25 +14,8 @@ import triton
 import triton.language as tl
 
 from .. import new_output
-from .gru import _sigmoid
-from .rnn import _copy_rows, _lengths, _precision, _rows, _tanh, _time, _zero_padding
-
-
-@triton.jit
-def _rowdot(a_ptr, a_stride, w_ptr, w_stride, w_col, offs_b, row_ok, offs_n, n_ok, K,
-            dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr,
-            BK: tl.constexpr):
-    # [BB, BN] = a[rows, :K] @ w[:K, w_col + offs_n]; a and w row-major with the given strides
-    acc = tl.zeros((BB, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < K
-        ak = tl.load(a_ptr + offs_b[:, None] * a_stride + offs_k[None, :],
-                     mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(dt)
-        wk = tl.load(w_ptr + offs_k[:, None].to(tl.int64) * w_stride + w_col + offs_n[None, :],
-                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc += tl.dot(ak, wk, input_precision=PRECISION)
-    return acc
+from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _tanh, _time,
+                      _zero_padding)
 
 
 @triton.jit(do_not_specialize=["T"])

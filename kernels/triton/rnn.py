@@ -20,12 +20,8 @@ import triton
 import triton.language as tl
 
 from .. import new_output
-
-
-@triton.jit
-def _tanh(x):
-    # 1 - 2 / (exp(2x) + 1): saturates to +-1 without overflow for large |x|
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _tanh, _time,
+                      _zero_padding)
 
 
 @triton.jit
@@ -41,44 +37,6 @@ def _act_grad(d, y, RELU: tl.constexpr):
     if RELU:
         return tl.where(y > 0.0, d, 0.0)
     return d * (1.0 - y * y)
-
-
-@triton.jit
-def _time(s, lens, REVERSE: tl.constexpr):
-    # [BB] time index of every row at processing step s
-    if REVERSE:
-        return (lens - 1 - s).to(tl.int64)
-    return (tl.zeros_like(lens) + s).to(tl.int64)
-
-
-@triton.jit
-def _rows(B, BB: tl.constexpr, lengths_ptr):
-    offs_b = tl.program_id(0).to(tl.int64) * BB + tl.arange(0, BB)   # [BB]
-    row_ok = offs_b < B
-    lens = tl.load(lengths_ptr + offs_b, mask=row_ok, other=0)         # [BB]
-    return offs_b, row_ok, lens
-
-
-@triton.jit
-def _copy_rows(src_ptr, dst_ptr, offs_b, row_ok, H, BN: tl.constexpr):
-    # dst[b, :] = src[b, :] for this program's rows, converted to dst's dtype
-    for n0 in range(0, H, BN):
-        offs_n = n0 + tl.arange(0, BN)
-        m = row_ok[:, None] & (offs_n < H)[None, :]
-        off = offs_b[:, None] * H + offs_n[None, :]
-        v = tl.load(src_ptr + off, mask=m, other=0.0)
-        tl.store(dst_ptr + off, v.to(dst_ptr.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _zero_padding(ptr, offs_b, lens, T, B, H, BB: tl.constexpr, BH: tl.constexpr):
-    # positions past a row's length: zeros, like pad_packed_sequence
-    for n0 in range(0, H, BH):
-        offs_h = n0 + tl.arange(0, BH)
-        for t in range(0, T):
-            pad = ((t >= lens) & (offs_b < B))[:, None] & (offs_h < H)[None, :]
-            tl.store(ptr + (t * B + offs_b[:, None]) * H + offs_h[None, :],
-                     tl.zeros((BB, BH), ptr.dtype.element_ty), mask=pad)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -121,15 +79,8 @@ def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, sta
             for n0 in range(0, H, BN):
                 offs_n = n0 + tl.arange(0, BN)
                 n_ok = offs_n < H
-                acc = tl.zeros((BB, BN), tl.float32)
-                for k0 in range(0, H, BK):
-                    offs_k = k0 + tl.arange(0, BK)
-                    k_ok = offs_k < H
-                    hk = tl.load(src + offs_b[:, None] * H + offs_k[None, :],
-                                 mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                    wk = tl.load(w_t_ptr + offs_k[:, None].to(tl.int64) * H + offs_n[None, :],
-                                 mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-                    acc += tl.dot(hk.to(dt), wk, input_precision=PRECISION)
+                acc = _rowdot(src, H, w_t_ptr, H, 0, offs_b, row_ok, offs_n, n_ok, H, dt,
+                              PRECISION, BB, BN, BK)
                 m = row_ok[:, None] & n_ok[None, :]
                 ma = m & act[:, None]
                 off = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
@@ -203,15 +154,8 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
             for n0 in range(0, H, BN):
                 offs_n = n0 + tl.arange(0, BN)
                 n_ok = offs_n < H
-                acc = tl.zeros((BB, BN), tl.float32)
-                for k0 in range(0, H, BK):
-                    offs_k = k0 + tl.arange(0, BK)
-                    k_ok = offs_k < H
-                    gk = tl.load(g_ptr + offs_b[:, None] * H + offs_k[None, :],
-                                 mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                    wk = tl.load(w_ptr + offs_k[:, None].to(tl.int64) * H + offs_n[None, :],
-                                 mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-                    acc += tl.dot(gk, wk, input_precision=PRECISION)
+                acc = _rowdot(g_ptr, H, w_ptr, H, 0, offs_b, row_ok, offs_n, n_ok, H, dt,
+                              PRECISION, BB, BN, BK)
                 m = row_ok[:, None] & n_ok[None, :]
                 old = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
                 tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
@@ -255,20 +199,6 @@ def configs():
             if (dtype, config(H, dtype)) not in out:
                 out.append((dtype, config(H, dtype)))
     return out
-
-
-def _precision(dtype):
-    import torch
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"          # torch's fp32 semantics unless the user allowed tf32
-    return "tf32" if dtype == torch.float32 else "ieee"
-
-
-def _lengths(lengths, B, T, device):
-    import torch
-    if lengths is None:
-        return torch.full((B,), T, dtype=torch.int64, device=device)
-    return lengths.to(device=device, dtype=torch.int64)
 
 
 def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
