@@ -74,6 +74,11 @@ def _stack(input, states, weights, layer_fn, *, num_layers, bidirectional, dropo
     return x, finals
 
 
+def _stack_states(finals):
+    # [L*D, B, *]; one layer and direction (the common case) is a view, not a copy
+    return finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
+
+
 def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dropout=0.0,
         training=False, bidirectional=False, lengths=None, backend=None):
     """Elman RNN, h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
@@ -108,7 +113,7 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
-    return out, torch.stack(finals)
+    return out, _stack_states(finals)
 
 
 def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
@@ -137,7 +142,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
-    return out, torch.stack(finals)
+    return out, _stack_states(finals)
 
 
 def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
@@ -165,4 +170,4 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
 
     out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
-    return out, (torch.stack([f[0] for f in finals]), torch.stack([f[1] for f in finals]))
+    return out, (_stack_states([f[0] for f in finals]), _stack_states([f[1] for f in finals]))
