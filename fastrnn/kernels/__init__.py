@@ -13,8 +13,24 @@ RNN (``nonlinearity`` in {"tanh", "relu"}):
             nonlinearity)
         -> grad_pre [T, B, H] (dL/d xproj; zero past each length), grad_h0 [B, H]
 
-Saved for backward by RNNFunction: xproj (double backward only), h0, w_hh, out,
-lengths. The weight gradient sum_t grad_pre[t]^T h_{t-1} is one GEMM outside.
+GRU (gates r, z, n; xproj carries b_ih + [b_hr, b_hz, 0]):
+    gru_fwd(xproj [T, B, 3H], h0 [B, H], w_hh [3H, H], b_hn [H] or None, lengths, reverse)
+        -> out [T, B, H], h_n [B, H], gates [T, B, 4H] = (r, z, n, W_hn h + b_hn)
+    gru_bwd(grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse)
+        -> grad_x [T, B, 3H] (dL/d xproj), grad_hp [T, B, 3H] (dL/d (W_hh h + [0, 0, b_hn])),
+           grad_h0 [B, H]
+
+LSTM (gates i, f, g, o; P = proj_size or H; xproj carries b_ih + b_hh):
+    lstm_fwd(xproj [T, B, 4H], h0 [B, P], c0 [B, H], w_hh [4H, P], w_hr [P, H] or None,
+             lengths, reverse)
+        -> out [T, B, P], h_n, c_n, gates [T, B, 4H], cells [T, B, H], mids [T, B, H]
+           (o * tanh(c) before the projection; empty without one)
+    lstm_bwd(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse)
+        -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t), grad_h0 [B, P], grad_c0 [B, H]
+
+Saved for backward by the Functions: the inputs (xproj only for double backward), the
+outputs above and lengths. Weight gradients are one GEMM each outside the kernels:
+dW_hh = sum_t grad_pre[t]^T h_{t-1}, dW_hr = sum_t grad_h[t]^T mids[t].
 """
 import torch
 
