@@ -55,3 +55,18 @@ def test_sigmoid_every_float32_absolute_error():
             worst = max(worst, float(np.max(np.abs(y - ref))))
             assert np.all((y >= 0) & (y <= 1))
     assert worst < 2.5e-7, worst
+
+
+def test_float64_tanh_and_sigmoid():
+    # the vectorisable float64 versions: dense grid plus tiny magnitudes, both signs
+    from fastrnn.kernels.numba.activations import sigmoid_array
+    x = np.concatenate([np.linspace(-60.0, 60.0, 2_000_001), np.geomspace(1e-300, 1.0, 50_000)])
+    x = np.concatenate([x, -x])
+    y = np.empty_like(x)
+    tanh_array(x, y)
+    ref = np.tanh(x)
+    assert np.max(np.abs(y - ref)) < 1e-14
+    assert np.max(np.abs(y - ref) / np.maximum(np.abs(ref), 1e-300)) < 5e-14
+    sigmoid_array(x, y)
+    # absolute error; below e^-40 (4e-18) the result stays at that floor
+    assert np.max(np.abs(y - 1.0 / (1.0 + np.exp(-x)))) < 1e-14
