@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 import numba
+from numba import njit
 
 from ..._alloc import keep_freed_memory
 
@@ -69,3 +70,28 @@ def as_numpy(t):
     """Zero-copy numpy view of a contiguous CPU tensor (detached)."""
     return t.detach().contiguous().numpy()
 
+
+
+# ------------------------------------------------- helpers inlined into kernels
+@njit(cache=True, inline="always")
+def step_time(s, length, reverse):
+    # time index of a row at processing step s: reverse rows start at their own end
+    return length - 1 - s if reverse else s
+
+
+@njit(cache=True, inline="always")
+def running(lengths, rows, b0, nb, nact, s):
+    # a chunk lists its rows longest first, so the rows still running at step s are
+    # a prefix: it shrinks going forward in s and grows going backward
+    while nact > 0 and lengths[rows[b0 + nact - 1]] <= s:
+        nact -= 1
+    while nact < nb and lengths[rows[b0 + nact]] > s:
+        nact += 1
+    return nact
+
+
+@njit(cache=True, inline="always")
+def zero_tail(a, lengths, b):
+    # a [T, B, *]: positions past row b's length are zeros, like pad_packed_sequence
+    for t in range(lengths[b], a.shape[0]):
+        a[t, b, :] = 0.0

@@ -15,10 +15,9 @@ import numpy as np
 from numba import njit, prange
 
 from .. import new_output
-from ._common import as_numpy, batch_plan
+from ._common import as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import SMALL_H, matmul_nt
 from .activations import sigmoid, tanh
-from .rnn import _time
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -36,12 +35,11 @@ def gru_fwd_kernel(xproj, h0, w_hh, w_hh_t, b_hn, lengths, rows, bounds, reverse
             h[r] = h0[rows[b0 + r]]
         nact = nb
         for s in range(lengths[rows[b0]]):
-            while lengths[rows[b0 + nact - 1]] <= s:
-                nact -= 1
+            nact = running(lengths, rows, b0, nb, nact, s)
             matmul_nt(h, w_hh, w_hh_t, hp, nact, small)
             for r in range(nact):
                 b = rows[b0 + r]
-                t = _time(s, lengths[b], reverse)
+                t = step_time(s, lengths[b], reverse)
                 for j in range(H):
                     rg = sigmoid(xproj[t, b, j] + hp[r, j])
                     zg = sigmoid(xproj[t, b, H + j] + hp[r, H + j])
@@ -57,8 +55,7 @@ def gru_fwd_kernel(xproj, h0, w_hh, w_hh_t, b_hn, lengths, rows, bounds, reverse
         for r in range(nb):
             b = rows[b0 + r]
             h_n[b] = h[r]
-            for t in range(lengths[b], T):
-                out[t, b, :] = 0.0
+            zero_tail(out, lengths, b)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -80,13 +77,12 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh, w_hh_t, lengths, row
             dh[r] = grad_hn[rows[b0 + r]]
         nact = 0
         for s in range(lengths[rows[b0]] - 1, -1, -1):
-            while nact < nb and lengths[rows[b0 + nact]] > s:
-                nact += 1
+            nact = running(lengths, rows, b0, nb, nact, s)
             for r in range(nact):
                 b = rows[b0 + r]
                 L = lengths[b]
-                t = _time(s, L, reverse)
-                tp = _time(s - 1, L, reverse)
+                t = step_time(s, L, reverse)
+                tp = step_time(s - 1, L, reverse)
                 for j in range(H):
                     hprev = out[tp, b, j] if s > 0 else h0[b, j]
                     d = grad_out[t, b, j] + dh[r, j]
@@ -114,9 +110,8 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh, w_hh_t, lengths, row
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
-            for t in range(lengths[b], T):
-                grad_x[t, b, :] = 0.0
-                grad_hp[t, b, :] = 0.0
+            zero_tail(grad_x, lengths, b)
+            zero_tail(grad_hp, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers

@@ -16,10 +16,9 @@ import numpy as np
 from numba import njit, prange
 
 from .. import new_output
-from ._common import as_numpy, batch_plan
+from ._common import as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import SMALL_H, matmul_nt
 from .activations import sigmoid, tanh
-from .rnn import _time
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -41,12 +40,11 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
             c[r] = c0[rows[b0 + r]]
         nact = nb
         for s in range(lengths[rows[b0]]):
-            while lengths[rows[b0 + nact - 1]] <= s:
-                nact -= 1
+            nact = running(lengths, rows, b0, nb, nact, s)
             matmul_nt(h, w_hh, w_hh_t, acc, nact, small)
             for r in range(nact):
                 b = rows[b0 + r]
-                t = _time(s, lengths[b], reverse)
+                t = step_time(s, lengths[b], reverse)
                 for k in range(H):
                     ig = sigmoid(xproj[t, b, k] + acc[r, k])
                     fg = sigmoid(xproj[t, b, H + k] + acc[r, H + k])
@@ -64,7 +62,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
                 matmul_nt(m, w_hr, w_hr_t, h, nact, small)
             for r in range(nact):
                 b = rows[b0 + r]
-                t = _time(s, lengths[b], reverse)
+                t = step_time(s, lengths[b], reverse)
                 if proj:
                     mids[t, b] = m[r]
                 else:
@@ -74,10 +72,9 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
             b = rows[b0 + r]
             h_n[b] = h[r]
             c_n[b] = c[r]
-            for t in range(lengths[b], T):
-                out[t, b, :] = 0.0
-                if proj:
-                    mids[t, b, :] = 0.0     # finite, so dW_hr's GEMM over all steps is clean
+            zero_tail(out, lengths, b)
+            if proj:
+                zero_tail(mids, lengths, b)     # finite, so dW_hr's GEMM over all steps is clean
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -103,11 +100,10 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, 
             dc[r] = grad_cn[rows[b0 + r]]
         nact = 0
         for s in range(lengths[rows[b0]] - 1, -1, -1):
-            while nact < nb and lengths[rows[b0 + nact]] > s:
-                nact += 1
+            nact = running(lengths, rows, b0, nb, nact, s)
             for r in range(nact):
                 b = rows[b0 + r]
-                t = _time(s, lengths[b], reverse)
+                t = step_time(s, lengths[b], reverse)
                 for j in range(P):
                     v = grad_out[t, b, j] + dh[r, j]
                     d[r, j] = v
@@ -119,8 +115,8 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, 
             for r in range(nact):
                 b = rows[b0 + r]
                 L = lengths[b]
-                t = _time(s, L, reverse)
-                tp = _time(s - 1, L, reverse)
+                t = step_time(s, L, reverse)
+                tp = step_time(s - 1, L, reverse)
                 for k in range(H):
                     ig = gates[t, b, k]
                     fg = gates[t, b, H + k]
@@ -147,9 +143,8 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, 
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
             grad_c0[b] = dc[r]
-            for t in range(lengths[b], T):
-                grad_pre[t, b, :] = 0.0
-                grad_h[t, b, :] = 0.0
+            zero_tail(grad_pre, lengths, b)
+            zero_tail(grad_h, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers

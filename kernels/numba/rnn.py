@@ -20,14 +20,9 @@ import numpy as np
 from numba import njit, prange
 
 from .. import new_output
-from ._common import as_numpy, batch_plan
+from ._common import as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import SMALL_H, matmul_nt
 from .activations import tanh
-
-
-@njit(cache=True, inline="always")
-def _time(s, length, reverse):
-    return length - 1 - s if reverse else s
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -47,12 +42,11 @@ def rnn_fwd_kernel(xproj, h0, w_hh, w_hh_t, lengths, rows, bounds, reverse, relu
             h[r] = h0[rows[b0 + r]]
         nact = nb
         for s in range(lengths[rows[b0]]):
-            while lengths[rows[b0 + nact - 1]] <= s:
-                nact -= 1
+            nact = running(lengths, rows, b0, nb, nact, s)
             matmul_nt(h, w_hh, w_hh_t, acc, nact, small)
             for r in range(nact):
                 b = rows[b0 + r]
-                t = _time(s, lengths[b], reverse)
+                t = step_time(s, lengths[b], reverse)
                 if relu:
                     for j in range(H):
                         v = max(acc[r, j] + xproj[t, b, j], 0.0)
@@ -66,8 +60,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, w_hh_t, lengths, rows, bounds, reverse, relu
         for r in range(nb):
             b = rows[b0 + r]
             h_n[b] = h[r]
-            for t in range(lengths[b], T):
-                out[t, b, :] = 0.0
+            zero_tail(out, lengths, b)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -89,11 +82,10 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, w_hh_t, lengths, rows, bounds, 
         nact = 0
         for s in range(lengths[rows[b0]] - 1, -1, -1):
             # rows join when s reaches their last step; they start from grad_hn
-            while nact < nb and lengths[rows[b0 + nact]] > s:
-                nact += 1
+            nact = running(lengths, rows, b0, nb, nact, s)
             for r in range(nact):
                 b = rows[b0 + r]
-                t = _time(s, lengths[b], reverse)
+                t = step_time(s, lengths[b], reverse)
                 if relu:
                     for j in range(H):
                         d = grad_out[t, b, j] + dh[r, j]
@@ -110,8 +102,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, w_hh_t, lengths, rows, bounds, 
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
-            for t in range(lengths[b], T):
-                grad_pre[t, b, :] = 0.0
+            zero_tail(grad_pre, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers
