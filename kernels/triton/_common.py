@@ -48,6 +48,12 @@ def _zero_padding(ptr, offs_b, lens, T, B, H, BB: tl.constexpr, BH: tl.constexpr
 
 
 @triton.jit
+def _slot(state_ptr, k, B, W):
+    # ping-pong scratch [2, B, W]: step k reads slot k % 2 and writes slot (k + 1) % 2
+    return state_ptr + ((k % 2) * B).to(tl.int64) * W
+
+
+@triton.jit
 def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 

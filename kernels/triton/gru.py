@@ -15,8 +15,8 @@ import triton
 import triton.language as tl
 
 from .. import new_output
-from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _tanh, _time,
-                      _zero_padding)
+from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _slot, _tanh,
+                      _time, _zero_padding)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -34,8 +34,8 @@ def gru_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr, out_ptr, h
     for s in range(0, nsteps):
         act = s < lens
         t = _time(s, lens, REVERSE)
-        src = state_ptr + ((s % 2) * B).to(tl.int64) * H
-        dst = state_ptr + (((s + 1) % 2) * B).to(tl.int64) * H
+        src = _slot(state_ptr, s, B, H)
+        dst = _slot(state_ptr, s + 1, B, H)
         for n0 in range(0, H, BN):
             offs_n = n0 + tl.arange(0, BN)
             n_ok = offs_n < H
@@ -73,7 +73,7 @@ def gru_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr, out_ptr, h
             tl.store(dst + offs_b[:, None] * H + offs_n[None, :], tl.where(act[:, None], y, old),
                      mask=m)
         tl.debug_barrier()
-    _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * H, hn_ptr, offs_b, row_ok, H, BN)
+    _copy_rows(_slot(state_ptr, nsteps, B, H), hn_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(out_ptr, offs_b, lens, T, B, H, BB, BN)
 
@@ -96,8 +96,8 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         t = _time(s, lens, REVERSE)
         tp = _time(s - 1, lens, REVERSE)
         has_prev = (tl.zeros((BB,), tl.int32) + s) > 0               # [BB]: step 0 reads h0
-        src = state_ptr + ((i % 2) * B).to(tl.int64) * H
-        dst = state_ptr + (((i + 1) % 2) * B).to(tl.int64) * H
+        src = _slot(state_ptr, i, B, H)
+        dst = _slot(state_ptr, i + 1, B, H)
         # phase 1: gate gradients of this step; dst <- the direct path d * z
         for n0 in range(0, H, BN):
             offs_n = n0 + tl.arange(0, BN)
@@ -144,7 +144,7 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
             tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
                      tl.where(act[:, None], cur + acc, cur), mask=m)
         tl.debug_barrier()
-    _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * H, grad_h0_ptr, offs_b, row_ok, H, BN)
+    _copy_rows(_slot(state_ptr, nsteps, B, H), grad_h0_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(grad_x_ptr, offs_b, lens, T, B, G, BB, BN)
         _zero_padding(grad_hp_ptr, offs_b, lens, T, B, G, BB, BN)

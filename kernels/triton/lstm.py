@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from .. import new_output
-from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _tanh, _time,
-                      _zero_padding)
+from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _slot, _tanh,
+                      _time, _zero_padding)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -35,8 +35,8 @@ def lstm_fwd_kernel(xproj_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr, lengths_ptr, o
     for s in range(0, nsteps):
         act = s < lens
         t = _time(s, lens, REVERSE)
-        src = state_ptr + ((s % 2) * B).to(tl.int64) * P
-        dst = state_ptr + (((s + 1) % 2) * B).to(tl.int64) * P
+        src = _slot(state_ptr, s, B, P)
+        dst = _slot(state_ptr, s + 1, B, P)
         for n0 in range(0, H, BN):
             offs_n = n0 + tl.arange(0, BN)
             n_ok = offs_n < H
@@ -82,7 +82,7 @@ def lstm_fwd_kernel(xproj_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr, lengths_ptr, o
                 old = tl.load(src + po, mask=m2, other=0.0)
                 tl.store(dst + po, tl.where(act[:, None], hv, old), mask=m2)
         tl.debug_barrier()
-    _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * P, hn_ptr, offs_b, row_ok, P, BN)
+    _copy_rows(_slot(state_ptr, nsteps, B, P), hn_ptr, offs_b, row_ok, P, BN)
     _copy_rows(c_ptr, cn_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(out_ptr, offs_b, lens, T, B, P, BB, BN)
@@ -111,8 +111,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
         t = _time(s, lens, REVERSE)
         tp = _time(s - 1, lens, REVERSE)
         has_prev = (tl.zeros((BB,), tl.int32) + s) > 0
-        src = state_ptr + ((i % 2) * B).to(tl.int64) * P
-        dst = state_ptr + (((i + 1) % 2) * B).to(tl.int64) * P
+        src = _slot(state_ptr, i, B, P)
+        dst = _slot(state_ptr, i + 1, B, P)
         # phase 1: d = grad_out[t] + dh  ->  grad_h[t], and d (or dm without projection)
         for p0 in range(0, P, BN):
             offs_p = p0 + tl.arange(0, BN)
@@ -182,7 +182,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
             old = tl.load(src + po, mask=m2, other=0.0)
             tl.store(dst + po, tl.where(act[:, None], dhv, old), mask=m2)
         tl.debug_barrier()
-    _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * P, grad_h0_ptr, offs_b, row_ok, P, BN)
+    _copy_rows(_slot(state_ptr, nsteps, B, P), grad_h0_ptr, offs_b, row_ok, P, BN)
     _copy_rows(dc_ptr, grad_c0_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(grad_pre_ptr, offs_b, lens, T, B, G, BB, BN)

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .. import new_output
-from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _tanh, _time,
+from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _slot, _tanh, _time,
                       _zero_padding)
 
 
@@ -74,8 +74,8 @@ def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, sta
         for s in range(0, nsteps):
             act = s < lens
             t = _time(s, lens, REVERSE)
-            src = state_ptr + ((s % 2) * B).to(tl.int64) * H
-            dst = state_ptr + (((s + 1) % 2) * B).to(tl.int64) * H
+            src = _slot(state_ptr, s, B, H)
+            dst = _slot(state_ptr, s + 1, B, H)
             for n0 in range(0, H, BN):
                 offs_n = n0 + tl.arange(0, BN)
                 n_ok = offs_n < H
@@ -91,7 +91,7 @@ def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, sta
                 tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
                          tl.where(act[:, None], y, old), mask=m)
             tl.debug_barrier()
-        _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * H, hn_ptr, offs_b, row_ok, H, BN)
+        _copy_rows(_slot(state_ptr, nsteps, B, H), hn_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(out_ptr, offs_b, lens, T, B, H, BB, BN)
 
@@ -135,8 +135,8 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
             s = nsteps - 1 - i
             act = s < lens
             t = _time(s, lens, REVERSE)
-            src = state_ptr + ((i % 2) * B).to(tl.int64) * H
-            dst = state_ptr + (((i + 1) % 2) * B).to(tl.int64) * H
+            src = _slot(state_ptr, i, B, H)
+            dst = _slot(state_ptr, i + 1, B, H)
             # phase 1: this step's pre-activation gradient, all of H, into g scratch
             for n0 in range(0, H, BN):
                 offs_n = n0 + tl.arange(0, BN)
@@ -161,8 +161,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
                 tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
                          tl.where(act[:, None], acc, old), mask=m)
             tl.debug_barrier()
-        _copy_rows(state_ptr + ((nsteps % 2) * B).to(tl.int64) * H, grad_h0_ptr, offs_b, row_ok,
-                   H, BN)
+        _copy_rows(_slot(state_ptr, nsteps, B, H), grad_h0_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(grad_pre_ptr, offs_b, lens, T, B, H, BB, BN)
 
