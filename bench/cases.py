@@ -1,16 +1,30 @@
 """What a benchmark case is, and how one is built: modules, inputs, the timed step.
 
 A case is a string ``cell:variant:mode:T:B:H`` (I = H), so it can be handed to a
-child process. ``variant`` is ``f32`` (plain float32), ``f64``, ``proj`` (LSTM
-with proj_size = H/2) or ``packed`` (PackedSequence input, lengths in [T/2, T]).
-Each cell's file (bench_rnn.py, bench_gru.py, bench_lstm.py) lists its cases.
+child process.
+
+- ``cell``: ``rnn_tanh``, ``gru`` or ``lstm``.
+- ``variant``: ``f32``, ``f64``, ``bf16``, ``f16`` (the dtype), ``proj`` (LSTM
+  with proj_size = H/2, float32) or ``packed`` (PackedSequence input, float32,
+  lengths drawn in [T/2, T]).
+- ``mode``: ``fwd`` (no grad), ``fwdbwd`` (forward, loss over output and final
+  states, backward), or ``step``: ONE time step with the state carried in, no
+  grad, as in autoregressive decoding; it runs the cell module (``RNNCell``,
+  ``GRUCell``, ``LSTMCell``) or, for ``proj`` (torch has no projected cell), the
+  layer on a length-1 input. T is ignored by ``step``.
+
+Providers: ``fastrnn-numba``, ``fastrnn-triton``, ``torch`` (torch.nn: oneDNN or
+ATen on CPU, cuDNN on GPU) and ``reference`` (fastrnn's plain-PyTorch oracle).
 """
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 GATES = {"rnn_tanh": 1, "gru": 3, "lstm": 4}
-TORCH = {"rnn_tanh": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}
-FASTRNN = {"rnn_tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}
+LAYER = {"rnn_tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}
+CELL = {"rnn_tanh": "RNNCell", "gru": "GRUCell", "lstm": "LSTMCell"}
+DTYPES = {"f32": torch.float32, "f64": torch.float64, "bf16": torch.bfloat16,
+          "f16": torch.float16, "proj": torch.float32, "packed": torch.float32}
+BACKEND = {"fastrnn-numba": "numba", "fastrnn-triton": "triton", "reference": "reference"}
 
 
 def parse(case):
@@ -18,37 +32,62 @@ def parse(case):
     return cell, variant, mode, int(T), int(B), int(H)
 
 
+def name(cell, variant, mode, T, B, H):
+    return f"{cell}:{variant}:{mode}:{T}:{B}:{H}"
+
+
 def flops(case):
     """GEMM work: forward = input GEMM + step GEMMs (+ projection); backward twice that."""
     cell, variant, mode, T, B, H = parse(case)
     P = H // 2 if variant == "proj" else H
-    fwd = 2 * T * B * GATES[cell] * H * (H + P) + (2 * T * B * H * P if variant == "proj" else 0)
-    return fwd if mode == "fwd" else 3 * fwd
+    steps = 1 if mode == "step" else T
+    fwd = 2 * steps * B * GATES[cell] * H * (H + P) + \
+        (2 * steps * B * H * P if variant == "proj" else 0)
+    return 3 * fwd if mode == "fwdbwd" else fwd
 
 
-def modules(case, fastrnn=None):
-    """{provider: module} with identical weights; fastrnn only when the package is given."""
-    cell, variant, *_ , H = parse(case)
-    kwargs = dict(dtype=torch.float64 if variant == "f64" else torch.float32)
+def unavailable(provider, device):
+    """Why ``provider`` cannot run on ``device`` here, or None when it can."""
+    if provider == "torch":
+        return None
+    from fastrnn.backends import REGISTRY
+    backend = REGISTRY[BACKEND[provider]]
+    ok, reason = backend.supports("lstm", torch.empty(0, device=device))
+    return None if ok else reason
+
+
+def modules(case, providers, device="cpu"):
+    """{provider: module} with identical weights (torch's init, seed 0)."""
+    import fastrnn
+    cell, variant, mode, _, _, H = parse(case)
+    kwargs = dict(dtype=DTYPES[variant], device=device)
+    kind = CELL[cell] if mode == "step" and variant != "proj" else LAYER[cell]
     if variant == "proj":
         kwargs["proj_size"] = H // 2
     torch.manual_seed(0)
-    ref = TORCH[cell](H, H, **kwargs)
-    mods = {"torch": ref}
-    if fastrnn is not None:
-        ours = getattr(fastrnn, FASTRNN[cell])(H, H, **kwargs)
-        ours.load_state_dict(ref.state_dict())
-        ours.backend = "numba"
-        mods["fastrnn-numba"] = ours
+    ref = getattr(torch.nn, kind)(H, H, **kwargs)
+    mods = {}
+    for p in providers:
+        if p == "torch":
+            mods[p] = ref
+            continue
+        m = getattr(fastrnn, kind)(H, H, **kwargs)
+        m.load_state_dict(ref.state_dict())
+        m.backend = BACKEND[p]
+        mods[p] = m
     return mods
 
 
-def make_step(module, case):
+def make_step(module, case, device="cpu"):
     """A zero-argument callable running one forward (and backward) of ``module``."""
     cell, variant, mode, T, B, H = parse(case)
     g = torch.Generator().manual_seed(0)
-    dtype = torch.float64 if variant == "f64" else torch.float32
-    x = torch.randn(T, B, H, generator=g, dtype=dtype).requires_grad_(mode == "fwdbwd")
+    dtype = DTYPES[variant]
+    P = H // 2 if variant == "proj" else H
+    if mode == "step":
+        return _decode_step(module, cell, variant, B, H, P, dtype, device, g)
+    x = torch.randn(T, B, H, generator=g).to(device=device, dtype=dtype)
+    x.requires_grad_(mode == "fwdbwd")
     lengths = torch.randint(T // 2, T + 1, (B,), generator=g) if variant == "packed" else None
 
     def run():
@@ -64,8 +103,23 @@ def make_step(module, case):
 
     def step():
         out, state = run()
-        loss = out.sum()
+        loss = out.float().sum()
         for s in (state if isinstance(state, tuple) else (state,)):
-            loss = loss + s.sum()
+            loss = loss + s.float().sum()
         loss.backward()
+    return step
+
+
+def _decode_step(module, cell, variant, B, H, P, dtype, device, g):
+    new = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    x = new(B, H)
+    if variant == "proj":                       # the layer, one step, (h, c) carried
+        state = (new(1, B, P), new(1, B, H))
+        x = x.unsqueeze(0)
+    else:
+        state = (new(B, H), new(B, H)) if cell == "lstm" else new(B, H)
+
+    def step():
+        with torch.no_grad():
+            module(x, state)
     return step

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import torch
 
-FIELDS = ["cell", "variant", "mode", "T", "B", "I", "H", "provider", "process", "median_ms", "samples",
-          "gflops", "gflops_pct_of_gemm", "speedup_vs_torch", "machine", "cpu", "cores",
-          "threads", "torch", "numba", "commit"]
+# long format: one row per (section, case, provider, process); timing rows fill
+# median_ms..speedup_vs_torch, the other sections (cold start, memory, char-LM,
+# GEMM rate) fill metric/value/unit
+FIELDS = ["section", "axis", "cell", "variant", "mode", "T", "B", "I", "H", "provider",
+          "process", "median_ms", "samples", "gflops", "gflops_pct_of_gemm",
+          "speedup_vs_torch", "metric", "value", "unit", "device", "machine", "cpu", "cores",
+          "threads", "torch", "numba", "triton", "commit"]
 
 
 def cpu_model():
@@ -38,15 +42,34 @@ def commit():
         return "unknown"
 
 
-def machine_facts():
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "none"
+
+
+def thread_settings():
+    """Who owns the cores: torch's pool, Numba's, and SciPy's OpenBLAS (pinned to 1)."""
+    parts = [f"torch={torch.get_num_threads()}"]
     try:
         import numba
-        numba_version = numba.__version__
+        parts.append(f"numba={numba.get_num_threads()}")
+        from threadpoolctl import threadpool_info
+        parts += [f"{p['internal_api']}({Path(p['filepath']).name.split('-')[0]})="
+                  f"{p['num_threads']}" for p in threadpool_info()]
     except ImportError:
-        numba_version = "none"
+        pass
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                            "FASTRNN_BACKEND") if k in os.environ]
+    return " ".join(parts + env)
+
+
+def machine_facts(device="cpu"):
+    gpu = torch.cuda.get_device_name() if device == "cuda" else ""
     return dict(machine=platform.node(), cpu=cpu_model(), cores=os.cpu_count(),
-                threads=f"torch={torch.get_num_threads()}", torch=torch.__version__,
-                numba=numba_version, commit=commit())
+                device=gpu or "cpu", threads=thread_settings(), torch=torch.__version__,
+                numba=_version("numba"), triton=_version("triton"), commit=commit())
 
 
 def _sync(device):

@@ -6,7 +6,12 @@ recurrent weight gradient as ONE GEMM over all steps (deterministic, no atomics)
 
 Double backward: when backward itself is being differentiated (``create_graph``),
 the layer is recomputed with the differentiable reference and differentiated by
-autograd, so higher-order gradients are exact rather than silently wrong.
+autograd, so higher-order gradients are exact rather than silently wrong. That
+recomputation needs xproj; rather than keep it alive through every backward
+(the largest tensor of a layer: 128 MiB for an LSTM at T=256, B=64, H=512),
+callers pass ``xproj_fn``, which recomputes it from x and W_ih (alive anyway for
+their own gradients). Without it (xproj is a leaf, as in the kernel tests)
+xproj is saved.
 """
 import torch
 
@@ -35,6 +40,10 @@ def _weight_grad(grad_pre, hprev):
     return grad_pre.reshape(-1, G).t().mm(hprev.reshape(-1, P))
 
 
+def _saved_xproj(ctx, xproj):
+    return ctx.xproj_fn() if xproj is None else xproj
+
+
 def _recompute_grads(fn, inputs, outputs_grad):
     """Double-backward path: differentiate the reference recomputation.
 
@@ -54,12 +63,12 @@ class RNNFunction(torch.autograd.Function):
     """Elman RNN layer, one direction: (xproj, h0, w_hh) -> (out, h_n)."""
 
     @staticmethod
-    def forward(ctx, xproj, h0, w_hh, lengths, reverse, nonlinearity, backend):
+    def forward(ctx, xproj, h0, w_hh, lengths, reverse, nonlinearity, backend, xproj_fn=None):
         out, h_n = backend.kernels().rnn_fwd(
             xproj=xproj, h0=h0, w_hh=w_hh, lengths=lengths, reverse=reverse,
             nonlinearity=nonlinearity)
-        ctx.save_for_backward(xproj, h0, w_hh, out, lengths)
-        ctx.opts = (reverse, nonlinearity, backend)
+        ctx.save_for_backward(None if xproj_fn else xproj, h0, w_hh, out, lengths)
+        ctx.opts, ctx.xproj_fn = (reverse, nonlinearity, backend), xproj_fn
         return out, h_n
 
     @staticmethod
@@ -69,26 +78,26 @@ class RNNFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             gx, gh, gw = _recompute_grads(
                 lambda x, h, w: reference.rnn_layer(x, h, w, lengths, reverse, nonlinearity),
-                [xproj, h0, w_hh], [grad_out, grad_hn])
-            return gx, gh, gw, None, None, None, None
+                [_saved_xproj(ctx, xproj), h0, w_hh], [grad_out, grad_hn])
+            return gx, gh, gw, None, None, None, None, None
         grad_pre, grad_h0 = backend.kernels().rnn_bwd(
             grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
             w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
         grad_w = None
         if ctx.needs_input_grad[2]:
             grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
-        return grad_pre, grad_h0, grad_w, None, None, None, None
+        return grad_pre, grad_h0, grad_w, None, None, None, None, None
 
 
 class GRUFunction(torch.autograd.Function):
     """GRU layer, one direction: (xproj, h0, w_hh, b_hn) -> (out, h_n); b_hn may be None."""
 
     @staticmethod
-    def forward(ctx, xproj, h0, w_hh, b_hn, lengths, reverse, backend):
+    def forward(ctx, xproj, h0, w_hh, b_hn, lengths, reverse, backend, xproj_fn=None):
         out, h_n, gates = backend.kernels().gru_fwd(
             xproj=xproj, h0=h0, w_hh=w_hh, b_hn=b_hn, lengths=lengths, reverse=reverse)
-        ctx.save_for_backward(xproj, h0, w_hh, b_hn, out, gates, lengths)
-        ctx.opts = (reverse, backend)
+        ctx.save_for_backward(None if xproj_fn else xproj, h0, w_hh, b_hn, out, gates, lengths)
+        ctx.opts, ctx.xproj_fn = (reverse, backend), xproj_fn
         return out, h_n
 
     @staticmethod
@@ -98,8 +107,8 @@ class GRUFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             grads = _recompute_grads(
                 lambda x, h, w, b: reference.gru_layer(x, h, w, b, lengths, reverse),
-                [xproj, h0, w_hh, b_hn], [grad_out, grad_hn])
-            return (*grads, None, None, None)
+                [_saved_xproj(ctx, xproj), h0, w_hh, b_hn], [grad_out, grad_hn])
+            return (*grads, None, None, None, None)
         grad_x, grad_hp, grad_h0 = backend.kernels().gru_bwd(
             grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out, h0=h0,
             gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
@@ -109,18 +118,19 @@ class GRUFunction(torch.autograd.Function):
         if b_hn is not None and ctx.needs_input_grad[3]:
             H = h0.shape[-1]
             grad_b = grad_hp[..., 2 * H:].sum(dim=(0, 1))
-        return grad_x, grad_h0, grad_w, grad_b, None, None, None
+        return grad_x, grad_h0, grad_w, grad_b, None, None, None, None
 
 
 class LSTMFunction(torch.autograd.Function):
     """LSTM layer, one direction: (xproj, h0, c0, w_hh, w_hr) -> (out, h_n, c_n); w_hr may be None."""
 
     @staticmethod
-    def forward(ctx, xproj, h0, c0, w_hh, w_hr, lengths, reverse, backend):
+    def forward(ctx, xproj, h0, c0, w_hh, w_hr, lengths, reverse, backend, xproj_fn=None):
         out, h_n, c_n, gates, cells, mids = backend.kernels().lstm_fwd(
             xproj=xproj, h0=h0, c0=c0, w_hh=w_hh, w_hr=w_hr, lengths=lengths, reverse=reverse)
-        ctx.save_for_backward(xproj, h0, c0, w_hh, w_hr, out, gates, cells, mids, lengths)
-        ctx.opts = (reverse, backend)
+        ctx.save_for_backward(None if xproj_fn else xproj, h0, c0, w_hh, w_hr, out, gates,
+                              cells, mids, lengths)
+        ctx.opts, ctx.xproj_fn = (reverse, backend), xproj_fn
         return out, h_n, c_n
 
     @staticmethod
@@ -130,8 +140,8 @@ class LSTMFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             grads = _recompute_grads(
                 lambda x, h, c, w, wr: reference.lstm_layer(x, h, c, w, wr, lengths, reverse),
-                [xproj, h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn])
-            return (*grads, None, None, None)
+                [_saved_xproj(ctx, xproj), h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn])
+            return (*grads, None, None, None, None)
         grad_pre, grad_h, grad_h0, grad_c0 = backend.kernels().lstm_bwd(
             grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(),
             grad_cn=grad_cn.contiguous(), c0=c0, gates=gates, cells=cells, w_hh=w_hh, w_hr=w_hr,
@@ -141,4 +151,4 @@ class LSTMFunction(torch.autograd.Function):
             grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
         if w_hr is not None and ctx.needs_input_grad[4]:
             grad_wr = _weight_grad(grad_h, mids)
-        return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None
+        return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None, None

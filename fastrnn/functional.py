@@ -50,6 +50,11 @@ def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj
             raise ValueError(f"lengths must lie in [1, {T}]")
 
 
+def _recompute(x, w_ih, b):
+    # lets a Function drop xproj after forward (see autograd.py, double backward)
+    return lambda: F.linear(x, w_ih, b)
+
+
 # ------------------------------------------------------- layer/direction loop
 def _stack(input, states, weights, layer_fn, *, num_layers, bidirectional, dropout, training):
     """Run every layer and direction; ``layer_fn(x, states_of_idx, w, reverse)``.
@@ -108,7 +113,8 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
         if be.name == "reference":
             out, h_n = reference.rnn_layer(xproj, h0[0], w_hh, lengths, reverse, nonlinearity)
         else:
-            out, h_n = RNNFunction.apply(xproj, h0[0], w_hh, lengths, reverse, nonlinearity, be)
+            out, h_n = RNNFunction.apply(xproj, h0[0], w_hh, lengths, reverse, nonlinearity, be,
+                                         _recompute(x, w_ih, b))
         return out, h_n
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
@@ -138,7 +144,8 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
         xproj = F.linear(x, w_ih, b)
         if be.name == "reference":
             return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
-        return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be)
+        return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be,
+                                 _recompute(x, w_ih, b))
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
@@ -165,7 +172,8 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
         if be.name == "reference":
             out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
         else:
-            out, h, c = LSTMFunction.apply(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse, be)
+            out, h, c = LSTMFunction.apply(xproj, state[0], state[1], w_hh, w_hr, lengths,
+                                           reverse, be, _recompute(x, w_ih, b))
         return out, (h, c)
 
     out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,

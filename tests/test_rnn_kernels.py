@@ -79,3 +79,16 @@ def test_triton_gpu_matches_reference(H, dtype):
     from conftest import assert_close
     assert_close(out, ref_out, tol, "out")
     assert_close(h_n, ref_h, tol, "h_n")
+
+
+def test_xproj_not_saved_when_it_can_be_recomputed():
+    # xproj is a layer's largest tensor; with xproj_fn the Function must not keep it
+    (x, h, w), (go, gh) = make_layer_inputs(4, 3, 5, torch.float64)
+    be = REGISTRY["numba"]
+    xproj = x.clone().requires_grad_()
+    out, _ = RNNFunction.apply(xproj, h, w, None, False, "tanh", be, lambda: xproj * 1)
+    saved = [t for t in out.grad_fn.saved_tensors if t is not None]
+    assert all(t.data_ptr() != xproj.data_ptr() for t in saved)
+    out, _ = RNNFunction.apply(xproj, h, w, None, False, "tanh", be)
+    assert any(t.data_ptr() == xproj.data_ptr() for t in out.grad_fn.saved_tensors
+               if t is not None)

@@ -1,0 +1,104 @@
+"""Costs a user feels beyond kernel time: cold start and peak memory.
+
+Both run in fresh child processes (``python -m bench.costs <what> <provider>``),
+which print one JSON line.
+
+Cold start: wall time from launching a fresh interpreter to the first forward
+result of an LSTM (T=100, B=32, I=H=128), split into the interpreter + ``import
+torch`` floor that every PyTorch user pays and the provider's own part (import,
+kernel load or compilation, first forward). fastrnn is measured with an empty
+Numba cache (a new NUMBA_CACHE_DIR: every kernel the forward needs is compiled)
+and again with that cache warm.
+
+Memory: the rise of the process's peak resident memory (ru_maxrss) during the
+first forward+backward at the large shape, after a tiny warm-up that loads the
+kernels; the input tensor is allocated before the baseline is read, so the
+figure is what the layer itself allocates. Both providers run with the same
+allocator setting (fastrnn/_alloc.py).
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+COLD_SHAPE = (100, 32, 128)
+
+
+def _child(what, provider, env=None):
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "bench.costs", what, provider], cwd=ROOT,
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t0
+    return wall, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cold_start(providers, quick=False):
+    """-> (floor_s, [(provider, numba cache, total_s, own_s)]); own = total - floor,
+    floor = a fresh interpreter that imports torch and stops."""
+    floor, _ = _child("coldstart", "none")
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        for p in providers:
+            if p != "fastrnn-numba":
+                runs = [("n/a", {})]
+            elif quick:     # the source tree's cache, which the timed cases have filled
+                runs = [("warm", {})]
+            else:
+                runs = [("empty", {"NUMBA_CACHE_DIR": cache}),
+                        ("warm", {"NUMBA_CACHE_DIR": cache})]
+            for label, env in runs:
+                wall, _ = _child("coldstart", p, env)
+                rows.append((p, label, wall, max(0.0, wall - floor)))
+    return floor, rows
+
+
+def memory(providers):
+    """{provider: MiB the first large-shape fwd+bwd adds to the peak RSS}."""
+    return {p: _child("memory", p)[1]["peak_mib"] for p in providers}
+
+
+# ------------------------------------------------------------- child side
+def _layer(provider, H):
+    import torch
+    if provider == "torch":
+        return torch.nn.LSTM(H, H)
+    import fastrnn
+    m = fastrnn.LSTM(H, H)
+    m.backend = {"fastrnn-numba": "numba", "reference": "reference"}[provider]
+    return m
+
+
+def _child_main(what, provider):
+    if what == "coldstart":
+        import torch
+        if provider != "none":
+            T, B, H = COLD_SHAPE
+            m = _layer(provider, H)
+            out, _ = m(torch.randn(T, B, H))
+            float(out[-1, 0, 0])                # the result exists
+        print(json.dumps({"ok": True}))
+        return
+    import torch
+    from fastrnn._alloc import keep_freed_memory
+    keep_freed_memory()
+    from .matrix import SHAPES
+    T, B, H = SHAPES["large"]
+    m = _layer(provider, H)
+    m(torch.randn(2, B, H, requires_grad=True))[0].sum().backward()     # load kernels
+    m.zero_grad(set_to_none=False)
+    x = torch.randn(T, B, H, requires_grad=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out, (h, c) = m(x)
+    (out.sum() + h.sum() + c.sum()).backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (peak - base) / 1024}))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], sys.argv[2])
