@@ -1,13 +1,22 @@
-"""python -m bench: fastrnn against PyTorch on this machine; CSV + markdown report.
+"""python -m bench: fastrnn against PyTorch on this machine; CSV, markdown report, plots.
 
-Every shape is timed with the providers alternated in one process (fastrnn-numba
-and torch.nn), and every provider is timed again alone, in a child process of its
-own: on 2 cores the thread pools of one provider, spinning after its work, slow
-the other one in a shared process (measured both ways). Rounds repeat all of it,
-so that a slow spell of the shared machine hits every provider; medians are over
-all rounds' samples. Each provider's figure is the faster of its two (same
-process / alone); all four are recorded. The GEMM
-rate (torch.mm, 2048^2, float32) is measured in the same run.
+Sections (all by default; pick with --sections):
+  matrix   cells x modes (fwd, fwd+bwd, one decoding step) x the three standard
+           shapes, plus LSTM float64 and PackedSequence (where torch leaves oneDNN);
+           providers fastrnn-numba, torch.nn and fastrnn.reference.
+  sweeps   T, H and B around the middle shape, fwd+bwd, fastrnn-numba vs torch.
+  costs    cold start (fresh process to first forward; empty and warm Numba cache)
+           and the peak memory of fwd+bwd at the large shape.
+  charlm   a character-level LSTM language model trained on the Python standard
+           library's sources: one step, and tokens/s over an epoch-slice.
+
+Timing: warm-up (JIT) is never timed; providers alternate within every repeat;
+medians over repeats and rounds. In the matrix each provider is also timed alone
+in a child process of its own (on 2 cores one provider's idle-spinning thread
+pools slow the other in a shared process, measured both ways); its figure is the
+faster of the two. The GEMM rate (torch.mm 2048², float32) is the best measured
+before, between and after the sections. ``--gpu`` runs the GPU job instead (see
+bench/gpu.py).
 """
 import argparse
 import json
@@ -19,12 +28,28 @@ from pathlib import Path
 
 import torch
 
-from . import bench_gru, bench_lstm, bench_rnn, cases
-from .harness import gemm_gflops, machine_facts, samples, write_csv
+from . import cases, matrix
+from .harness import gemm_gflops, machine_facts, progress, samples, write_csv
 
 RESULTS = Path(__file__).parent / "results"
-PROVIDERS = ["fastrnn-numba", "torch"]
-ALL_CASES = bench_rnn.CASES + bench_gru.CASES + bench_lstm.CASES
+CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
+SECTIONS = ["matrix", "sweeps", "costs", "charlm"]
+OURS = "fastrnn-numba"
+
+
+def _repeats(case, quick):
+    fl = cases.flops(case)
+    if cases.parse(case)[2] == "step":
+        return 20 if quick else 50
+    if quick:
+        return 1 if fl > 2e9 else 3
+    return 2 if fl > 20e9 else 4 if fl > 2e9 else 10
+
+
+def _warmup(case):
+    # the first call compiles or loads the kernels; one more settles caches, which
+    # a seconds-long call does not need
+    return 1 if cases.flops(case) > 2e9 else 2
 
 
 def _alone(args):
@@ -32,124 +57,200 @@ def _alone(args):
     from fastrnn._alloc import keep_freed_memory   # same allocator setting in every process
     keep_freed_memory()
     torch.set_num_threads(os.cpu_count())
-    fastrnn = None
     if args.alone != "torch":
-        import fastrnn
         import fastrnn.kernels.numba  # noqa: F401
     out = {}
     for case in args.cases:
-        module = cases.modules(case, fastrnn)[args.alone]
-        out[case] = samples({"x": cases.make_step(module, case)}, args.repeats)["x"]
+        module = cases.modules(case, [args.alone])[args.alone]
+        out[case] = samples({"x": cases.make_step(module, case)}, args.repeats,
+                            warmup=_warmup(case))["x"]
     print(json.dumps(out))
 
 
-def _repeats(case, quick):
-    _, _, _, T, B, H = cases.parse(case)
-    if quick:
-        return 3
-    return 3 if T * B * H * H > 1e9 else 10
+def _time_alone(provider, group, n):
+    child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider, "--repeats",
+                            str(n), "--cases", *group], capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).parent.parent)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def time_cases(section, case_list, providers, rounds, quick, alone, bar):
+    """{case: {(provider, process): [ms, ...]}}; the reference runs once (it is slow)."""
+    times = {c: {} for c in case_list}
+    steps = {c: {p: cases.make_step(m, c) for p, m in cases.modules(c, providers).items()}
+             for c in case_list}
+    reps = {c: _repeats(c, quick) for c in case_list}
+    for r in range(rounds):
+        for c in case_list:
+            fns = {p: f for p, f in steps[c].items() if p != "reference"}
+            for p, ts in samples(fns, reps[c], warmup=_warmup(c) if r == 0 else 0).items():
+                times[c].setdefault((p, "same"), []).extend(ts)
+            if r == 0 and "reference" in steps[c]:      # a per-step Python loop: slow,
+                big = cases.flops(c) > 2e9              # and nothing to compile
+                ts = samples({"reference": steps[c]["reference"]}, 1 if big else min(reps[c], 5),
+                             warmup=0 if big else 1)["reference"]
+                times[c][("reference", "same")] = ts
+            bar.update(1)
+        if not alone:
+            continue
+        for p in (p for p in providers if p != "reference"):
+            for n in sorted(set(reps.values())):
+                group = [c for c in case_list if reps[c] == n]
+                for c, ts in _time_alone(p, group, n).items():
+                    times[c].setdefault((p, "separate"), []).extend(ts)
+                bar.update(len(group) / 2)
+    return times
+
+
+def timing_rows(section, times, axes, facts):
+    rows = []
+    for case, t in times.items():
+        cell, variant, mode, T, B, H = cases.parse(case)
+        med = {k: statistics.median(v) for k, v in t.items()}
+        torch_best = min((v for (p, _), v in med.items() if p == "torch"), default=None)
+        fl = cases.flops(case)
+        for axis in axes.get(case, [""]):
+            for (provider, process), ms in med.items():
+                rows.append(dict(section=section, axis=axis, cell=cell, variant=variant,
+                                 mode=mode, T=T, B=B, I=H, H=H, provider=provider,
+                                 process=process, median_ms=round(ms, 4),
+                                 samples=len(t[(provider, process)]),
+                                 gflops=round(fl / ms / 1e6, 2),
+                                 speedup_vs_torch=round(torch_best / ms, 3)
+                                 if torch_best else "", **facts))
+    return rows
+
+
+def _value_row(section, provider, metric, value, unit, facts, **extra):
+    return dict(section=section, provider=provider, metric=metric, value=value, unit=unit,
+                **extra, **facts)
+
+
+def costs_rows(providers, quick, facts):
+    from . import costs
+    rows = []
+    floor, cold = costs.cold_start([p for p in providers if p != "reference"], quick)
+    rows.append(_value_row("coldstart", "none", "interpreter + import torch", round(floor, 3),
+                           "s", facts))
+    for p, cache, total, own in cold:
+        what = f"first LSTM forward{'' if cache == 'n/a' else f', {cache} Numba cache'}"
+        rows.append(_value_row("coldstart", p, f"{what}: total", round(total, 3), "s", facts))
+        rows.append(_value_row("coldstart", p, f"{what}: beyond import torch", round(own, 3),
+                               "s", facts))
+    T, B, H = matrix.SHAPES["large"]
+    for p, mib in costs.memory([p for p in providers if p != "reference"]).items():
+        rows.append(_value_row("memory", p, f"peak RSS rise, LSTM fwd+bwd ({T}, {B}, {H})",
+                               round(mib, 1), "MiB", facts, cell="lstm", T=T, B=B, H=H, I=H))
+    return rows
+
+
+def charlm_rows(providers, quick, facts):
+    from . import charlm
+    res = charlm.run([p for p in providers if p != "reference"], steps=5 if quick else 20,
+                     repeats=2 if quick else 5)
+    rows = []
+    for p, r in res.items():
+        for metric, unit, key in (("training step (B=32, T=128)", "ms", "step_ms"),
+                                  ("epoch-slice throughput", "tokens/s", "tokens_per_s"),
+                                  ("loss after the slice", "", "loss")):
+            rows.append(_value_row("charlm", p, metric, round(r[key], 4), unit, facts,
+                                   cell="lstm", T=128, B=32, H=charlm.HIDDEN))
+    return rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one round, few repeats (about a minute)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds; each times every case in this process, then torch alone in a "
-                        "child process (default 3; the machine is noisy)")
-    p.add_argument("--out", default=str(RESULTS), help="folder for the CSV and report")
-    p.add_argument("--cells", nargs="*", choices=sorted(cases.GATES),
-                   help="cells to run (default: all)")
-    p.add_argument("--alone", choices=PROVIDERS, help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true",
+                   help="one round, few repeats, short sweeps (about a minute)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the matrix (default 2)")
+    p.add_argument("--sections", nargs="*", choices=SECTIONS, help="default: all")
+    p.add_argument("--cells", nargs="*", help="rnn_tanh, gru, lstm or lstm:proj (default: all)")
+    p.add_argument("--shapes", nargs="*",
+                   help="small, middle, large or T,B,H (default: the three standard shapes)")
+    p.add_argument("--providers", nargs="*", choices=CPU_PROVIDERS,
+                   help="default: all available")
+    p.add_argument("--out", default=str(RESULTS), help="folder for the CSV, report and plots")
+    p.add_argument("--gpu", action="store_true", help="the GPU job: gpu tests, then "
+                   "fastrnn-triton against cuDNN (needs a CUDA device)")
+    p.add_argument("--alone", help=argparse.SUPPRESS)
     p.add_argument("--cases", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.alone is not None:
         return _alone(args)
+    if args.gpu:
+        from .gpu import main as gpu_main
+        return gpu_main(args)
+    run_cpu(args)
 
-    import fastrnn
+
+def run_cpu(args):
     import fastrnn.kernels.numba  # noqa: F401  (load and configure the backend up front)
 
     torch.set_num_threads(os.cpu_count())
+    providers = []
+    for prov in args.providers or CPU_PROVIDERS:
+        why = cases.unavailable(prov, "cpu")
+        if why:
+            print(f"provider {prov} skipped: {why}", flush=True)
+        else:
+            providers.append(prov)
     facts = machine_facts()
     gemm = gemm_gflops()
-    print(f"machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, "
-          f"numba {facts['numba']}; float32 GEMM rate {gemm:.1f} GFLOP/s", flush=True)
+    print(f"machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, numba "
+          f"{facts['numba']}; threads {facts['threads']}; float32 GEMM rate {gemm:.1f} "
+          "GFLOP/s", flush=True)
+    sections = args.sections or SECTIONS
     rounds = 1 if args.quick else args.rounds
-    selected = [c for c in ALL_CASES if not args.cells or c.split(":")[0] in args.cells]
-    steps, reps = {}, {}
-    for case in selected:
-        mods = cases.modules(case, fastrnn)
-        steps[case] = {name: cases.make_step(m, case) for name, m in mods.items()}
-        reps[case] = _repeats(case, args.quick)
-    times = {case: {f"{p}{suffix}": [] for p in PROVIDERS for suffix in ("", "-alone")}
-             for case in steps}
-    for r in range(rounds):
-        gemm = max(gemm, gemm_gflops())
-        for case, fns in steps.items():
-            for name, ts in samples(fns, reps[case], warmup=2 if r == 0 else 1).items():
-                times[case][name] += ts
-        # each provider alone: a child process per provider and repeat count
-        for provider in PROVIDERS:
-            for n in sorted(set(reps.values())):
-                group = [c for c in steps if reps[c] == n]
-                child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider,
-                                        "--repeats", str(n), "--cases", *group],
-                                       capture_output=True, text=True, check=True,
-                                       cwd=Path(__file__).parent.parent)
-                for case, ts in json.loads(child.stdout.strip().splitlines()[-1]).items():
-                    times[case][f"{provider}-alone"] += ts
-        print(f"  round {r + 1}/{rounds} done", flush=True)
-    # the machine is shared and its speed drifts: take the best GEMM rate measured
-    # before, between and after the rounds, so that the % of GEMM is not inflated
-    gemm = max(gemm, gemm_gflops())
+    shapes = args.shapes or (matrix.QUICK_SHAPES if args.quick else None)
+    std = matrix.standard(shapes, args.cells) + \
+        ([] if args.shapes else matrix.extras(args.cells))
+    sweep = matrix.sweeps(args.quick, args.cells)
+    sweep_cases = list(dict.fromkeys(c for _, c in sweep))
+    axes = {}
+    for axis, c in sweep:
+        axes.setdefault(c, []).append(axis)
+    units = ("matrix" in sections) * len(std) * rounds * (1 if args.quick else 2) + \
+        ("sweeps" in sections) * len(sweep_cases)
     rows = []
-    for case, t in times.items():
-        cell, variant, mode, T, B, H = cases.parse(case)
-        med = {k: statistics.median(v) for k, v in t.items()}
-        best = {p: min(med[p], med[f"{p}-alone"]) for p in PROVIDERS}
-        fl = cases.flops(case)
-        for key, ms in med.items():
-            provider = key.replace("-alone", "")
-            gf = fl / ms / 1e6
-            rows.append(dict(cell=cell, variant=variant, mode=mode, T=T, B=B, I=H, H=H,
-                             provider=provider, process="separate" if "alone" in key else "same",
-                             median_ms=round(ms, 4), samples=len(t[key]), gflops=round(gf, 2),
-                             gflops_pct_of_gemm=round(100 * gf / gemm, 1),
-                             speedup_vs_torch=round(best["torch"] / ms, 3), **facts))
-    rows.append(dict(cell="gemm", mode="mm2048", provider="torch", process="same",
-                     gflops=round(gemm, 2), **facts))
-    out = Path(args.out)
-    write_csv(rows, out / "cpu.csv")
-    report = render(rows, gemm, facts)
-    (out / "report.md").write_text(report)
+    with progress(units, "timing") as bar:
+        if "matrix" in sections:
+            t = time_cases("matrix", std, providers, rounds, args.quick, not args.quick, bar)
+            rows += timing_rows("matrix", t, {}, facts)
+            gemm = max(gemm, gemm_gflops())
+        if "sweeps" in sections:
+            t = time_cases("sweep", sweep_cases, [q for q in providers if q != "reference"], 1,
+                           args.quick, False, bar)
+            rows += timing_rows("sweep", t, axes, facts)
+    if "costs" in sections:
+        print("cold start and memory (child processes) ...", flush=True)
+        rows += costs_rows(providers, args.quick, facts)
+    if "charlm" in sections:
+        print("character-level LM on the standard library's sources ...", flush=True)
+        rows += charlm_rows(providers, args.quick, facts)
+    gemm = max(gemm, gemm_gflops())
+    for r in rows:
+        if r.get("gflops") not in (None, ""):
+            r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
+    rows.append(_value_row("gemm", "torch", "torch.mm 2048² float32 (best of run)",
+                           round(gemm, 2), "GFLOP/s", facts))
+    finish(rows, gemm, facts, Path(args.out), "cpu")
+
+
+def finish(rows, gemm, facts, out, device):
+    from .report import render
+    write_csv(rows, out / f"{device}.csv")
+    report = render(rows, gemm, facts, OURS if device == "cpu" else "fastrnn-triton")
+    try:
+        from .plots import draw
+        pngs = draw(out / f"{device}.csv", out)
+        report += "\nPlots: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs) + "\n"
+    except ImportError as e:        # matplotlib is in the [bench] extra
+        print(f"plots skipped: {e}")
+    (out / ("report.md" if device == "cpu" else f"report-{device}.md")).write_text(report)
     print()
     print(report)
-
-
-def render(rows, gemm, facts):
-    lines = [f"CPU: {facts['cpu']}, {facts['cores']} cores; torch {facts['torch']}, numba "
-             f"{facts['numba']}; commit {facts['commit']}. I = H. "
-             f"GEMM rate (torch.mm 2048², same run): {gemm:.1f} GFLOP/s.", "",
-             "| cell | variant | mode | T | B | H | fastrnn-numba ms (same / alone) | "
-             "torch ms (same / alone) | speedup | fastrnn GFLOP/s (% of GEMM) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    key = lambda r: tuple(r.get(k) for k in ("cell", "variant", "mode", "T", "B", "H"))  # noqa: E731
-    by_case = {}
-    for r in rows:
-        if r["cell"] != "gemm":
-            by_case.setdefault(key(r), {})[(r["provider"], r["process"])] = r
-    for (cell, variant, mode, T, B, H), c in by_case.items():
-        ours = min((c[("fastrnn-numba", p)] for p in ("same", "separate")),
-                   key=lambda r: r["median_ms"])
-        lines.append(
-            f"| {cell} | {variant} | {mode} | {T} | {B} | {H} | "
-            f"{c[('fastrnn-numba', 'same')]['median_ms']:.3f} / "
-            f"{c[('fastrnn-numba', 'separate')]['median_ms']:.3f} | "
-            f"{c[('torch', 'same')]['median_ms']:.3f} / {c[('torch', 'separate')]['median_ms']:.3f} | "
-            f"**{ours['speedup_vs_torch']:.2f}×** | {ours['gflops']:.1f} "
-            f"({ours['gflops_pct_of_gemm']:.0f}%) |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

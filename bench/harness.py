@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,11 +109,39 @@ def compare(fns, repeats, warmup=2, device="cpu"):
     return {name: statistics.median(ts) for name, ts in samples(fns, repeats, warmup, device).items()}
 
 
-def gemm_gflops(n=2048, repeats=7):
-    """The machine's single-precision GEMM rate through torch.mm (GFLOP/s)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    ms = compare({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
+def gemm_gflops(n=2048, repeats=7, device="cpu", dtype=torch.float32):
+    """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    ms = compare({"mm": lambda: torch.mm(a, b)}, repeats, device=device)["mm"]
     return 2 * n ** 3 / ms / 1e6
+
+
+class _Dots:
+    """Fallback progress display when tqdm is not installed."""
+
+    def __init__(self, total, desc):
+        self.total, self.done, self.desc = total, 0, desc
+
+    def update(self, n=1):
+        self.done += n
+        print(f"\r{self.desc}: {self.done:.0f}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        print(file=sys.stderr)
+
+
+def progress(total, desc):
+    """A progress bar on stderr (tqdm when installed)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Dots(total, desc)
+    return tqdm(total=total, desc=desc, unit="case", file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar:30}| {n:.0f}/{total} "
+                           "[{elapsed}<{remaining}]")
 
 
 def write_csv(rows, path):

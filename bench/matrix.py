@@ -15,7 +15,8 @@ SWEEPS = {  # around the middle shape; forward+backward
     "H": [32, 64, 128, 256, 512, 1024],
     "B": [1, 4, 16, 64, 256],
 }
-QUICK_SWEEPS = {"T": [16, 256, 1024], "H": [32, 128, 512], "B": [1, 32, 256]}
+QUICK_SWEEPS = {"T": [16, 400], "H": [32, 256], "B": [1, 128]}
+QUICK_SHAPES = ["small", "middle"]
 
 
 def standard(shapes=None, cells=None, modes=None):

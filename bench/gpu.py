@@ -1,0 +1,66 @@
+"""python -m bench --gpu: the GPU job in one call (a CUDA machine; within ~8 minutes).
+
+1. the gpu-marked tests (``pytest -m gpu tests/``), every Triton kernel against
+   the reference on the device;
+2. fastrnn-triton against torch.nn (cuDNN), CUDA-event timing, warm-up (Triton
+   compilation, cuDNN plans) untimed, providers alternated, medians: LSTM at the
+   FlashRNN paper's shape (B=16, T=1024, H=768) in bf16, and RNN, GRU and LSTM at
+   the standard shapes in float32 and bf16, forward and forward+backward.
+
+Writes bench/results/gpu.csv and report-gpu.md; the card's name is in every row.
+Public figures for the FlashRNN shape on an H100 (for reading the table, not
+measured here): cuDNN fp16 2.01 ms forward / 5.19 ms fwd+bwd; FlashRNN's fused
+CUDA kernel 4.87 / 13.61 ms.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from . import cases, matrix
+from .harness import gemm_gflops, machine_facts, progress, samples
+
+ROOT = Path(__file__).parent.parent
+PROVIDERS = ["fastrnn-triton", "torch"]
+FLASHRNN_SHAPE = (1024, 16, 768)
+
+
+def gpu_cases():
+    T, B, H = FLASHRNN_SHAPE
+    out = [cases.name("lstm", "bf16", m, T, B, H) for m in ("fwd", "fwdbwd")]
+    for cell in ("rnn_tanh", "gru", "lstm"):
+        for variant in ("f32", "bf16"):
+            for T, B, H in matrix.SHAPES.values():
+                out += [cases.name(cell, variant, m, T, B, H) for m in ("fwd", "fwdbwd")]
+    return out
+
+
+def main(args):
+    if not torch.cuda.is_available():
+        print("python -m bench --gpu needs a CUDA device; torch.cuda.is_available() is False "
+              "here. The CPU report is `python -m bench`.")
+        return 2
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/"],
+                           cwd=ROOT)
+    from .__main__ import finish, timing_rows
+    facts = machine_facts("cuda")
+    gemm = gemm_gflops(8192, device="cuda", dtype=torch.bfloat16)
+    print(f"device: {facts['device']}; torch {facts['torch']}, triton {facts['triton']}; "
+          f"bf16 GEMM rate {gemm / 1e3:.0f} TFLOP/s", flush=True)
+    times = {}
+    todo = gpu_cases()
+    with progress(len(todo), "gpu timing") as bar:
+        for c in todo:
+            fns = {p: cases.make_step(m, c, "cuda")
+                   for p, m in cases.modules(c, PROVIDERS, "cuda").items()}
+            for p, ts in samples(fns, 10, warmup=3, device="cuda").items():
+                times.setdefault(c, {})[(p, "same")] = ts
+            bar.update(1)
+    rows = timing_rows("matrix", times, {}, facts)
+    for r in rows:
+        r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
+    rows.append(dict(section="gemm", provider="torch", metric="torch.mm 8192² bf16",
+                     value=round(gemm, 1), unit="GFLOP/s", **facts))
+    finish(rows, gemm, facts, Path(args.out), "gpu")
+    return tests.returncode

@@ -1,0 +1,82 @@
+"""The markdown report, rendered from the long-format rows (the CSV's content)."""
+from .cases import name
+
+SHAPE_NAMES = {(100, 8, 32): "small", (100, 32, 128): "middle", (256, 64, 512): "large"}
+
+
+def _key(r):
+    return name(r["cell"], r["variant"], r["mode"], r["T"], r["B"], r["H"])
+
+
+def _best(rows):
+    """{(section, case, axis): {provider: best timing row}} (faster of same process / alone)."""
+    out = {}
+    for r in rows:
+        if r.get("median_ms") in (None, ""):
+            continue
+        slot = out.setdefault((r["section"], _key(r), r.get("axis", "")), {})
+        if r["provider"] not in slot or r["median_ms"] < slot[r["provider"]]["median_ms"]:
+            slot[r["provider"]] = r
+    return out
+
+
+def _ms(r):
+    if r is None:
+        return "–"
+    ms = r["median_ms"]
+    return f"{ms * 1e3:.0f} µs" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _speed(r):
+    return "–" if r is None else f"**{r['speedup_vs_torch']:.2f}×**"
+
+
+def render(rows, gemm, facts, ours="fastrnn-numba"):
+    best = _best(rows)
+    out = [f"Machine: {facts['cpu']}, {facts['cores']} cores ({facts['device']}); torch "
+           f"{facts['torch']}, numba {facts['numba']}, triton {facts['triton']}; commit "
+           f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate (torch.mm 2048², float32, "
+           f"best of the run): {gemm:.1f} GFLOP/s. I = H. Speedup = torch time / {ours} time "
+           f"(above 1: fastrnn faster); each provider's time is the faster of its medians "
+           f"in the shared process and alone in a child process.", ""]
+    out += ["## Standard shapes", "",
+            f"| cell | shape (T, B, H) | mode | {ours} ms | torch ms | reference ms | speedup | "
+            f"{ours} GFLOP/s (% of GEMM) |", "|---|---|---|---|---|---|---|---|"]
+    for (section, case, _), p in best.items():
+        if section != "matrix":
+            continue
+        r = p.get(ours)
+        cell = f"{r['cell']} {r['variant']}" if r else case
+        shape = f"{SHAPE_NAMES.get((r['T'], r['B'], r['H']), '')} ({r['T']}, {r['B']}, {r['H']})"
+        gf = f"{r['gflops']:.1f} ({r['gflops_pct_of_gemm']:.0f}%)" if r else "–"
+        out.append(f"| {cell} | {shape} | {r['mode']} | {_ms(r)} | {_ms(p.get('torch'))} | "
+                   f"{_ms(p.get('reference'))} | {_speed(r)} | {gf} |")
+    sweeps = [(c, p) for (s, c, _), p in best.items() if s == "sweep"]
+    if sweeps:
+        out += ["", "## Sweeps around the middle shape (fwd+bwd; speedup, "
+                f"{ours} ms / torch ms)", ""]
+        for axis in ("T", "B", "H"):
+            pts = [(c, p) for c, p in sweeps if p.get(ours, {}).get("axis") == axis]
+            values = sorted({p[ours][axis] for _, p in pts})
+            cells = list(dict.fromkeys(f"{p[ours]['cell']} {p[ours]['variant']}" for _, p in pts))
+            out += [f"| cell \\ {axis} | " + " | ".join(str(v) for v in values) + " |",
+                    "|---|" + "---|" * len(values)]
+            for cell in cells:
+                line = []
+                for v in values:
+                    p = next((p for _, p in pts if p[ours][axis] == v and
+                              f"{p[ours]['cell']} {p[ours]['variant']}" == cell), None)
+                    line.append("–" if p is None else
+                                f"{p[ours]['speedup_vs_torch']:.2f}× ({_ms(p[ours])} / "
+                                f"{_ms(p.get('torch'))})")
+                out.append(f"| {cell} | " + " | ".join(line) + " |")
+            out.append("")
+    other = [r for r in rows if r["section"] in ("coldstart", "memory", "charlm")]
+    if other:
+        out += ["## Costs a user feels, and a model on real data", "",
+                "| section | provider | what | value |", "|---|---|---|---|"]
+        for r in other:
+            value = r["value"]
+            value = f"{value:.3g}" if isinstance(value, float) else value
+            out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
+    return "\n".join(out) + "\n"
