@@ -53,24 +53,27 @@ def _warmup(case):
 
 
 def _alone(args):
-    """Child process: time one provider alone; prints {case: [ms, ...]} as JSON."""
+    """Child process: time one provider alone; prints {case: [ms, ...]} as JSON.
+    ``args.cases`` holds ``case=repeats`` items."""
     from fastrnn._alloc import keep_freed_memory   # same allocator setting in every process
     keep_freed_memory()
     torch.set_num_threads(os.cpu_count())
     if args.alone != "torch":
         import fastrnn.kernels.numba  # noqa: F401
     out = {}
-    for case in args.cases:
+    for item in args.cases:
+        case, n = item.rsplit("=", 1)
         module = cases.modules(case, [args.alone])[args.alone]
-        out[case] = samples({"x": cases.make_step(module, case)}, args.repeats,
+        out[case] = samples({"x": cases.make_step(module, case)}, int(n),
                             warmup=_warmup(case))["x"]
     print(json.dumps(out))
 
 
-def _time_alone(provider, group, n):
-    child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider, "--repeats",
-                            str(n), "--cases", *group], capture_output=True, text=True,
-                           check=True, cwd=Path(__file__).parent.parent)
+def _time_alone(provider, reps):
+    """One child process per provider and round, so start-up is paid once."""
+    child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider, "--cases",
+                            *(f"{c}={n}" for c, n in reps.items())], capture_output=True,
+                           text=True, check=True, cwd=Path(__file__).parent.parent)
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
@@ -94,11 +97,9 @@ def time_cases(section, case_list, providers, rounds, quick, alone, bar):
         if not alone:
             continue
         for p in (p for p in providers if p != "reference"):
-            for n in sorted(set(reps.values())):
-                group = [c for c in case_list if reps[c] == n]
-                for c, ts in _time_alone(p, group, n).items():
-                    times[c].setdefault((p, "separate"), []).extend(ts)
-                bar.update(len(group) / 2)
+            for c, ts in _time_alone(p, reps).items():
+                times[c].setdefault((p, "separate"), []).extend(ts)
+            bar.update(len(case_list) / 2)
     return times
 
 
@@ -175,7 +176,6 @@ def main(argv=None):
                    "fastrnn-triton against cuDNN (needs a CUDA device)")
     p.add_argument("--alone", help=argparse.SUPPRESS)
     p.add_argument("--cases", nargs="*", help=argparse.SUPPRESS)
-    p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.alone is not None:
         return _alone(args)

@@ -45,7 +45,7 @@ def cold_start(providers, quick=False):
     floor = a fresh interpreter that imports torch and stops. Each figure is the
     best of ``n`` launches (process start-up is noisy); the empty-cache one is a
     single launch by nature."""
-    n = 1 if quick else 3
+    n = 1 if quick else 2
     best = lambda what, p, env=None: min(_child(what, p, env)[0] for _ in range(n))  # noqa: E731
     floor = best("coldstart", "none")
     rows = []

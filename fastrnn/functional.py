@@ -179,3 +179,47 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training)
     return out, (_stack_states([f[0] for f in finals]), _stack_states([f[1] for f in finals]))
+
+
+# ------------------------------------------------------------ one step (cells)
+def _step_launcher(cell, x, tensors, backend):
+    """The backend's fused no-autograd step launcher (``<cell>_step``) when this call
+    may use it: no gradient is needed (decoding under no_grad) and the backend
+    has one. Otherwise None, and the step runs as a length-1 sequence."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return None
+    be = backends.select(cell, x, backend)
+    return None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+
+
+def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None):
+    """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]."""
+    step = _step_launcher("rnn", input, [input, hx, *weights], backend)
+    if step is None:
+        _, h = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, nonlinearity=nonlinearity,
+                   bias=bias, backend=backend)
+        return h[0]
+    return step(x=input, h=hx, w_ih=weights[0], w_hh=weights[1],
+                b_ih=weights[2] if bias else None, b_hh=weights[3] if bias else None,
+                nonlinearity=nonlinearity)
+
+
+def gru_cell(input, hx, weights, *, bias=True, backend=None):
+    """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]."""
+    step = _step_launcher("gru", input, [input, hx, *weights], backend)
+    if step is None:
+        _, h = gru(input.unsqueeze(0), hx.unsqueeze(0), weights, bias=bias, backend=backend)
+        return h[0]
+    return step(x=input, h=hx, w_ih=weights[0], w_hh=weights[1],
+                b_ih=weights[2] if bias else None, b_hh=weights[3] if bias else None)
+
+
+def lstm_cell(input, hx, weights, *, bias=True, backend=None):
+    """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c')."""
+    step = _step_launcher("lstm", input, [input, *hx, *weights], backend)
+    if step is None:
+        _, (h, c) = lstm(input.unsqueeze(0), (hx[0].unsqueeze(0), hx[1].unsqueeze(0)), weights,
+                         bias=bias, backend=backend)
+        return h[0], c[0]
+    return step(x=input, h=hx[0], c=hx[1], w_ih=weights[0], w_hh=weights[1],
+                b_ih=weights[2] if bias else None, b_hh=weights[3] if bias else None)

@@ -175,37 +175,36 @@ def _cell_weights(cell):
 
 
 class RNNCell(torch.nn.RNNCell):
-    """Drop-in ``torch.nn.RNNCell``: one step on the same kernels (T = 1)."""
+    """Drop-in ``torch.nn.RNNCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
 
     def forward(self, input, hx=None):
         x, (h,), batched = _cell_inputs(self, input, [hx])
-        _, h = functional.rnn(x.unsqueeze(0), h.unsqueeze(0), _cell_weights(self),
-                              nonlinearity=self.nonlinearity, bias=self.bias, backend=self.backend)
-        return h[0] if batched else h[0, 0]
+        h = functional.rnn_cell(x, h, _cell_weights(self), nonlinearity=self.nonlinearity,
+                                bias=self.bias, backend=self.backend)
+        return h if batched else h[0]
 
 
 class GRUCell(torch.nn.GRUCell):
-    """Drop-in ``torch.nn.GRUCell``: one step on the same kernels (T = 1)."""
+    """Drop-in ``torch.nn.GRUCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
 
     def forward(self, input, hx=None):
         x, (h,), batched = _cell_inputs(self, input, [hx])
-        _, h = functional.gru(x.unsqueeze(0), h.unsqueeze(0), _cell_weights(self),
-                              bias=self.bias, backend=self.backend)
-        return h[0] if batched else h[0, 0]
+        h = functional.gru_cell(x, h, _cell_weights(self), bias=self.bias, backend=self.backend)
+        return h if batched else h[0]
 
 
 class LSTMCell(torch.nn.LSTMCell):
-    """Drop-in ``torch.nn.LSTMCell``: one step on the same kernels (T = 1)."""
+    """Drop-in ``torch.nn.LSTMCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
 
     def forward(self, input, hx=None):
         states = [None, None] if hx is None else list(hx)
         x, (h, c), batched = _cell_inputs(self, input, states)
-        _, (h, c) = functional.lstm(x.unsqueeze(0), (h.unsqueeze(0), c.unsqueeze(0)),
-                                    _cell_weights(self), bias=self.bias, backend=self.backend)
-        return (h[0], c[0]) if batched else (h[0, 0], c[0, 0])
+        h, c = functional.lstm_cell(x, (h, c), _cell_weights(self), bias=self.bias,
+                                    backend=self.backend)
+        return (h, c) if batched else (h[0], c[0])

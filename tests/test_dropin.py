@@ -200,6 +200,30 @@ def test_cell_parity(cls, extra, bias):
         [v.shape for v in states(theirs(torch.randn(0, 3)))]
 
 
+@pytest.mark.parametrize("B,I,H", [(4, 3, 5), (1, 7, 1), (40, 130, 160)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cls,extra", CELLS)
+def test_cell_decoding_step(cls, extra, dtype, B, I, H, monkeypatch):
+    # under no_grad the cells take the fused step kernel (small and BLAS products,
+    # one chunk and rows split across threads), never the sequence path
+    import fastrnn.functional as F
+    for name in ("rnn", "gru", "lstm"):
+        monkeypatch.setattr(F, name, lambda *a, **k: pytest.fail("sequence path used"))
+    torch.manual_seed(3)
+    for bias in (True, False):
+        ours = getattr(fastrnn, cls)(I, H, bias=bias, dtype=dtype, **extra)
+        theirs = getattr(torch.nn, cls)(I, H, bias=bias, dtype=dtype, **extra)
+        theirs.load_state_dict(ours.state_dict())
+        x = torch.randn(B, I, dtype=dtype)
+        hx = [torch.randn(B, H, dtype=dtype) for _ in range(2 if cls == "LSTMCell" else 1)]
+        hx = tuple(hx) if len(hx) == 2 else hx[0]
+        tol = 1e-12 if dtype == torch.float64 else 2e-5
+        with torch.no_grad():
+            _close_states(ours(x, hx), theirs(x, hx), tol, f"{cls} bias={bias}")
+            _close_states(ours(x[0]), theirs(x[0]), tol, "unbatched, no hx")
+            assert [v.shape for v in states(ours(x[:0]))] == [v.shape for v in states(theirs(x[:0]))]
+
+
 # ----------------------------------------------------------------- errors
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("call", [

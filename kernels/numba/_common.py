@@ -67,8 +67,10 @@ def batch_plan(lengths, B, T, device_count=None):
 
 
 def as_numpy(t):
-    """Zero-copy numpy view of a contiguous CPU tensor (detached)."""
-    return t.detach().contiguous().numpy()
+    """Zero-copy numpy view of a CPU tensor (detached; copied only if not contiguous)."""
+    if t.requires_grad:
+        t = t.detach()
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
 
 
 
