@@ -47,7 +47,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             continue
         r = p.get(ours)
         cell = f"{r['cell']} {r['variant']}" if r else case
-        shape = f"{SHAPE_NAMES.get((r['T'], r['B'], r['H']), '')} ({r['T']}, {r['B']}, {r['H']})"
+        shape = f"{SHAPE_NAMES.get((r['T'], r['B'], r['H']), '')} ({r['T']}, {r['B']}, {r['H']})".strip()
         gf = f"{r['gflops']:.1f} ({r['gflops_pct_of_gemm']:.0f}%)" if r else "–"
         out.append(f"| {cell} | {shape} | {r['mode']} | {_ms(r)} | {_ms(p.get('torch'))} | "
                    f"{_ms(p.get('reference'))} | {_speed(r)} | {gf} |")

@@ -1,0 +1,63 @@
+"""The benchmark report itself: `python -m bench` is the README's main command."""
+import csv
+
+import pytest
+import torch
+
+from bench import cases, charlm, matrix
+from bench.__main__ import main
+
+
+def test_case_strings_and_flops():
+    case = cases.name("lstm", "proj", "fwdbwd", 10, 2, 8)
+    assert cases.parse(case) == ("lstm", "proj", "fwdbwd", 10, 2, 8)
+    fwd = 2 * 10 * 2 * 32 * (8 + 4) + 2 * 10 * 2 * 8 * 4      # gates + projection
+    assert cases.flops(case) == 3 * fwd
+    assert cases.flops(cases.name("gru", "f32", "step", 99, 2, 8)) == 2 * 2 * 24 * 16
+    assert len(matrix.standard()) == 4 * 3 * 3
+    assert ("T", cases.name("rnn_tanh", "f32", "fwdbwd", 4096, 32, 128)) in matrix.sweeps()
+
+
+def test_every_mode_runs_for_every_provider():
+    for cell, variant in matrix.CELLS:
+        for mode in matrix.MODES:
+            case = cases.name(cell, variant, mode, 3, 2, 4)
+            for step in (cases.make_step(m, case) for m in
+                         cases.modules(case, ["fastrnn-numba", "torch", "reference"]).values()):
+                step()
+
+
+def test_quick_report(tmp_path, capsys):
+    main(["--quick", "--sections", "matrix", "--cells", "rnn_tanh", "--shapes", "3,2,4",
+          "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "cpu.csv")))
+    timed = [r for r in rows if r["section"] == "matrix"]
+    assert {r["provider"] for r in timed} == {"fastrnn-numba", "torch", "reference"}
+    assert {r["mode"] for r in timed} == set(matrix.MODES)
+    assert all(float(r["median_ms"]) > 0 and r["commit"] and r["threads"] for r in timed)
+    report = (tmp_path / "report.md").read_text()
+    assert "| rnn_tanh f32 | (3, 2, 4) | fwdbwd |" in report
+
+
+def test_plots_from_csv(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from bench.plots import draw
+    monkeypatch.setattr(matrix, "QUICK_SWEEPS", {"T": [2, 4], "B": [1, 2], "H": [4, 8]})
+    main(["--quick", "--sections", "matrix", "sweeps", "--cells", "gru", "--shapes", "3,2,4",
+          "--out", str(tmp_path)])
+    assert {p.name for p in draw(tmp_path / "cpu.csv", tmp_path)} == \
+        {"speedup.png", "sweeps.png", "gflops.png"}
+
+
+def test_gpu_job_says_why_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["--gpu"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().out
+
+
+def test_charlm_corpus_and_batches():
+    data = charlm.corpus(1 << 16)
+    assert data.dtype == torch.int64 and len(data) == 1 << 16 and data.max() < 256
+    x, y = charlm._batch(data, 3, 16, 4)
+    assert x.shape == y.shape == (16, 4) and torch.equal(x[1:], y[:-1])
