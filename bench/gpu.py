@@ -36,6 +36,20 @@ def gpu_cases():
     return out
 
 
+def time_matrix(todo, device, repeats=10, warmup=3):
+    """{case: {(provider, "same"): [ms, ...]}}, providers alternated per repeat. Tests
+    run it on the CPU with the Triton interpreter."""
+    times = {}
+    with progress(len(todo), f"{device} timing") as bar:
+        for c in todo:
+            fns = {p: cases.make_step(m, c, device)
+                   for p, m in cases.modules(c, PROVIDERS, device).items()}
+            for p, ts in samples(fns, repeats, warmup=warmup, device=device).items():
+                times.setdefault(c, {})[(p, "same")] = ts
+            bar.update(1)
+    return times
+
+
 def main(args):
     if not torch.cuda.is_available():
         print("python -m bench --gpu needs a CUDA device; torch.cuda.is_available() is False "
@@ -48,16 +62,7 @@ def main(args):
     gemm = gemm_gflops(8192, device="cuda", dtype=torch.bfloat16)
     print(f"device: {facts['device']}; torch {facts['torch']}, triton {facts['triton']}; "
           f"bf16 GEMM rate {gemm / 1e3:.0f} TFLOP/s", flush=True)
-    times = {}
-    todo = gpu_cases()
-    with progress(len(todo), "gpu timing") as bar:
-        for c in todo:
-            fns = {p: cases.make_step(m, c, "cuda")
-                   for p, m in cases.modules(c, PROVIDERS, "cuda").items()}
-            for p, ts in samples(fns, 10, warmup=3, device="cuda").items():
-                times.setdefault(c, {})[(p, "same")] = ts
-            bar.update(1)
-    rows = timing_rows("matrix", times, {}, facts)
+    rows = timing_rows("matrix", time_matrix(gpu_cases(), "cuda"), {}, facts)
     for r in rows:
         r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
     rows.append(dict(section="gemm", provider="torch", metric="torch.mm 8192² bf16",

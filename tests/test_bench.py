@@ -61,3 +61,16 @@ def test_charlm_corpus_and_batches():
     assert data.dtype == torch.int64 and len(data) == 1 << 16 and data.max() < 256
     x, y = charlm._batch(data, 3, 16, 4)
     assert x.shape == y.shape == (16, 4) and torch.equal(x[1:], y[:-1])
+
+
+def test_gpu_timing_loop_under_the_triton_interpreter():
+    # the GPU job's timing code, run on the CPU (conftest sets TRITON_INTERPRET=1)
+    from bench.__main__ import timing_rows
+    from bench.gpu import PROVIDERS, gpu_cases, time_matrix
+    assert cases.name("lstm", "bf16", "fwdbwd", 1024, 16, 768) in gpu_cases()
+    todo = [cases.name(c, "f32", m, 2, 2, 4) for c in ("rnn_tanh", "gru", "lstm")
+            for m in ("fwd", "fwdbwd")]
+    rows = timing_rows("matrix", time_matrix(todo, "cpu", repeats=1, warmup=0), {}, {})
+    assert {(r["cell"], r["mode"], r["provider"]) for r in rows} == \
+        {(c, m, p) for c in ("rnn_tanh", "gru", "lstm") for m in ("fwd", "fwdbwd")
+         for p in PROVIDERS}
