@@ -107,6 +107,10 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
     be = backends.select("rnn", input, backend)
 
     def layer(x, h0, w, reverse):
+        if len(x) == 1 and lengths is None:           # one step: decoding, maybe no grad
+            h = _step("rnn", be, x[0], [h0[0]], w, bias, nonlinearity=nonlinearity)
+            if h is not None:
+                return h.unsqueeze(0), h
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None          # both biases enter before f
         xproj = F.linear(x, w_ih, b)                  # one GEMM for all steps
@@ -134,6 +138,10 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     be = backends.select("gru", input, backend)
 
     def layer(x, h0, w, reverse):
+        if len(x) == 1 and lengths is None:
+            h = _step("gru", be, x[0], [h0[0]], w, bias)
+            if h is not None:
+                return h.unsqueeze(0), h
         w_ih, w_hh = w[0], w[1]
         H = w_hh.shape[1]
         b, b_hn = None, None
@@ -165,9 +173,13 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     be = backends.select("lstm", input, backend)
 
     def layer(x, state, w, reverse):
+        w_hr = w[-1] if proj_size > 0 else None
+        if len(x) == 1 and lengths is None:
+            hc = _step("lstm", be, x[0], list(state), w, bias, w_hr=w_hr)
+            if hc is not None:
+                return hc[0].unsqueeze(0), hc
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None
-        w_hr = w[-1] if proj_size > 0 else None
         xproj = F.linear(x, w_ih, b)
         if be.name == "reference":
             out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
@@ -181,45 +193,50 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     return out, (_stack_states([f[0] for f in finals]), _stack_states([f[1] for f in finals]))
 
 
-# ------------------------------------------------------------ one step (cells)
-def _step_launcher(cell, x, tensors, backend):
-    """The backend's fused no-autograd step launcher (``<cell>_step``) when this call
-    may use it: no gradient is needed (decoding under no_grad) and the backend
-    has one. Otherwise None, and the step runs as a length-1 sequence."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+# ------------------------------------------------------------ one step (decoding)
+_STATES = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
+
+
+def _step(cell, be, x, states, w, bias, **opts):
+    """One step through the backend's fused no-autograd launcher ``<cell>_step``
+    (decoding under no_grad); None when the call needs autograd or the backend has
+    no such launcher, and the caller then runs a length-1 sequence."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *w)):
         return None
-    be = backends.select(cell, x, backend)
-    return None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+    launch = None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+    if launch is None:
+        return None
+    return launch(x=x, **dict(zip(_STATES[cell], states)), w_ih=w[0], w_hh=w[1],
+                  b_ih=w[2] if bias else None, b_hh=w[3] if bias else None, **opts)
 
 
 def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None):
     """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]."""
-    step = _step_launcher("rnn", input, [input, hx, *weights], backend)
-    if step is None:
+    be = backends.select("rnn", input, backend)
+    h = _step("rnn", be, input, [hx], weights, bias, nonlinearity=nonlinearity)
+    if h is None:
         _, h = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, nonlinearity=nonlinearity,
                    bias=bias, backend=backend)
-        return h[0]
-    return step(x=input, h=hx, w_ih=weights[0], w_hh=weights[1],
-                b_ih=weights[2] if bias else None, b_hh=weights[3] if bias else None,
-                nonlinearity=nonlinearity)
+        h = h[0]
+    return h
 
 
 def gru_cell(input, hx, weights, *, bias=True, backend=None):
     """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]."""
-    step = _step_launcher("gru", input, [input, hx, *weights], backend)
-    if step is None:
+    be = backends.select("gru", input, backend)
+    h = _step("gru", be, input, [hx], weights, bias)
+    if h is None:
         _, h = gru(input.unsqueeze(0), hx.unsqueeze(0), weights, bias=bias, backend=backend)
-        return h[0]
-    return step(x=input, h=hx, w_ih=weights[0], w_hh=weights[1],
-                b_ih=weights[2] if bias else None, b_hh=weights[3] if bias else None)
+        h = h[0]
+    return h
 
 
 def lstm_cell(input, hx, weights, *, bias=True, backend=None):
     """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c')."""
-    step = _step_launcher("lstm", input, [input, *hx, *weights], backend)
-    if step is None:
+    be = backends.select("lstm", input, backend)
+    hc = _step("lstm", be, input, list(hx), weights, bias)
+    if hc is None:
         _, (h, c) = lstm(input.unsqueeze(0), (hx[0].unsqueeze(0), hx[1].unsqueeze(0)), weights,
                          bias=bias, backend=backend)
-        return h[0], c[0]
-    return step(x=input, h=hx[0], c=hx[1], w_ih=weights[0], w_hh=weights[1],
-                b_ih=weights[2] if bias else None, b_hh=weights[3] if bias else None)
+        hc = h[0], c[0]
+    return hc

@@ -224,6 +224,23 @@ def test_cell_decoding_step(cls, extra, dtype, B, I, H, monkeypatch):
             assert [v.shape for v in states(ours(x[:0]))] == [v.shape for v in states(theirs(x[:0]))]
 
 
+@pytest.mark.parametrize("bias,bidirectional,layers", [(True, False, 1), (False, True, 2)])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_layer_decoding_step(kind, bias, bidirectional, layers, monkeypatch):
+    # a length-1 input under no_grad (decoding with the layer API) takes the fused
+    # step kernel in every layer and direction, projection included
+    import fastrnn.autograd as A
+    for fn in (A.RNNFunction, A.GRUFunction, A.LSTMFunction):
+        monkeypatch.setattr(fn, "apply", lambda *a: pytest.fail("sequence path used"))
+    ours, theirs = pair(4, 6, layers, kind=kind, bias=bias, bidirectional=bidirectional)
+    for B, hx in ((5, initial_state(ours, 5)), (3, None)):
+        x = torch.randn(1, B, 4)
+        with torch.no_grad():
+            (o1, h1), (o2, h2) = ours(x, hx), theirs(x, hx)
+        assert_close(o1, o2, TOL, "output")
+        _close_states(h1, h2, TOL, "final state")
+
+
 # ----------------------------------------------------------------- errors
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("call", [

@@ -28,12 +28,12 @@ LSTM (gates i, f, g, o; P = proj_size or H; xproj carries b_ih + b_hh):
     lstm_bwd(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse)
         -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t), grad_h0 [B, P], grad_c0 [B, H]
 
-Optional, per cell, one step without autograd (the *Cell modules use it when no
-gradient is needed, e.g. decoding under no_grad; otherwise a step is a length-1
-sequence through the launchers above):
+Optional, per cell, one step without autograd (the *Cell modules and the layers on a
+length-1 input use it when no gradient is needed, e.g. decoding under no_grad;
+otherwise a step is a length-1 sequence through the launchers above):
     rnn_step(x [B, I], h [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h'
     gru_step(x, h, w_ih, w_hh, b_ih, b_hh) -> h'
-    lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh) -> (h', c')       (biases [G] or None)
+    lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None) -> (h', c')   (biases [G] or None)
 
 Saved for backward by the Functions: the inputs (xproj only for double backward), the
 outputs above and lengths. Weight gradients are one GEMM each outside the kernels:

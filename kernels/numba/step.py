@@ -65,12 +65,14 @@ def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, small, chunks, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, small, chunks, h_out, c_out):
-    B, H = h_out.shape
+def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, small, chunks, h_out, c_out):
+    # h [B, P], c [B, H]; with a projection h' = (o * tanh(c')) @ W_hr^T, W_hr [P, H]
+    B, H = c_out.shape
     for k in prange(chunks):
         r0, r1 = k * B // chunks, (k + 1) * B // chunks
-        a = np.empty((r1 - r0, 4 * H), h_out.dtype)
-        p = np.empty((r1 - r0, 4 * H), h_out.dtype)
+        a = np.empty((r1 - r0, 4 * H), c_out.dtype)
+        p = np.empty((r1 - r0, 4 * H), c_out.dtype)
+        m = np.empty((r1 - r0, H), c_out.dtype)
         _mm(x[r0:r1], w_ih, a, small)
         _mm(h[r0:r1], w_hh, p, small)
         for r in range(r1 - r0):
@@ -81,7 +83,11 @@ def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, small, chunks, h_out, c_ou
                 og = sigmoid(a[r, 3 * H + j] + p[r, 3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j])
                 cv = fg * c[r0 + r, j] + ig * gg
                 c_out[r0 + r, j] = cv
-                h_out[r0 + r, j] = og * tanh(cv)
+                m[r, j] = og * tanh(cv)
+        if proj:
+            _mm(m, w_hr, h_out[r0:r1], small)
+        else:
+            h_out[r0:r1] = m
 
 
 # ----------------------------------------------------------------- launchers
@@ -119,15 +125,16 @@ def gru_step(*, x, h, w_ih, w_hh, b_ih, b_hh):
     return out
 
 
-def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """x [B, I], h/c [B, H], w_ih [4H, I], w_hh [4H, H], b_ih/b_hh [4H] or None
-    -> (h' [B, H], c' [B, H])."""
-    B, H = h.shape
-    h_out, c_out = new_output((B, H), h), new_output((B, H), h)
+def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
+    """x [B, I], h [B, P], c [B, H], w_ih [4H, I], w_hh [4H, P], b_ih/b_hh [4H] or None,
+    w_hr [P, H] or None (P = H) -> (h' [B, P], c' [B, H])."""
+    (B, P), H = h.shape, c.shape[1]
+    h_out, c_out = new_output((B, P), h), new_output((B, H), h)
     if B:
-        chunks, small = _plan(B, 4 * H, x.shape[1], H)
+        chunks, small = _plan(B, 4 * H, x.shape[1], max(H, P))
         lstm_step_kernel(
             as_numpy(x), as_numpy(h), as_numpy(c), as_numpy(w_ih), as_numpy(w_hh),
-            _bias(b_ih, 4 * H, h), _bias(b_hh, 4 * H, h), small, chunks, h_out.numpy(),
-            c_out.numpy())
+            _bias(b_ih, 4 * H, h), _bias(b_hh, 4 * H, h),
+            as_numpy(w_hr) if w_hr is not None else np.zeros((1, 1), as_numpy(h).dtype),
+            w_hr is not None, small, chunks, h_out.numpy(), c_out.numpy())
     return h_out, c_out
