@@ -136,7 +136,7 @@ def costs_rows(providers, quick, facts):
     for p, cache, total, own in cold:
         what = f"first LSTM forward{'' if cache == 'n/a' else f', {cache} Numba cache'}"
         rows.append(_value_row("coldstart", p, f"{what}: total", round(total, 3), "s", facts))
-        rows.append(_value_row("coldstart", p, f"{what}: beyond import torch", round(own, 3),
+        rows.append(_value_row("coldstart", p, f"{what}: after import torch", round(own, 3),
                                "s", facts))
     T, B, H = matrix.SHAPES["large"]
     for p, mib in costs.memory([p for p in providers if p != "reference"]).items():
