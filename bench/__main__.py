@@ -77,7 +77,7 @@ def _time_alone(provider, reps):
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def time_cases(section, case_list, providers, rounds, quick, alone, bar):
+def time_cases(case_list, providers, rounds, quick, alone, bar):
     """{case: {(provider, process): [ms, ...]}}; the reference runs once (it is slow)."""
     times = {c: {} for c in case_list}
     steps = {c: {p: cases.make_step(m, c) for p, m in cases.modules(c, providers).items()}
@@ -216,11 +216,11 @@ def run_cpu(args):
     rows = []
     with progress(units, "timing") as bar:
         if "matrix" in sections:
-            t = time_cases("matrix", std, providers, rounds, args.quick, not args.quick, bar)
+            t = time_cases(std, providers, rounds, args.quick, not args.quick, bar)
             rows += timing_rows("matrix", t, {}, facts)
             gemm = max(gemm, gemm_gflops())
         if "sweeps" in sections:
-            t = time_cases("sweep", sweep_cases, [q for q in providers if q != "reference"], 1,
+            t = time_cases(sweep_cases, [q for q in providers if q != "reference"], 1,
                            args.quick, False, bar)
             rows += timing_rows("sweep", t, axes, facts)
     if "costs" in sections:
