@@ -51,3 +51,48 @@ def new_output(shape, like):
     if POISON:
         out.fill_(float("nan"))
     return out
+
+
+# The outputs of every launcher, allocated from the contract above in one place, so
+# both backends return the same shapes (each launcher fills them).
+def rnn_fwd_outputs(xproj):
+    """-> (out [T, B, H], h_n [B, H])."""
+    return new_output(xproj.shape, xproj), new_output(xproj.shape[1:], xproj)
+
+
+def rnn_bwd_outputs(out):
+    """-> (grad_pre [T, B, H], grad_h0 [B, H])."""
+    return new_output(out.shape, out), new_output(out.shape[1:], out)
+
+
+def gru_fwd_outputs(xproj):
+    """-> (out [T, B, H], h_n [B, H], gates [T, B, 4H])."""
+    T, B, G = xproj.shape
+    H = G // 3
+    return new_output((T, B, H), xproj), new_output((B, H), xproj), \
+        new_output((T, B, 4 * H), xproj)
+
+
+def gru_bwd_outputs(out):
+    """-> (grad_x [T, B, 3H], grad_hp [T, B, 3H], grad_h0 [B, H])."""
+    T, B, H = out.shape
+    return new_output((T, B, 3 * H), out), new_output((T, B, 3 * H), out), \
+        new_output((B, H), out)
+
+
+def lstm_fwd_outputs(xproj, h0, proj):
+    """-> (out [T, B, P], h_n [B, P], c_n [B, H], gates [T, B, 4H], cells [T, B, H],
+    mids [T, B, H] with a projection, else empty)."""
+    T, B, G = xproj.shape
+    H, P = G // 4, h0.shape[1]
+    return (new_output((T, B, P), xproj), new_output((B, P), xproj), new_output((B, H), xproj),
+            new_output((T, B, G), xproj), new_output((T, B, H), xproj),
+            new_output((T, B, H) if proj else (0, 0, 0), xproj))
+
+
+def lstm_bwd_outputs(grad_out, c0):
+    """-> (grad_pre [T, B, 4H], grad_h [T, B, P], grad_h0 [B, P], grad_c0 [B, H])."""
+    T, B, P = grad_out.shape
+    H = c0.shape[1]
+    return (new_output((T, B, 4 * H), grad_out), new_output((T, B, P), grad_out),
+            new_output((B, P), grad_out), new_output((B, H), grad_out))

@@ -14,7 +14,7 @@ and the reverse direction are those of rnn.py.
 import numpy as np
 from numba import njit, prange
 
-from .. import new_output
+from .. import gru_bwd_outputs, gru_fwd_outputs
 from ._common import as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import SMALL_H, matmul_nt
 from .activations import sigmoid, tanh
@@ -120,8 +120,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
     -> (out [T, B, H], h_n [B, H], gates [T, B, 4H] saved for gru_bwd)."""
     T, B, G = xproj.shape
     H = G // 3
-    out, h_n = new_output((T, B, H), xproj), new_output((B, H), xproj)
-    gates = new_output((T, B, 4 * H), xproj)
+    out, h_n, gates = gru_fwd_outputs(xproj)
     if B == 0:
         return out, h_n, gates
     if b_hn is None:
@@ -137,8 +136,7 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
     """-> (grad_x [T, B, 3H] = dL/d xproj, grad_hp [T, B, 3H] = dL/d (h @ W_hh^T + [0, 0, b_hn]),
     grad_h0 [B, H])."""
     T, B, H = out.shape
-    grad_x, grad_hp = new_output((T, B, 3 * H), out), new_output((T, B, 3 * H), out)
-    grad_h0 = new_output((B, H), out)
+    grad_x, grad_hp, grad_h0 = gru_bwd_outputs(out)
     if B == 0:
         return grad_x, grad_hp, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)

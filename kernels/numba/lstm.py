@@ -15,7 +15,7 @@ variable lengths and the reverse direction are those of rnn.py.
 import numpy as np
 from numba import njit, prange
 
-from .. import new_output
+from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from ._common import as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import SMALL_H, matmul_nt
 from .activations import sigmoid, tanh
@@ -159,11 +159,9 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
     -> (out [T, B, P], h_n [B, P], c_n [B, H], gates [T, B, 4H], cells [T, B, H],
         mids [T, B, H] (projection only, else empty))."""
     T, B, G = xproj.shape
-    H, P = G // 4, h0.shape[1]
+    H = G // 4
     proj = w_hr is not None
-    out, h_n, c_n = new_output((T, B, P), xproj), new_output((B, P), xproj), new_output((B, H), xproj)
-    gates, cells = new_output((T, B, G), xproj), new_output((T, B, H), xproj)
-    mids = new_output((T, B, H) if proj else (0, 0, 0), xproj)
+    out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj)
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
     lens, rows, bounds = batch_plan(lengths, B, T)
@@ -180,8 +178,7 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
     grad_h0 [B, P], grad_c0 [B, H])."""
     T, B, P = grad_out.shape
     H = c0.shape[1]
-    grad_pre, grad_h = new_output((T, B, 4 * H), grad_out), new_output((T, B, P), grad_out)
-    grad_h0, grad_c0 = new_output((B, P), grad_out), new_output((B, H), grad_out)
+    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
     lens, rows, bounds = batch_plan(lengths, B, T)

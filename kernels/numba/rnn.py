@@ -19,7 +19,7 @@ last step).
 import numpy as np
 from numba import njit, prange
 
-from .. import new_output
+from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from ._common import as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import SMALL_H, matmul_nt
 from .activations import tanh
@@ -109,8 +109,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, w_hh_t, lengths, rows, bounds, 
 def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
     """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H])."""
     T, B, H = xproj.shape
-    out = new_output(xproj.shape, xproj)
-    h_n = new_output(h0.shape, xproj)
+    out, h_n = rnn_fwd_outputs(xproj)
     if B == 0:
         return out, h_n
     lens, rows, bounds = batch_plan(lengths, B, T)
@@ -123,8 +122,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
 def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
     T, B, H = out.shape
-    grad_pre = new_output(out.shape, out)
-    grad_h0 = new_output(grad_hn.shape, out)
+    grad_pre, grad_h0 = rnn_bwd_outputs(out)
     if B == 0:
         return grad_pre, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)

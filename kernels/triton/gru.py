@@ -14,7 +14,7 @@ and a CTA barrier separates the phases of a step. Per step (see kernels/README.m
 import triton
 import triton.language as tl
 
-from .. import new_output
+from .. import gru_bwd_outputs, gru_fwd_outputs
 from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _slot, _tanh,
                       _time, _zero_padding)
 
@@ -162,8 +162,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
     import torch
     T, B, G = xproj.shape
     H = G // 3
-    out, h_n = new_output((T, B, H), xproj), new_output((B, H), xproj)
-    gates = new_output((T, B, 4 * H), xproj)
+    out, h_n, gates = gru_fwd_outputs(xproj)
     if B == 0:
         return out, h_n, gates
     if b_hn is None:
@@ -181,8 +180,7 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
     import torch
     T, B, H = out.shape
-    grad_x, grad_hp = new_output((T, B, 3 * H), out), new_output((T, B, 3 * H), out)
-    grad_h0 = new_output((B, H), out)
+    grad_x, grad_hp, grad_h0 = gru_bwd_outputs(out)
     if B == 0:
         return grad_x, grad_hp, grad_h0
     state = torch.empty((2, B, H), dtype=torch.float32, device=out.device)

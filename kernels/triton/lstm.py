@@ -13,7 +13,7 @@ projection. Gate order (i, f, g, o), as torch.
 import triton
 import triton.language as tl
 
-from .. import new_output
+from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _slot, _tanh,
                       _time, _zero_padding)
 
@@ -204,9 +204,7 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
     T, B, G = xproj.shape
     H, P = G // 4, h0.shape[1]
     proj = w_hr is not None
-    out, h_n, c_n = new_output((T, B, P), xproj), new_output((B, P), xproj), new_output((B, H), xproj)
-    gates, cells = new_output((T, B, G), xproj), new_output((T, B, H), xproj)
-    mids = new_output((T, B, H) if proj else (0, 0, 0), xproj)
+    out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj)
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
     f32 = dict(dtype=torch.float32, device=xproj.device)
@@ -227,8 +225,7 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
     import torch
     T, B, P = grad_out.shape
     H = c0.shape[1]
-    grad_pre, grad_h = new_output((T, B, 4 * H), grad_out), new_output((T, B, P), grad_out)
-    grad_h0, grad_c0 = new_output((B, P), grad_out), new_output((B, H), grad_out)
+    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
     dev = grad_out.device

@@ -19,7 +19,7 @@ a row's length are written as zeros. Accumulation is fp32 for any input dtype.
 import triton
 import triton.language as tl
 
-from .. import new_output
+from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _slot, _tanh, _time,
                       _zero_padding)
 
@@ -204,8 +204,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
     """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H])."""
     import torch
     T, B, H = xproj.shape
-    out = new_output((T, B, H), xproj)
-    h_n = new_output((B, H), xproj)
+    out, h_n = rnn_fwd_outputs(xproj)
     if B == 0:
         return out, h_n
     cfg = config(H, xproj.dtype)
@@ -222,8 +221,7 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
     import torch
     T, B, H = out.shape
-    grad_pre = new_output((T, B, H), out)
-    grad_h0 = new_output((B, H), out)
+    grad_pre, grad_h0 = rnn_bwd_outputs(out)
     if B == 0:
         return grad_pre, grad_h0
     cfg = config(H, out.dtype)
