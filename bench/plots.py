@@ -15,9 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import SHAPE_NAMES  # noqa: E402
+from .report import SHAPE_NAMES, best  # noqa: E402
 
-NUM = ("T", "B", "H", "median_ms", "gflops", "speedup_vs_torch", "value")
+INT = ("T", "B", "H")
+NUM = ("median_ms", "gflops", "speedup_vs_torch", "value")
 STYLE = {"fastrnn-numba": "-o", "fastrnn-triton": "-o", "torch": "--s", "reference": ":^"}
 
 
@@ -25,40 +26,37 @@ def load(path):
     rows = []
     with open(path) as f:
         for r in csv.DictReader(f):
-            for k in NUM:
-                r[k] = float(r[k]) if r.get(k) not in (None, "") else None
+            for k in INT + NUM:
+                conv = int if k in INT else float
+                r[k] = conv(r[k]) if r.get(k) not in (None, "") else None
             rows.append(r)
     return rows
 
 
 def _best(rows, section, provider):
-    """{(cell label, mode, T, B, H, axis): fastest timing row of ``provider``}."""
-    out = {}
-    for r in rows:
-        if r["section"] != section or r["provider"] != provider or r["median_ms"] is None:
-            continue
-        k = (f"{r['cell']} {r['variant']}", r["mode"], r["T"], r["B"], r["H"], r["axis"])
-        if k not in out or r["median_ms"] < out[k]["median_ms"]:
-            out[k] = r
-    return out
+    """{(cell label, mode, T, B, H, axis): fastest timing row of ``provider``}, the
+    rows the report chose (report.best)."""
+    return {(f"{r['cell']} {r['variant']}", r["mode"], r["T"], r["B"], r["H"], r["axis"]): r
+            for (s, _, _), p in best(rows).items() if s == section and provider in p
+            for r in [p[provider]]}
 
 
 def speedup(rows, ours, path):
-    best = _best(rows, "matrix", ours)
-    modes = list(dict.fromkeys(k[1] for k in best))
-    cells = list(dict.fromkeys(k[0] for k in best))
-    shapes = sorted({k[2:5] for k in best}, key=lambda s: s[0] * s[1] * s[2] ** 2)
+    fast = _best(rows, "matrix", ours)
+    modes = list(dict.fromkeys(k[1] for k in fast))
+    cells = list(dict.fromkeys(k[0] for k in fast))
+    shapes = sorted({k[2:5] for k in fast}, key=lambda s: s[0] * s[1] * s[2] ** 2)
     fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
     width = 0.8 / max(1, len(cells))
     for ax, mode in zip(axes[0], modes):
         for i, cell in enumerate(cells):
-            ys = [best.get((cell, mode, *s, ""), {}).get("speedup_vs_torch") or 0 for s in shapes]
+            ys = [fast.get((cell, mode, *s, ""), {}).get("speedup_vs_torch") or 0 for s in shapes]
             ax.bar([j + i * width for j in range(len(shapes))], ys, width, label=cell)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
         ax.set_xticks([j + width * (len(cells) - 1) / 2 for j in range(len(shapes))])
-        ax.set_xticklabels([f"{SHAPE_NAMES.get(tuple(int(v) for v in s), '')}\n"
-                            f"T={s[0]:.0f} B={s[1]:.0f} H={s[2]:.0f}" for s in shapes], fontsize=8)
+        ax.set_xticklabels([f"{SHAPE_NAMES.get(tuple(s), '')}\n"
+                            f"T={s[0]} B={s[1]} H={s[2]}" for s in shapes], fontsize=8)
         ax.set_title(f"{mode}: speedup over torch (log)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -67,14 +65,14 @@ def speedup(rows, ours, path):
 
 
 def sweeps(rows, providers, path, value="median_ms", ylabel="ms"):
-    best = {p: _best(rows, "sweep", p) for p in providers}
-    cells = list(dict.fromkeys(k[0] for b in best.values() for k in b))
+    fast = {p: _best(rows, "sweep", p) for p in providers}
+    cells = list(dict.fromkeys(k[0] for b in fast.values() for k in b))
     axes_names = ["T", "B", "H"]
     fig, axes = plt.subplots(len(cells), 3, figsize=(12, 2.8 * len(cells)), squeeze=False)
     for i, cell in enumerate(cells):
         for j, axis in enumerate(axes_names):
             ax = axes[i][j]
-            for p, b in best.items():
+            for p, b in fast.items():
                 pts = sorted((r[axis], r[value]) for k, r in b.items()
                              if k[0] == cell and k[5] == axis)
                 if pts:
@@ -91,9 +89,9 @@ def sweeps(rows, providers, path, value="median_ms", ylabel="ms"):
 
 def gflops(rows, providers, path):
     gemm = next((r["value"] for r in rows if r["section"] == "gemm"), None)
-    best = {p: _best(rows, "sweep", p) for p in providers}
+    fast = {p: _best(rows, "sweep", p) for p in providers}
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for p, b in best.items():
+    for p, b in fast.items():
         for cell in dict.fromkeys(k[0] for k in b):
             pts = sorted((r["H"], r["gflops"]) for k, r in b.items() if k[0] == cell and k[5] == "H")
             if pts:

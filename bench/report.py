@@ -8,7 +8,7 @@ def _key(r):
     return name(r["cell"], r["variant"], r["mode"], r["T"], r["B"], r["H"])
 
 
-def _best(rows):
+def best(rows):
     """{(section, case, axis): {provider: best timing row}} (faster of same process / alone)."""
     out = {}
     for r in rows:
@@ -32,7 +32,7 @@ def _speed(r):
 
 
 def render(rows, gemm, facts, ours="fastrnn-numba"):
-    best = _best(rows)
+    fastest = best(rows)
     out = [f"Machine: {facts['cpu']}, {facts['cores']} cores ({facts['device']}); torch "
            f"{facts['torch']}, numba {facts['numba']}, triton {facts['triton']}; commit "
            f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate (torch.mm 2048², float32, "
@@ -42,7 +42,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
     out += ["## Standard shapes", "",
             f"| cell | shape (T, B, H) | mode | {ours} ms | torch ms | reference ms | speedup | "
             f"{ours} GFLOP/s (% of GEMM) |", "|---|---|---|---|---|---|---|---|"]
-    for (section, case, _), p in best.items():
+    for (section, case, _), p in fastest.items():
         if section != "matrix":
             continue
         r = p.get(ours)
@@ -51,7 +51,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
         gf = f"{r['gflops']:.1f} ({r['gflops_pct_of_gemm']:.0f}%)" if r else "–"
         out.append(f"| {cell} | {shape} | {r['mode']} | {_ms(r)} | {_ms(p.get('torch'))} | "
                    f"{_ms(p.get('reference'))} | {_speed(r)} | {gf} |")
-    sweeps = [(c, p) for (s, c, _), p in best.items() if s == "sweep"]
+    sweeps = [(c, p) for (s, c, _), p in fastest.items() if s == "sweep"]
     if sweeps:
         out += ["", "## Sweeps around the middle shape (fwd+bwd; speedup, "
                 f"{ours} ms / torch ms)", ""]
