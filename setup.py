@@ -27,12 +27,10 @@ setup(
         "torch>=2.1,<3",
         "numpy>=1.24",
         "numba>=0.59",
-        "scipy>=1.10",  # numba's np.dot calls SciPy's BLAS
-        "threadpoolctl>=3.1",
         "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
-        "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4"],
+        "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "threadpoolctl>=3.1"],
     },
 )

@@ -51,7 +51,7 @@ def _version(module):
 
 
 def thread_settings():
-    """Who owns the cores: torch's pool, Numba's, and SciPy's OpenBLAS (pinned to 1)."""
+    """Who owns the cores: torch's pool, Numba's, and every BLAS/OpenMP pool loaded."""
     parts = [f"torch={torch.get_num_threads()}"]
     try:
         import numba

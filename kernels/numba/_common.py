@@ -1,9 +1,10 @@
 """Thread ownership and the batch plan shared by every Numba launcher.
 
-Cores: this backend runs one Numba thread per core over batch chunks, and each
-thread calls single-threaded BLAS. SciPy's OpenBLAS (what ``np.dot`` in njit code
-calls) is pinned to one thread, so no third pool spins beside Numba's and
-torch's. Numba's threading layer is left to its default priority
+Cores: this backend runs one Numba thread per core over batch chunks; each thread
+does its own step products (``_gemm.gemm_nt``), so the kernels call no BLAS and no
+third thread pool (SciPy's OpenBLAS) is loaded beside Numba's and torch's. The
+GEMMs outside the kernels (input projection, weight gradients) are torch's, on
+torch's pool. Numba's threading layer is left to its default priority
 (Numba's default order picks its OpenMP layer where libgomp exists: the calling
 thread works too, and in measurements it handed the cores to and from torch's
 own OpenMP pool faster than 'workqueue').
@@ -18,19 +19,6 @@ from numba import njit
 from ..._alloc import keep_freed_memory
 
 
-def _pin_scipy_openblas():
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba calls)
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - numba's np.dot needs scipy anyway
-        return
-    ctl = ThreadpoolController()
-    for lib in ctl.lib_controllers:
-        if lib.internal_api == "openblas" and "scipy" in lib.filepath:
-            lib.set_num_threads(1)
-
-
-_pin_scipy_openblas()
 keep_freed_memory()
 
 

@@ -16,13 +16,12 @@ from numba import njit, prange
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from ._common import as_numpy, batch_plan, running, step_time, zero_tail
-from ._gemm import SMALL_H, matmul_nt
+from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def gru_fwd_kernel(xproj, h0, w_hh, w_hh_t, b_hn, lengths, rows, bounds, reverse, small,
-                   out, h_n, gates):
+def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, out, h_n, gates):
     T, B, H = out.shape
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
@@ -36,7 +35,7 @@ def gru_fwd_kernel(xproj, h0, w_hh, w_hh_t, b_hn, lengths, rows, bounds, reverse
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
-            matmul_nt(h, w_hh, w_hh_t, hp, nact, small)
+            gemm_nt(h, w_hh, hp, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -59,8 +58,8 @@ def gru_fwd_kernel(xproj, h0, w_hh, w_hh_t, b_hn, lengths, rows, bounds, reverse
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh, w_hh_t, lengths, rows, bounds,
-                   reverse, small, grad_x, grad_hp, grad_h0):
+def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bounds, reverse,
+                   grad_x, grad_hp, grad_h0):
     # writes grad_x = dL/d xproj and grad_hp = dL/d hp (differs in the n part:
     # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0
     T, B, H = out.shape
@@ -103,7 +102,7 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh, w_hh_t, lengths, row
                     grad_hp[t, b, H + j] = dzp
                     grad_hp[t, b, 2 * H + j] = dn * rg
                     dz_h[r, j] = d * zg
-            matmul_nt(g, w_hh_t, w_hh, back, nact, small)        # back = g @ W_hh
+            gemm_nt(g, w_hh_t, back, nact)                      # back = g @ W_hh
             for r in range(nact):
                 for j in range(H):
                     dh[r, j] = back[r, j] + dz_h[r, j]
@@ -126,9 +125,8 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
     if b_hn is None:
         b_hn = xproj.new_zeros(H)
     lens, rows, bounds = batch_plan(lengths, B, T)
-    gru_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(w_hh.t()),
-                   as_numpy(b_hn), lens, rows, bounds, reverse, H <= SMALL_H,
-                   out.numpy(), h_n.numpy(), gates.numpy())
+    gru_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(b_hn), lens, rows,
+                   bounds, reverse, out.numpy(), h_n.numpy(), gates.numpy())
     return out, h_n, gates
 
 
@@ -141,6 +139,6 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
         return grad_x, grad_hp, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
     gru_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(h0),
-                   as_numpy(gates), as_numpy(w_hh), as_numpy(w_hh.t()), lens, rows, bounds,
-                   reverse, H <= SMALL_H, grad_x.numpy(), grad_hp.numpy(), grad_h0.numpy())
+                   as_numpy(gates), as_numpy(w_hh.t()), lens, rows, bounds, reverse,
+                   grad_x.numpy(), grad_hp.numpy(), grad_h0.numpy())
     return grad_x, grad_hp, grad_h0

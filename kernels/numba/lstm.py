@@ -17,13 +17,13 @@ from numba import njit, prange
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from ._common import as_numpy, batch_plan, running, step_time, zero_tail
-from ._gemm import SMALL_H, matmul_nt
+from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bounds, reverse,
-                    proj, small, out, h_n, c_n, gates, cells, mids):
+def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, proj, out, h_n,
+                    c_n, gates, cells, mids):
     T, B, P = out.shape
     H = c0.shape[1]
     for ch in prange(bounds.shape[0] - 1):
@@ -41,7 +41,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
-            matmul_nt(h, w_hh, w_hh_t, acc, nact, small)
+            gemm_nt(h, w_hh, acc, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -59,7 +59,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
                     gates[t, b, 3 * H + k] = og
                     cells[t, b, k] = cv
             if proj:
-                matmul_nt(m, w_hr, w_hr_t, h, nact, small)
+                gemm_nt(m, w_hr, h, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -78,9 +78,8 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hh_t, w_hr, w_hr_t, lengths, rows, bo
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, w_hr, w_hr_t,
-                    lengths, rows, bounds, reverse, proj, small, grad_pre, grad_h, grad_h0,
-                    grad_c0):
+def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
+                    bounds, reverse, proj, grad_pre, grad_h, grad_h0, grad_c0):
     # writes grad_pre = dL/d a [T, B, G], grad_h = dL/d h_t [T, B, P] (for dW_hr), both
     # zero past each length, and grad_h0 [B, P], grad_c0 [B, H]
     T, B, P = grad_out.shape
@@ -111,7 +110,7 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, 
                 if not proj:
                     dm[r] = d[r]
             if proj:
-                matmul_nt(d, w_hr_t, w_hr, dm, nact, small)       # dm = d @ W_hr
+                gemm_nt(d, w_hr_t, dm, nact)                      # dm = d @ W_hr
             for r in range(nact):
                 b = rows[b0 + r]
                 L = lengths[b]
@@ -138,7 +137,7 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, 
                     grad_pre[t, b, H + k] = gf
                     grad_pre[t, b, 2 * H + k] = gc
                     grad_pre[t, b, 3 * H + k] = go
-            matmul_nt(g, w_hh_t, w_hh, dh, nact, small)           # dh = g @ W_hh
+            gemm_nt(g, w_hh_t, dh, nact)                          # dh = g @ W_hh
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
@@ -148,10 +147,9 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hh_t, 
 
 
 # ----------------------------------------------------------------- launchers
-def _proj_weights(w_hr, like):
-    # the kernels take W_hr and its transpose; without projection a 1x1 stand-in
-    w = w_hr if w_hr is not None else like.new_zeros(1, 1)
-    return as_numpy(w), as_numpy(w.t())
+def _proj_weight(w_hr, like):
+    # without projection the kernels get a 1x1 stand-in they never read
+    return as_numpy(w_hr if w_hr is not None else like.new_zeros(1, 1))
 
 
 def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
@@ -159,17 +157,14 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
     -> (out [T, B, P], h_n [B, P], c_n [B, H], gates [T, B, 4H], cells [T, B, H],
         mids [T, B, H] (projection only, else empty))."""
     T, B, G = xproj.shape
-    H = G // 4
     proj = w_hr is not None
     out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj)
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
     lens, rows, bounds = batch_plan(lengths, B, T)
-    w_hr_n, w_hr_t = _proj_weights(w_hr, xproj)
     lstm_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(c0), as_numpy(w_hh),
-                    as_numpy(w_hh.t()), w_hr_n, w_hr_t, lens, rows, bounds, reverse, proj,
-                    H <= SMALL_H, out.numpy(), h_n.numpy(), c_n.numpy(), gates.numpy(),
-                    cells.numpy(), mids.numpy())
+                    _proj_weight(w_hr, xproj), lens, rows, bounds, reverse, proj, out.numpy(),
+                    h_n.numpy(), c_n.numpy(), gates.numpy(), cells.numpy(), mids.numpy())
     return out, h_n, c_n, gates, cells, mids
 
 
@@ -177,15 +172,13 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
     """-> (grad_pre [T, B, 4H] = dL/d(xproj + h W_hh^T), grad_h [T, B, P] = dL/dh_t,
     grad_h0 [B, P], grad_c0 [B, H])."""
     T, B, P = grad_out.shape
-    H = c0.shape[1]
     grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
     lens, rows, bounds = batch_plan(lengths, B, T)
-    w_hr_n, w_hr_t = _proj_weights(w_hr, grad_out)
     lstm_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn), as_numpy(c0),
-                    as_numpy(gates), as_numpy(cells), as_numpy(w_hh), as_numpy(w_hh.t()),
-                    w_hr_n, w_hr_t, lens, rows, bounds, reverse, w_hr is not None,
-                    H <= SMALL_H, grad_pre.numpy(), grad_h.numpy(), grad_h0.numpy(),
-                    grad_c0.numpy())
+                    as_numpy(gates), as_numpy(cells), as_numpy(w_hh.t()),
+                    _proj_weight(w_hr.t() if w_hr is not None else None, grad_out), lens, rows,
+                    bounds, reverse, w_hr is not None, grad_pre.numpy(), grad_h.numpy(),
+                    grad_h0.numpy(), grad_c0.numpy())
     return grad_pre, grad_h, grad_h0, grad_c0

@@ -5,9 +5,8 @@ W_ih x_t + b_ih + b_hh of every step, computed outside as one GEMM.
 
 Parallel plan: batch rows never interact, so each thread takes a chunk of rows
 and runs the *whole* time loop for it with no synchronisation between steps. The
-per-step product h @ W_hh^T of a chunk is ``_gemm.matmul_nt``: a register-blocked
-loop for H <= SMALL_H, else one single-threaded BLAS GEMM (``np.dot`` -> SciPy's
-OpenBLAS, pinned to one thread in ``_common.py``).
+per-step product h @ W_hh^T of a chunk is ``_gemm.gemm_nt``, a register-blocked
+loop on the thread itself (no BLAS call per step; see _gemm.py for why).
 
 Variable lengths: ``rows`` lists the batch rows of every chunk, longest first
 (chunk c owns ``rows[bounds[c]:bounds[c+1]]``), so the rows still running at
@@ -21,14 +20,13 @@ from numba import njit, prange
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from ._common import as_numpy, batch_plan, running, step_time, zero_tail
-from ._gemm import SMALL_H, matmul_nt
+from ._gemm import gemm_nt
 from .activations import tanh
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_fwd_kernel(xproj, h0, w_hh, w_hh_t, lengths, rows, bounds, reverse, relu, small,
-                   out, h_n):
-    # xproj [T, B, H], h0 [B, H], w_hh [H, H] and its transpose, lengths/rows [B],
+def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h_n):
+    # xproj [T, B, H], h0 [B, H], w_hh [H, H], lengths/rows [B],
     # bounds [C+1]; writes out [T, B, H] (zero past each length) and h_n [B, H]
     T, B, H = xproj.shape
     for c in prange(bounds.shape[0] - 1):
@@ -43,7 +41,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, w_hh_t, lengths, rows, bounds, reverse, relu
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
-            matmul_nt(h, w_hh, w_hh_t, acc, nact, small)
+            gemm_nt(h, w_hh, acc, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -64,9 +62,9 @@ def rnn_fwd_kernel(xproj, h0, w_hh, w_hh_t, lengths, rows, bounds, reverse, relu
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, w_hh_t, lengths, rows, bounds, reverse,
-                   relu, small, grad_pre, grad_h0):
-    # grad_out/out [T, B, H], grad_hn [B, H], w_hh [H, H] and its transpose; writes the
+def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, reverse, relu,
+                   grad_pre, grad_h0):
+    # grad_out/out [T, B, H], grad_hn [B, H], w_hh_t = W_hh^T [H, H]; writes the
     # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
     # grad_h0 [B, H]
     T, B, H = out.shape
@@ -98,7 +96,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh, w_hh_t, lengths, rows, bounds, 
                         v = (grad_out[t, b, j] + dh[r, j]) * (1.0 - y * y)
                         g[r, j] = v
                         grad_pre[t, b, j] = v
-            matmul_nt(g, w_hh_t, w_hh, dh, nact, small)     # dh = g @ W_hh
+            gemm_nt(g, w_hh_t, dh, nact)                    # dh = g @ W_hh
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
@@ -113,9 +111,8 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
     if B == 0:
         return out, h_n
     lens, rows, bounds = batch_plan(lengths, B, T)
-    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(w_hh.t()), lens,
-                   rows, bounds, reverse, nonlinearity == "relu", H <= SMALL_H,
-                   out.numpy(), h_n.numpy())
+    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), lens, rows, bounds, reverse,
+                   nonlinearity == "relu", out.numpy(), h_n.numpy())
     return out, h_n
 
 
@@ -126,7 +123,7 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     if B == 0:
         return grad_pre, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
-    rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh),
-                   as_numpy(w_hh.t()), lens, rows, bounds, reverse, nonlinearity == "relu",
-                   H <= SMALL_H, grad_pre.numpy(), grad_h0.numpy())
+    rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh.t()),
+                   lens, rows, bounds, reverse, nonlinearity == "relu", grad_pre.numpy(),
+                   grad_h0.numpy())
     return grad_pre, grad_h0

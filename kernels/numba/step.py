@@ -9,38 +9,28 @@ gates and the state update, with no intermediate torch tensors.
 Rows are split across threads only for large steps (``PARALLEL_WORK``); small
 ones run as one chunk (a prange of one iteration measured 6.3 µs against 4.9 for
 a serial build of the same kernel, so one build serves both). Products use
-``gemm_nt`` up to SMALL_H and BLAS above, with W^T passed as a transposed view (no
-copy per call).
+``gemm_nt`` on the weights as they are (no transposed copy per call).
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import new_output
 from ._common import as_numpy, num_threads
-from ._gemm import SMALL_H, gemm_nt
+from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 PARALLEL_WORK = 1 << 19     # B * G * (I + H) above which the rows are split across threads
 
 
-@njit(inline="always", error_model="numpy")
-def _mm(a, w, out, small):
-    # out = a @ w^T
-    if small:
-        gemm_nt(a, w, out, a.shape[0])
-    else:
-        np.dot(a, w.T, out)
-
-
 @njit(cache=True, parallel=True, error_model="numpy")
-def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, small, chunks, out):
+def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, chunks, out):
     B, H = out.shape
     for c in prange(chunks):
         r0, r1 = c * B // chunks, (c + 1) * B // chunks
         a = np.empty((r1 - r0, H), out.dtype)
         p = np.empty((r1 - r0, H), out.dtype)
-        _mm(x[r0:r1], w_ih, a, small)
-        _mm(h[r0:r1], w_hh, p, small)
+        gemm_nt(x[r0:r1], w_ih, a, r1 - r0)
+        gemm_nt(h[r0:r1], w_hh, p, r1 - r0)
         for r in range(r1 - r0):
             for j in range(H):
                 v = a[r, j] + p[r, j] + b_ih[j] + b_hh[j]
@@ -48,14 +38,14 @@ def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, small, chunks, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, small, chunks, out):
+def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, chunks, out):
     B, H = out.shape
     for c in prange(chunks):
         r0, r1 = c * B // chunks, (c + 1) * B // chunks
         gi = np.empty((r1 - r0, 3 * H), out.dtype)
         gh = np.empty((r1 - r0, 3 * H), out.dtype)
-        _mm(x[r0:r1], w_ih, gi, small)
-        _mm(h[r0:r1], w_hh, gh, small)
+        gemm_nt(x[r0:r1], w_ih, gi, r1 - r0)
+        gemm_nt(h[r0:r1], w_hh, gh, r1 - r0)
         for r in range(r1 - r0):
             for j in range(H):
                 rg = sigmoid(gi[r, j] + b_ih[j] + gh[r, j] + b_hh[j])
@@ -65,7 +55,7 @@ def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, small, chunks, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, small, chunks, h_out, c_out):
+def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, chunks, h_out, c_out):
     # h [B, P], c [B, H]; with a projection h' = (o * tanh(c')) @ W_hr^T, W_hr [P, H]
     B, H = c_out.shape
     for k in prange(chunks):
@@ -73,8 +63,8 @@ def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, small, chunks,
         a = np.empty((r1 - r0, 4 * H), c_out.dtype)
         p = np.empty((r1 - r0, 4 * H), c_out.dtype)
         m = np.empty((r1 - r0, H), c_out.dtype)
-        _mm(x[r0:r1], w_ih, a, small)
-        _mm(h[r0:r1], w_hh, p, small)
+        gemm_nt(x[r0:r1], w_ih, a, r1 - r0)
+        gemm_nt(h[r0:r1], w_hh, p, r1 - r0)
         for r in range(r1 - r0):
             for j in range(H):
                 ig = sigmoid(a[r, j] + p[r, j] + b_ih[j] + b_hh[j])
@@ -85,16 +75,15 @@ def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, small, chunks,
                 c_out[r0 + r, j] = cv
                 m[r, j] = og * tanh(cv)
         if proj:
-            _mm(m, w_hr, h_out[r0:r1], small)
+            gemm_nt(m, w_hr, h_out[r0:r1], r1 - r0)
         else:
             h_out[r0:r1] = m
 
 
 # ----------------------------------------------------------------- launchers
-def _plan(B, G, I, H):
-    """-> (row chunks, small?)"""
-    par = B * G * (I + H) >= PARALLEL_WORK
-    return (min(B, num_threads()) if par else 1), max(I, H) <= SMALL_H
+def _chunks(B, G, I, H):
+    """How many row chunks (threads) a step of this size is split into."""
+    return min(B, num_threads()) if B * G * (I + H) >= PARALLEL_WORK else 1
 
 
 def _bias(b, G, like):
@@ -106,10 +95,10 @@ def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     B, H = h.shape
     out = new_output((B, H), h)
     if B:
-        chunks, small = _plan(B, H, x.shape[1], H)
+        chunks = _chunks(B, H, x.shape[1], H)
         rnn_step_kernel(
             as_numpy(x), as_numpy(h), as_numpy(w_ih), as_numpy(w_hh), _bias(b_ih, H, h),
-            _bias(b_hh, H, h), nonlinearity == "relu", small, chunks, out.numpy())
+            _bias(b_hh, H, h), nonlinearity == "relu", chunks, out.numpy())
     return out
 
 
@@ -118,10 +107,10 @@ def gru_step(*, x, h, w_ih, w_hh, b_ih, b_hh):
     B, H = h.shape
     out = new_output((B, H), h)
     if B:
-        chunks, small = _plan(B, 3 * H, x.shape[1], H)
+        chunks = _chunks(B, 3 * H, x.shape[1], H)
         gru_step_kernel(
             as_numpy(x), as_numpy(h), as_numpy(w_ih), as_numpy(w_hh), _bias(b_ih, 3 * H, h),
-            _bias(b_hh, 3 * H, h), small, chunks, out.numpy())
+            _bias(b_hh, 3 * H, h), chunks, out.numpy())
     return out
 
 
@@ -131,10 +120,10 @@ def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
     (B, P), H = h.shape, c.shape[1]
     h_out, c_out = new_output((B, P), h), new_output((B, H), h)
     if B:
-        chunks, small = _plan(B, 4 * H, x.shape[1], max(H, P))
+        chunks = _chunks(B, 4 * H, x.shape[1], max(H, P))
         lstm_step_kernel(
             as_numpy(x), as_numpy(h), as_numpy(c), as_numpy(w_ih), as_numpy(w_hh),
             _bias(b_ih, 4 * H, h), _bias(b_hh, 4 * H, h),
             as_numpy(w_hr) if w_hr is not None else np.zeros((1, 1), as_numpy(h).dtype),
-            w_hr is not None, small, chunks, h_out.numpy(), c_out.numpy())
+            w_hr is not None, chunks, h_out.numpy(), c_out.numpy())
     return h_out, c_out
