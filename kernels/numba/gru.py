@@ -15,12 +15,12 @@ import numpy as np
 from numba import njit, prange
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
-from ._common import as_numpy, batch_plan, running, step_time, zero_tail
+from ._common import KERNEL, as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, out, h_n, gates):
     T, B, H = out.shape
     for c in prange(bounds.shape[0] - 1):
@@ -57,7 +57,7 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, out, h
             zero_tail(out, lengths, b)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bounds, reverse,
                    grad_x, grad_hp, grad_h0):
     # writes grad_x = dL/d xproj and grad_hp = dL/d hp (differs in the n part:

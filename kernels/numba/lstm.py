@@ -16,12 +16,12 @@ import numpy as np
 from numba import njit, prange
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
-from ._common import as_numpy, batch_plan, running, step_time, zero_tail
+from ._common import KERNEL, as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, proj, out, h_n,
                     c_n, gates, cells, mids):
     T, B, P = out.shape
@@ -77,7 +77,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
                 zero_tail(mids, lengths, b)     # finite, so dW_hr's GEMM over all steps is clean
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
                     bounds, reverse, proj, grad_pre, grad_h, grad_h0, grad_c0):
     # writes grad_pre = dL/d a [T, B, G], grad_h = dL/d h_t [T, B, P] (for dW_hr), both

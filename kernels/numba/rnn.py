@@ -19,12 +19,12 @@ import numpy as np
 from numba import njit, prange
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
-from ._common import as_numpy, batch_plan, running, step_time, zero_tail
+from ._common import KERNEL, as_numpy, batch_plan, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import tanh
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h_n):
     # xproj [T, B, H], h0 [B, H], w_hh [H, H], lengths/rows [B],
     # bounds [C+1]; writes out [T, B, H] (zero past each length) and h_n [B, H]
@@ -61,7 +61,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
             zero_tail(out, lengths, b)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, reverse, relu,
                    grad_pre, grad_h0):
     # grad_out/out [T, B, H], grad_hn [B, H], w_hh_t = W_hh^T [H, H]; writes the

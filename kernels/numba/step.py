@@ -15,14 +15,14 @@ import numpy as np
 from numba import njit, prange
 
 from .. import new_output
-from ._common import as_numpy, num_threads
+from ._common import KERNEL, as_numpy, num_threads
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 PARALLEL_WORK = 1 << 19     # B * G * (I + H) above which the rows are split across threads
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, chunks, out):
     B, H = out.shape
     for c in prange(chunks):
@@ -37,7 +37,7 @@ def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, chunks, out):
                 out[r0 + r, j] = max(v, 0.0) if relu else tanh(v)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, chunks, out):
     B, H = out.shape
     for c in prange(chunks):
@@ -54,7 +54,7 @@ def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, chunks, out):
                 out[r0 + r, j] = (1.0 - zg) * ng + zg * h[r0 + r, j]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**KERNEL)
 def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, chunks, h_out, c_out):
     # h [B, P], c [B, H]; with a projection h' = (o * tanh(c')) @ W_hr^T, W_hr [P, H]
     B, H = c_out.shape
