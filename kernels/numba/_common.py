@@ -1,8 +1,9 @@
 """Thread ownership and the batch plan shared by every Numba launcher.
 
 Cores: this backend runs one Numba thread per core over batch chunks; each thread
-does its own step products (``_gemm.gemm_nt``), so the kernels call no BLAS and no
-third thread pool (SciPy's OpenBLAS) is loaded beside Numba's and torch's. The
+does its own step products (``_gemm.gemm_nt``), so the kernels call no BLAS and wake
+no third thread pool beside Numba's and torch's (numpy's bundled OpenBLAS is loaded
+with numpy but never called by fastrnn; SciPy's is no longer loaded by us). The
 GEMMs outside the kernels (input projection, weight gradients) are torch's, on
 torch's pool. Numba's threading layer is left to its default priority
 (Numba's default order picks its OpenMP layer where libgomp exists: the calling
