@@ -13,7 +13,11 @@ core; this loop reads W in place. Layout of the loop:
   AVX2's 16 registers (2x6 and 3x4 spilled and ran at half speed);
 - the W rows of a tile stay in L1 while the tile walks down a block of
   ``ROW_BLOCK`` rows of a (kept in L2), so W streams from L3 once per block
-  instead of once per row pair.
+  instead of once per row pair;
+- the 2x3 and 1x3 row tails repeat the tile's code on purpose: a loop over a
+  runtime row count would keep the accumulators in memory, and a thread's share
+  of a small batch (4 rows at B=8) or the rows still running with variable lengths
+  often leave a tail (1x3-only tails ran at half speed for 3 rows).
 
 Measured single-thread on the 2-core AVX2 bench machine, float32, against the
 previous row-outer 2x4 loop and OpenBLAS sgemm: 32x512x2048 at 68-76 GFLOP/s
