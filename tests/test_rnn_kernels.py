@@ -7,7 +7,8 @@ from helpers import check_rnn_backend, make_layer_inputs
 from fastrnn.autograd import RNNFunction
 from fastrnn.backends import REGISTRY
 
-SHAPES = [(1, 3, 5), (63, 4, 33), (7, 1, 1), (9, 5, 64), (5, 17, 130)]
+# (3, 140, 5): more than gemm_nt's ROW_BLOCK rows per thread on up to 4 threads
+SHAPES = [(1, 3, 5), (63, 4, 33), (7, 1, 1), (9, 5, 64), (5, 17, 130), (3, 140, 5)]
 
 
 @pytest.mark.parametrize("T,B,H", SHAPES)

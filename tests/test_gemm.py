@@ -1,0 +1,27 @@
+"""The Numba step product ``gemm_nt`` (out[:n] = a[:n] @ W^T) against numpy.
+
+Its tile has 4 rows x 3 weight rows, with 2- and 1-row tails, a plain loop for the
+last M % 3 features, and passes over ROW_BLOCK rows at a time: the shapes below
+hit every tail, more than one row block, and n smaller than the buffers' rows
+(rows past n must stay untouched, as the kernels rely on for finished rows).
+"""
+import numpy as np
+import pytest
+
+from fastrnn.kernels.numba._gemm import ROW_BLOCK, gemm_nt
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, ROW_BLOCK, ROW_BLOCK + 1, 2 * ROW_BLOCK + 3])
+@pytest.mark.parametrize("K,M", [(1, 1), (5, 2), (33, 4), (128, 512), (67, 100)])
+def test_gemm_nt_matches_numpy(dtype, n, K, M):
+    rng = np.random.default_rng(n * 1000 + K + M)
+    rows = n + 3
+    a = rng.standard_normal((rows, K)).astype(dtype)
+    w = rng.standard_normal((M, K)).astype(dtype)
+    out = np.full((rows, M), np.nan, dtype)
+    gemm_nt(a, w, out, n)
+    ref = a[:n].astype(np.float64) @ w.T.astype(np.float64)
+    tol = (2e-6 if dtype == np.float32 else 1e-13) * np.sqrt(K) * (1 + np.abs(ref))
+    assert np.all(np.abs(out[:n] - ref) <= tol)
+    assert np.all(np.isnan(out[n:]))      # rows past n are not written
