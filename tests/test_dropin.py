@@ -154,6 +154,20 @@ def test_float64_module(kind):
     assert_close(ours(x)[0], theirs(x)[0], 1e-12, "float64 out")
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nan_and_inf_inputs_like_torch(kind, dtype):
+    # the vectorised activations clamp their arguments; NaN must still propagate
+    # and +-inf saturate exactly where torch's do
+    ours, theirs = pair(4, 4, kind=kind, dtype=dtype)
+    x = torch.randn(3, 2, 4, dtype=dtype)
+    x[1, 0, 2], x[0, 1, 1], x[2, 1, 3] = float("nan"), float("inf"), -float("inf")
+    a, b = ours(x)[0], theirs(x)[0]
+    assert torch.equal(a.isnan(), b.isnan()) and a.isnan().any()
+    assert_close(a.nan_to_num(), b.nan_to_num(), 1e-5 if dtype == torch.float32 else 1e-12,
+                 "finite outputs")
+
+
 @pytest.mark.parametrize("backend", ["numba", "reference", "triton"])
 def test_explicit_backends(backend):
     ours, theirs = pair(3, 5, batch_first=True)
