@@ -10,6 +10,23 @@ CELLS = [("rnn_tanh", "f32"), ("gru", "f32"), ("lstm", "f32"), ("lstm", "proj")]
 MODES = ["fwd", "fwdbwd", "step"]
 # where torch.nn.LSTM leaves oneDNN for its per-step path (issue 3's 2x target)
 EXTRAS = [("lstm", "f64"), ("lstm", "packed")]
+# The issues' CPU targets, checked in the report's "Targets" table:
+# (issue, case, quantity, bound), quantity "speedup" (torch time / fastrnn time, at
+# least bound) or "gemm%" (achieved GFLOP/s as % of the run's GEMM rate, at least bound).
+TARGETS = [(2, "rnn_tanh:f32:fwdbwd:100:8:32", "speedup", 5.0),
+           (2, "rnn_tanh:f32:fwdbwd:100:32:128", "speedup", 2.0),
+           (2, "rnn_tanh:f32:fwdbwd:256:64:512", "speedup", 1.0),
+           (3, "gru:f32:fwdbwd:100:8:32", "speedup", 5.0),
+           (3, "gru:f32:fwdbwd:100:32:128", "speedup", 2.0),
+           (3, "gru:f32:fwdbwd:256:64:512", "speedup", 1.2),
+           (3, "lstm:f32:fwdbwd:100:8:32", "speedup", 1.0),
+           (3, "lstm:f32:fwdbwd:100:32:128", "speedup", 0.9),
+           (3, "lstm:f32:fwdbwd:256:64:512", "speedup", 0.9),
+           (3, "lstm:f64:fwdbwd:100:32:128", "speedup", 2.0),
+           (3, "lstm:packed:fwdbwd:100:32:128", "speedup", 2.0)] + \
+    [(3, f"lstm:proj:fwdbwd:{T}:{B}:{H}", "speedup", 2.0) for T, B, H in SHAPES.values()] + \
+    [(2 if c == "rnn_tanh" else 3, f"{c}:{v}:fwdbwd:256:64:512", "gemm%", 75.0) for c, v in CELLS]
+COLD_START_TARGET_S = 1.0   # issue 4: fresh process to first forward, warm cache, after torch
 SWEEPS = {  # around the middle shape; forward+backward
     "T": [16, 64, 256, 1024, 4096],
     "H": [32, 64, 128, 256, 512, 1024],

@@ -1,5 +1,6 @@
 """The markdown report, rendered from the long-format rows (the CSV's content)."""
 from .cases import name
+from .matrix import COLD_START_TARGET_S, TARGETS
 
 SHAPE_NAMES = {(100, 8, 32): "small", (100, 32, 128): "middle", (256, 64, 512): "large"}
 
@@ -71,6 +72,8 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
                                 f"{_ms(p.get('torch'))})")
                 out.append(f"| {cell} | " + " | ".join(line) + " |")
             out.append("")
+    if ours == "fastrnn-numba":
+        out += targets(fastest, rows)
     other = [r for r in rows if r["section"] in ("coldstart", "memory", "charlm")]
     if other:
         out += ["## Costs a user feels, and a model on real data", "",
@@ -80,3 +83,34 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
     return "\n".join(out) + "\n"
+
+
+def targets(fastest, rows, ours="fastrnn-numba"):
+    """The "Targets" table: every issue target against this run's figure."""
+    out = ["", "## Targets (from the issues; this run's figures)", "",
+           "| issue | case | target | this run | met |", "|---|---|---|---|---|"]
+
+    def line(issue, what, target, value, ok):
+        out.append(f"| {issue} | {what} | {target} | {value} | {'yes' if ok else '**no**'} |")
+
+    for issue, case, quantity, bound in TARGETS:
+        r = fastest.get(("matrix", case, ""), {}).get(ours)
+        if r is None:
+            out.append(f"| {issue} | `{case}` | | not run | |")
+        elif quantity == "speedup":
+            v = r["speedup_vs_torch"]
+            line(issue, f"`{case}`", f"≥ {bound:g}×", f"{v:.2f}×", v >= bound)
+        else:
+            v = r["gflops_pct_of_gemm"]
+            line(issue, f"`{case}` share of GEMM rate", f"≥ {bound:g}%", f"{v:.0f}%", v >= bound)
+    values = {(r["section"], r["provider"], r["metric"]): r["value"] for r in rows
+              if r["section"] in ("coldstart", "memory")}
+    cold = values.get(("coldstart", ours, "first LSTM forward, warm Numba cache: after import torch"))
+    if cold is not None:
+        line(4, "cold start after import torch, warm Numba cache", f"< {COLD_START_TARGET_S:g} s",
+             f"{cold:.2f} s", cold < COLD_START_TARGET_S)
+    mem = {p: v for (s, p, _), v in values.items() if s == "memory"}
+    if ours in mem and "torch" in mem:
+        line(4, "peak memory, LSTM fwd+bwd at the large shape", "≤ torch",
+             f"{mem[ours]:.0f} vs {mem['torch']:.0f} MiB", mem[ours] <= mem["torch"])
+    return out
