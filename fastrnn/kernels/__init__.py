@@ -26,7 +26,8 @@ LSTM (gates i, f, g, o; P = proj_size or H; xproj carries b_ih + b_hh):
         -> out [T, B, P], h_n, c_n, gates [T, B, 4H], cells [T, B, H], mids [T, B, H]
            (o * tanh(c) before the projection; empty without one)
     lstm_bwd(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse)
-        -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t), grad_h0 [B, P], grad_c0 [B, H]
+        -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t, for dW_hr; empty without a
+           projection), grad_h0 [B, P], grad_c0 [B, H]
 
 Optional, per cell, one step without autograd (the *Cell modules and the layers on a
 length-1 input use it when no gradient is needed, e.g. decoding under no_grad;
@@ -90,9 +91,11 @@ def lstm_fwd_outputs(xproj, h0, proj):
             new_output((T, B, H) if proj else (0, 0, 0), xproj))
 
 
-def lstm_bwd_outputs(grad_out, c0):
-    """-> (grad_pre [T, B, 4H], grad_h [T, B, P], grad_h0 [B, P], grad_c0 [B, H])."""
+def lstm_bwd_outputs(grad_out, c0, proj):
+    """-> (grad_pre [T, B, 4H], grad_h [T, B, P] with a projection else empty, grad_h0 [B, P],
+    grad_c0 [B, H])."""
     T, B, P = grad_out.shape
     H = c0.shape[1]
-    return (new_output((T, B, 4 * H), grad_out), new_output((T, B, P), grad_out),
+    return (new_output((T, B, 4 * H), grad_out),
+            new_output((T, B, P) if proj else (0, 0, 0), grad_out),
             new_output((B, P), grad_out), new_output((B, H), grad_out))

@@ -80,8 +80,10 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
 @njit(**KERNEL)
 def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
                     bounds, reverse, proj, grad_pre, grad_h, grad_h0, grad_c0):
-    # writes grad_pre = dL/d a [T, B, G], grad_h = dL/d h_t [T, B, P] (for dW_hr), both
-    # zero past each length, and grad_h0 [B, P], grad_c0 [B, H]
+    # writes grad_pre = dL/d a [T, B, G] and, with a projection, grad_h = dL/d h_t
+    # [T, B, P] (for dW_hr), both zero past each length, and grad_h0 [B, P], grad_c0 [B, H].
+    # Without a projection dL/dm is grad_out[t] + dh, formed inside the gate loop: no
+    # grad_h and no extra pass over the rows (grad_h is then empty).
     T, B, P = grad_out.shape
     H = c0.shape[1]
     for ch in prange(bounds.shape[0] - 1):
@@ -100,16 +102,14 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
         nact = 0
         for s in range(lengths[rows[b0]] - 1, -1, -1):
             nact = running(lengths, rows, b0, nb, nact, s)
-            for r in range(nact):
-                b = rows[b0 + r]
-                t = step_time(s, lengths[b], reverse)
-                for j in range(P):
-                    v = grad_out[t, b, j] + dh[r, j]
-                    d[r, j] = v
-                    grad_h[t, b, j] = v
-                if not proj:
-                    dm[r] = d[r]
             if proj:
+                for r in range(nact):
+                    b = rows[b0 + r]
+                    t = step_time(s, lengths[b], reverse)
+                    for j in range(P):
+                        v = grad_out[t, b, j] + dh[r, j]
+                        d[r, j] = v
+                        grad_h[t, b, j] = v
                 gemm_nt(d, w_hr_t, dm, nact)                      # dm = d @ W_hr
             for r in range(nact):
                 b = rows[b0 + r]
@@ -123,11 +123,12 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
                     og = gates[t, b, 3 * H + k]
                     tc = tanh(cells[t, b, k])
                     cprev = cells[tp, b, k] if s > 0 else c0[b, k]
-                    dct = dc[r, k] + dm[r, k] * og * (1.0 - tc * tc)
+                    dmk = dm[r, k] if proj else grad_out[t, b, k] + dh[r, k]
+                    dct = dc[r, k] + dmk * og * (1.0 - tc * tc)
                     gi = dct * gg * ig * (1.0 - ig)
                     gf = dct * cprev * fg * (1.0 - fg)
                     gc = dct * ig * (1.0 - gg * gg)
-                    go = dm[r, k] * tc * og * (1.0 - og)
+                    go = dmk * tc * og * (1.0 - og)
                     dc[r, k] = dct * fg
                     g[r, k] = gi
                     g[r, H + k] = gf
@@ -143,7 +144,8 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
             grad_h0[b] = dh[r]
             grad_c0[b] = dc[r]
             zero_tail(grad_pre, lengths, b)
-            zero_tail(grad_h, lengths, b)
+            if proj:
+                zero_tail(grad_h, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers
@@ -169,10 +171,10 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
 
 
 def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse):
-    """-> (grad_pre [T, B, 4H] = dL/d(xproj + h W_hh^T), grad_h [T, B, P] = dL/dh_t,
-    grad_h0 [B, P], grad_c0 [B, H])."""
+    """-> (grad_pre [T, B, 4H] = dL/d(xproj + h W_hh^T), grad_h [T, B, P] = dL/dh_t (with a
+    projection, else empty), grad_h0 [B, P], grad_c0 [B, H])."""
     T, B, P = grad_out.shape
-    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0)
+    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0, w_hr is not None)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
     lens, rows, bounds = batch_plan(lengths, B, T)

@@ -113,7 +113,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
         has_prev = (tl.zeros((BB,), tl.int32) + s) > 0
         src = _slot(state_ptr, i, B, P)
         dst = _slot(state_ptr, i + 1, B, P)
-        # phase 1: d = grad_out[t] + dh  ->  grad_h[t], and d (or dm without projection)
+        # phase 1: d = grad_out[t] + dh  ->  grad_h[t] and d (projection), or dm
         for p0 in range(0, P, BN):
             offs_p = p0 + tl.arange(0, BN)
             m2 = row_ok[:, None] & (offs_p < P)[None, :]
@@ -123,8 +123,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
             d = tl.load(grad_out_ptr + to, mask=ma, other=0.0).to(tl.float32) + \
                 tl.load(src + po, mask=m2, other=0.0)
             d = tl.where(ma, d, 0.0)
-            tl.store(grad_h_ptr + to, d.to(dt), mask=ma)
-            if PROJ:
+            if PROJ:    # grad_h feeds only dW_hr; without a projection it is empty
+                tl.store(grad_h_ptr + to, d.to(dt), mask=ma)
                 tl.store(d_ptr + po, d.to(dt), mask=m2)
             else:
                 tl.store(dm_ptr + po, d, mask=m2)
@@ -186,7 +186,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
     _copy_rows(dc_ptr, grad_c0_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(grad_pre_ptr, offs_b, lens, T, B, G, BB, BN)
-        _zero_padding(grad_h_ptr, offs_b, lens, T, B, P, BB, BN)
+        if PROJ:
+            _zero_padding(grad_h_ptr, offs_b, lens, T, B, P, BB, BN)
 
 
 # ----------------------------------------------------------------- launchers
@@ -225,7 +226,7 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
     import torch
     T, B, P = grad_out.shape
     H = c0.shape[1]
-    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0)
+    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0, w_hr is not None)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
     dev = grad_out.device
