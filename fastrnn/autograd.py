@@ -40,6 +40,21 @@ def _weight_grad(grad_pre, hprev):
     return grad_pre.reshape(-1, G).t().mm(hprev.reshape(-1, P))
 
 
+def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
+    """dW_hh = sum_t grad_pre[t]^T h_{t-1}: [G, P].
+
+    With equal lengths the states a step consumed are ``out`` shifted by one and h0,
+    so the sum is one GEMM over T-1 steps plus a B-row one for h0, with no
+    [T, B, P] copy of the shifted states; variable lengths use previous_states.
+    """
+    if lengths is not None or out.shape[0] == 1:
+        return _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
+    first, rest = (grad_pre[-1], grad_pre[:-1]) if reverse else (grad_pre[0], grad_pre[1:])
+    shifted = out[1:] if reverse else out[:-1]
+    return torch.addmm(first.t().mm(h0), rest.reshape(-1, rest.shape[-1]).t(),
+                       shifted.reshape(-1, shifted.shape[-1]))
+
+
 def _saved_xproj(ctx, xproj):
     return ctx.xproj_fn() if xproj is None else xproj
 
@@ -85,7 +100,7 @@ class RNNFunction(torch.autograd.Function):
             w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
         grad_w = None
         if ctx.needs_input_grad[2]:
-            grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
+            grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
         return grad_pre, grad_h0, grad_w, None, None, None, None, None
 
 
@@ -114,7 +129,7 @@ class GRUFunction(torch.autograd.Function):
             gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
         grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
-            grad_w = _weight_grad(grad_hp, previous_states(out, h0, lengths, reverse))
+            grad_w = _recurrent_weight_grad(grad_hp, out, h0, lengths, reverse)
         if b_hn is not None and ctx.needs_input_grad[3]:
             H = h0.shape[-1]
             grad_b = grad_hp[..., 2 * H:].sum(dim=(0, 1))
@@ -148,7 +163,7 @@ class LSTMFunction(torch.autograd.Function):
             lengths=lengths, reverse=reverse)
         grad_w = grad_wr = None
         if ctx.needs_input_grad[3]:
-            grad_w = _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
+            grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
         if w_hr is not None and ctx.needs_input_grad[4]:
             grad_wr = _weight_grad(grad_h, mids)
         return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None, None
