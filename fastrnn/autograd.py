@@ -47,7 +47,7 @@ def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
     so the sum is one GEMM over T-1 steps plus a B-row one for h0, with no
     [T, B, P] copy of the shifted states; variable lengths use previous_states.
     """
-    if lengths is not None or out.shape[0] == 1:
+    if lengths is not None:
         return _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
     first, rest = (grad_pre[-1], grad_pre[:-1]) if reverse else (grad_pre[0], grad_pre[1:])
     shifted = out[1:] if reverse else out[:-1]

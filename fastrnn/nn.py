@@ -23,8 +23,8 @@ def _unpack(data, batch_sizes):
     """
     T, B = len(batch_sizes), int(batch_sizes[0])
     valid = torch.arange(B) < batch_sizes[:, None]
-    padded = data.new_zeros(T, B, data.shape[1]).index_put((valid.to(data.device),), data)
-    return padded, valid.sum(0), valid.to(data.device)
+    lengths, valid = valid.sum(0), valid.to(data.device)
+    return data.new_zeros(T, B, data.shape[1]).index_put((valid,), data), lengths, valid
 
 
 class _SequenceMixin:
@@ -50,7 +50,7 @@ class _SequenceMixin:
         if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_idx, unsorted_idx = input
             padded, lengths, valid = _unpack(data, batch_sizes)
-            B = int(batch_sizes[0])
+            B = padded.shape[1]
             if hx is None:
                 hx = tuple(data.new_zeros(self.num_layers * D, B, n) for n in state_shapes)
             else:
