@@ -41,3 +41,25 @@ def test_automatic_fallback_logs_once(monkeypatch, caplog):
         for _ in range(3):
             assert backends.select("rnn", torch.zeros(1, dtype=torch.float16)).name == "reference"
     assert len(caplog.records) == 1 and "float16" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_numba_launchers_leave_the_collector_as_found(enabled):
+    """The Numba launchers pause the cyclic GC while they run (cold start); they must
+    restore the caller's setting, also when the launcher raises."""
+    import gc
+    from fastrnn.kernels import numba as nk
+    seen = []
+    probe = nk._launcher(lambda: seen.append(gc.isenabled()))
+    failing = nk._launcher(lambda: 1 / 0)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        probe()
+        with pytest.raises(ZeroDivisionError):
+            failing()
+        assert gc.isenabled() == enabled and seen == [False]
+        h = nk.rnn_step(x=torch.randn(2, 3), h=torch.zeros(2, 4), w_ih=torch.randn(4, 3),
+                        w_hh=torch.randn(4, 4), b_ih=None, b_hh=None, nonlinearity="tanh")
+        assert h.shape == (2, 4) and gc.isenabled() == enabled
+    finally:
+        gc.enable()

@@ -1,8 +1,42 @@
-"""Numba (CPU) backend: fused forward and BPTT kernels and their launchers."""
-from .gru import gru_bwd, gru_fwd
-from .lstm import lstm_bwd, lstm_fwd
-from .rnn import rnn_bwd, rnn_fwd
-from .step import gru_step, lstm_step, rnn_step
+"""Numba (CPU) backend: fused forward and BPTT kernels and their launchers.
+
+The cyclic garbage collector is paused while Numba is imported and while a launcher
+runs. Numba's import and a kernel's first load (from the cache, or its compilation)
+each build hundreds of thousands of small objects; every GC pass those allocations
+trigger walks the whole heap, which torch has already filled. Measured here: cold
+start to the first LSTM forward with a warm cache, 0.92 s -> 0.61 s (median of 6).
+Nothing built there is cyclic garbage, and after the first call a launcher allocates
+a handful of tensors, so pausing costs nothing later. The collector is left as found.
+"""
+import functools
+import gc
+
+
+def _gc_paused(run, *args, **kwargs):
+    """run(*args, **kwargs) with the collector paused (and left as found)."""
+    if not gc.isenabled():
+        return run(*args, **kwargs)
+    gc.disable()
+    try:
+        return run(*args, **kwargs)
+    finally:
+        gc.enable()
+
+
+def _import_kernels():
+    from . import gru, lstm, rnn, step
+    return gru, lstm, rnn, step
+
+
+def _launcher(run):
+    return functools.wraps(run)(functools.partial(_gc_paused, run))
+
+
+gru, lstm, rnn, step = _gc_paused(_import_kernels)
+rnn_fwd, rnn_bwd = _launcher(rnn.rnn_fwd), _launcher(rnn.rnn_bwd)
+gru_fwd, gru_bwd = _launcher(gru.gru_fwd), _launcher(gru.gru_bwd)
+lstm_fwd, lstm_bwd = _launcher(lstm.lstm_fwd), _launcher(lstm.lstm_bwd)
+rnn_step, gru_step, lstm_step = map(_launcher, (step.rnn_step, step.gru_step, step.lstm_step))
 
 __all__ = ["rnn_fwd", "rnn_bwd", "gru_fwd", "gru_bwd", "lstm_fwd", "lstm_bwd",
            "rnn_step", "gru_step", "lstm_step"]
