@@ -14,8 +14,56 @@ their own gradients). Without it (xproj is a leaf, as in the kernel tests)
 xproj is saved.
 """
 import torch
+import torch.nn.functional as F
 
 from . import reference
+
+
+def _mm(a, b, add=None):
+    """add + a @ b, the GEMMs outside the kernels.
+
+    float64 on the CPU asks for the mirrored product (b^T a^T)^T. MKL's dgemm ran
+    the layouts torch.mm and autograd's own linear backward pass to it at 33-36
+    GFLOP/s on the bench machine (AMD EPYC, AVX2), and the mirrored call at 44-70,
+    at the middle and large LSTM shapes. float32 (oneDNN/MKL sgemm) was even or
+    slower mirrored, so it keeps torch's layout.
+    """
+    mirror = a.dtype == torch.float64 and a.device.type == "cpu"
+    if mirror:
+        a, b, add = b.t(), a.t(), (None if add is None else add.t())
+    r = a.mm(b) if add is None else torch.addmm(add, a, b)
+    return r.t() if mirror else r
+
+
+class InputProjection(torch.autograd.Function):
+    """xproj = x @ w^T + b over all steps, with its backward through ``_mm``.
+
+    Used for float64 on the CPU only (``project``); elsewhere F.linear's own
+    backward is as fast and runs no Python. The backward's ops are differentiable,
+    so double backward works through it.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gx = _mm(g, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        gw = _mm(g.t(), x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+def project(x, w, b):
+    """The input projection of all steps, one GEMM: x [T, B, I] -> [T, B, G]."""
+    if x.dtype == torch.float64 and x.device.type == "cpu" and torch.is_grad_enabled():
+        return InputProjection.apply(x, w, b)
+    return F.linear(x, w, b)
 
 
 def previous_states(out, h0, lengths, reverse):
@@ -37,7 +85,7 @@ def previous_states(out, h0, lengths, reverse):
 def _weight_grad(grad_pre, hprev):
     """sum_t grad_pre[t]^T @ hprev[t] as one GEMM: [G, P]."""
     G, P = grad_pre.shape[-1], hprev.shape[-1]
-    return grad_pre.reshape(-1, G).t().mm(hprev.reshape(-1, P))
+    return _mm(grad_pre.reshape(-1, G).t(), hprev.reshape(-1, P))
 
 
 def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
@@ -51,8 +99,8 @@ def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
         return _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
     first, rest = (grad_pre[-1], grad_pre[:-1]) if reverse else (grad_pre[0], grad_pre[1:])
     shifted = out[1:] if reverse else out[:-1]
-    return torch.addmm(first.t().mm(h0), rest.reshape(-1, rest.shape[-1]).t(),
-                       shifted.reshape(-1, shifted.shape[-1]))
+    return _mm(rest.reshape(-1, rest.shape[-1]).t(), shifted.reshape(-1, shifted.shape[-1]),
+               add=_mm(first.t(), h0))
 
 
 def _saved_xproj(ctx, xproj):

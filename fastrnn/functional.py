@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends, reference
-from .autograd import GRUFunction, LSTMFunction, RNNFunction
+from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
 
 
 # ------------------------------------------------------------------ checks
@@ -113,7 +113,7 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
                 return h.unsqueeze(0), h
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None          # both biases enter before f
-        xproj = F.linear(x, w_ih, b)                  # one GEMM for all steps
+        xproj = project(x, w_ih, b)                  # one GEMM for all steps
         if be.name == "reference":
             out, h_n = reference.rnn_layer(xproj, h0[0], w_hh, lengths, reverse, nonlinearity)
         else:
@@ -149,7 +149,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
             # the r and z parts of b_hh can be pre-summed; b_hn must stay inside r * (.)
             b = w[2] + torch.cat([w[3][:2 * H], w[3].new_zeros(H)])
             b_hn = w[3][2 * H:]
-        xproj = F.linear(x, w_ih, b)
+        xproj = project(x, w_ih, b)
         if be.name == "reference":
             return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
         return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be,
@@ -180,7 +180,7 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
                 return hc[0].unsqueeze(0), hc
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None
-        xproj = F.linear(x, w_ih, b)
+        xproj = project(x, w_ih, b)
         if be.name == "reference":
             out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
         else:
