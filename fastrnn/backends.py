@@ -25,6 +25,7 @@ class Backend:
     cells = frozenset()
     dtypes = ()
     _available = None
+    _kernels = None
 
     def is_available(self):
         # find_spec costs tens of microseconds; ask once per process
@@ -50,7 +51,10 @@ class Backend:
         return True, ""
 
     def kernels(self):
-        return importlib.import_module(self.module)
+        # cached: import_module's lookup cost a few microseconds per decoding step
+        if self._kernels is None:
+            self._kernels = importlib.import_module(self.module)
+        return self._kernels
 
 
 class NumbaBackend(Backend):
