@@ -109,11 +109,14 @@ def compare(fns, repeats, warmup=2, device="cpu"):
     return {name: statistics.median(ts) for name, ts in samples(fns, repeats, warmup, device).items()}
 
 
-def gemm_gflops(n=2048, repeats=7, device="cpu", dtype=torch.float32):
-    """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default."""
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+def gemm_gflops(n=2048, repeats=7, device="cpu", dtype=torch.float32, shape=None):
+    """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default: n x n
+    squares, or [m, k] @ [k, p] for ``shape`` = (m, k, p)."""
+    m, k, p = shape or (n, n, n)
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, p, device=device, dtype=dtype)
     ms = compare({"mm": lambda: torch.mm(a, b)}, repeats, device=device)["mm"]
-    return 2 * n ** 3 / ms / 1e6
+    return 2 * m * k * p / ms / 1e6
 
 
 class _Dots:

@@ -26,6 +26,10 @@ TARGETS = [(2, "rnn_tanh:f32:fwdbwd:100:8:32", "speedup", 5.0),
            (3, "lstm:packed:fwdbwd:100:32:128", "speedup", 2.0)] + \
     [(3, f"lstm:proj:fwdbwd:{T}:{B}:{H}", "speedup", 2.0) for T, B, H in SHAPES.values()] + \
     [(2 if c == "rnn_tanh" else 3, f"{c}:{v}:fwdbwd:256:64:512", "gemm%", 75.0) for c, v in CELLS]
+# The large LSTM's input-projection GEMM, [T*B, H] @ [H, 4H]: torch.mm's rate on it,
+# beside the square rate, shows how much of the square rate a layer at that shape
+# can reach at all (the report's header).
+LAYER_GEMM = (256 * 64, 512, 4 * 512)
 COLD_START_TARGET_S = 1.0   # issue 4: fresh process to first forward, warm cache, after torch
 SWEEPS = {  # around the middle shape; forward+backward
     "T": [16, 64, 256, 1024, 4096],

@@ -32,6 +32,17 @@ def _speed(r):
     return "–" if r is None else f"**{r['speedup_vs_torch']:.2f}×**"
 
 
+def _layer_gemm(rows, gemm):
+    # the second "gemm" row, if any: torch.mm at the large LSTM's input-projection shape
+    r = [r for r in rows if r["section"] == "gemm"][1:]
+    if not r:
+        return ""
+    v = r[0]["value"]
+    return (f" For comparison, {r[0]['metric'].replace(' (best of run)', '')} (the large "
+            f"LSTM's input projection), best of the run: {v:.1f} GFLOP/s ({100 * v / gemm:.0f}% "
+            f"of the square rate).")
+
+
 def render(rows, gemm, facts, ours="fastrnn-numba"):
     fastest = best(rows)
     out = [f"Machine: {facts['cpu']}, {facts['cores']} cores ({facts['device']}); torch "
@@ -39,7 +50,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
            f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate (torch.mm 2048², float32, "
            f"best of the run): {gemm:.1f} GFLOP/s. I = H. Speedup = torch time / {ours} time "
            f"(above 1: fastrnn faster); each provider's time is the faster of its medians "
-           f"in the shared process and alone in a child process.", ""]
+           f"in the shared process and alone in a child process.{_layer_gemm(rows, gemm)}", ""]
     out += ["## Standard shapes", "",
             f"| cell | shape (T, B, H) | mode | {ours} ms | torch ms | reference ms | speedup | "
             f"{ours} GFLOP/s (% of GEMM) |", "|---|---|---|---|---|---|---|---|"]

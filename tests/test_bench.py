@@ -37,6 +37,10 @@ def test_quick_report(tmp_path, capsys):
     assert all(float(r["median_ms"]) > 0 and r["commit"] and r["threads"] for r in timed)
     report = (tmp_path / "report.md").read_text()
     assert "| rnn_tanh f32 | (3, 2, 4) | fwdbwd |" in report
+    gemm = [r["metric"] for r in rows if r["section"] == "gemm"]
+    assert gemm == ["torch.mm 2048² float32 (best of run)",
+                    "torch.mm 16384x512 @ 512x2048 float32 (best of run)"]
+    assert "For comparison, torch.mm 16384x512 @ 512x2048 float32 (the large LSTM's" in report
 
 
 def test_targets_table_checks_every_issue_target():
