@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import os
 
+import torch
+
 log = logging.getLogger("fastrnn")
 
 # Cells whose fused kernels each backend ships. Adding a cell = adding it here.
@@ -59,11 +61,7 @@ class Backend:
 
 class NumbaBackend(Backend):
     name, module, cells = "numba", "fastrnn.kernels.numba", frozenset(_NUMBA_CELLS)
-
-    @property
-    def dtypes(self):
-        import torch
-        return (torch.float32, torch.float64)
+    dtypes = (torch.float32, torch.float64)
 
     def device_ok(self, tensor):
         if tensor.device.type != "cpu":
@@ -77,11 +75,7 @@ def triton_interpret():
 
 class TritonBackend(Backend):
     name, module, cells = "triton", "fastrnn.kernels.triton", frozenset(_TRITON_CELLS)
-
-    @property
-    def dtypes(self):
-        import torch
-        return (torch.float32, torch.float16, torch.bfloat16)
+    dtypes = (torch.float32, torch.float16, torch.bfloat16)
 
     def device_ok(self, tensor):
         # under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests)

@@ -218,6 +218,31 @@ def test_cell_parity(cls, extra, bias):
         [v.shape for v in states(theirs(torch.randn(0, 3)))]
 
 
+class _Double(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+@pytest.mark.parametrize("cls,extra", CELLS)
+def test_cell_with_a_parametrized_weight(cls, extra):
+    # the cells read plain parameters from _parameters (fast); a parametrized weight is
+    # no longer there and must still be read through the module, with its gradient
+    from torch.nn.utils import parametrize
+    torch.manual_seed(4)
+    ours = getattr(fastrnn, cls)(3, 5, **extra)
+    theirs = getattr(torch.nn, cls)(3, 5, **extra)
+    theirs.load_state_dict(ours.state_dict())
+    for m in (ours, theirs):
+        parametrize.register_parametrization(m, "weight_hh", _Double())
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        _close_states(ours(x), theirs(x), TOL, "parametrized, no grad")
+    for m in (ours, theirs):
+        sum(v.sum() for v in states(m(x))).backward()
+    a, b = (m.parametrizations.weight_hh.original.grad for m in (ours, theirs))
+    assert_close(a, b, TOL, "grad of the parametrized weight")
+
+
 @pytest.mark.parametrize("B,I,H", [(4, 3, 5), (1, 7, 1), (40, 130, 160)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cls,extra", CELLS)
