@@ -93,6 +93,11 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = r["value"]
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
+    errors = [r for r in rows if r["section"] == "errors"]
+    if errors:
+        out += ["", "## Errors (cases or providers that did not run)", "",
+                "| case | provider | error |", "|---|---|---|"]
+        out += [f"| `{r['metric']}` | {r['provider']} | {r['value']} |" for r in errors]
     return "\n".join(out) + "\n"
 
 

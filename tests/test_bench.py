@@ -89,7 +89,35 @@ def test_gpu_timing_loop_under_the_triton_interpreter():
     assert cases.name("lstm", "bf16", "fwdbwd", 1024, 16, 768) in gpu_cases()
     todo = [cases.name(c, "f32", m, 2, 2, 4) for c in ("rnn_tanh", "gru", "lstm")
             for m in ("fwd", "fwdbwd")]
-    rows = timing_rows("matrix", time_matrix(todo, "cpu", repeats=1, warmup=0), {}, {})
+    times, errors = time_matrix(todo, "cpu", repeats=1, warmup=0)
+    rows = timing_rows("matrix", times, {}, {})
+    assert errors == []
     assert {(r["cell"], r["mode"], r["provider"]) for r in rows} == \
         {(c, m, p) for c in ("rnn_tanh", "gru", "lstm") for m in ("fwd", "fwdbwd")
          for p in PROVIDERS}
+
+
+def test_gpu_timing_loop_reports_a_failing_provider_and_goes_on(monkeypatch):
+    # one short GPU session must not be lost to one kernel: the failure is recorded,
+    # the other provider and the next cases are still timed, late cases are listed
+    from bench.gpu import time_matrix
+    from bench.report import render
+    real = cases.make_step
+
+    def make_step(module, case, device="cpu"):
+        if getattr(module, "backend", None) == "triton" and cases.parse(case)[0] == "gru":
+            raise RuntimeError("PTX assembly failed\nmore lines")
+        return real(module, case, device)
+
+    monkeypatch.setattr(cases, "make_step", make_step)
+    todo = [cases.name(c, "f32", "fwd", 2, 2, 4) for c in ("gru", "lstm")]
+    times, errors = time_matrix(todo, "cpu", repeats=1, warmup=0)
+    assert errors == [(todo[0], "fastrnn-triton", "RuntimeError: PTX assembly failed")]
+    assert set(times[todo[0]]) == {("torch", "same")}
+    assert set(times[todo[1]]) == {("fastrnn-triton", "same"), ("torch", "same")}
+    times, errors = time_matrix(todo, "cpu", repeats=1, warmup=0, limit_s=-1)
+    assert times == {} and [e[1] for e in errors] == ["all", "all"]
+    rows = [dict(section="errors", provider=p, metric=c, value=e, unit="") for c, p, e in errors]
+    facts = dict(cpu="cpu", cores=2, device="cpu", torch="t", numba="n", triton="t", commit="c",
+                 threads="")
+    assert "## Errors (cases or providers that did not run)" in render(rows, 1.0, facts)
