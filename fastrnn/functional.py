@@ -12,6 +12,11 @@ import torch.nn.functional as F
 from . import backends, reference
 from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
 
+# torch.compile: every entry point below runs eagerly, a graph break on each side of
+# the call. Dynamo cannot trace the launchers (numpy views, Numba dispatch), and the
+# kernels are fused already; the model's other layers still compile.
+_eager = torch.compiler.disable
+
 
 # ------------------------------------------------------------------ checks
 def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj=False):
@@ -84,6 +89,7 @@ def _stack_states(finals):
     return finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
 
 
+@_eager
 def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dropout=0.0,
         training=False, bidirectional=False, lengths=None, backend=None):
     """Elman RNN, h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
@@ -126,6 +132,7 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
     return out, _stack_states(finals)
 
 
+@_eager
 def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
         bidirectional=False, lengths=None, backend=None):
     """GRU (torch's gate order r, z, n; b_hn inside the r-product).
@@ -160,6 +167,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     return out, _stack_states(finals)
 
 
+@_eager
 def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
          bidirectional=False, proj_size=0, lengths=None, backend=None):
     """LSTM (torch's gate order i, f, g, o), optionally with a projection (proj_size > 0).
@@ -210,6 +218,7 @@ def _step(cell, be, x, states, w, bias, **opts):
                   b_ih=w[2] if bias else None, b_hh=w[3] if bias else None, **opts)
 
 
+@_eager
 def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None):
     """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]."""
     be = backends.select("rnn", input, backend)
@@ -221,6 +230,7 @@ def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None
     return h
 
 
+@_eager
 def gru_cell(input, hx, weights, *, bias=True, backend=None):
     """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]."""
     be = backends.select("gru", input, backend)
@@ -231,6 +241,7 @@ def gru_cell(input, hx, weights, *, bias=True, backend=None):
     return h
 
 
+@_eager
 def lstm_cell(input, hx, weights, *, bias=True, backend=None):
     """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c')."""
     be = backends.select("lstm", input, backend)

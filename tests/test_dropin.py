@@ -354,3 +354,32 @@ def test_cell_errors_like_torch(cls, extra):
                 call(c)
             types.append(info.type)
         assert types[0] is types[1]
+
+
+# ------------------------------------------------------------------ torch.compile
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_torch_compile_runs_the_layer_eagerly(kind):
+    # Dynamo cannot trace the launchers; the functional entry points are
+    # torch.compiler.disable'd, so compiling a module (or a model around it, with
+    # Dynamo's allow_rnn) gives torch's numbers and the other layers still compile
+    import torch._dynamo.testing
+    ours, theirs = pair(4, 6, 2, kind=kind, bidirectional=True)
+    x = torch.randn(5, 3, 4)
+    torch._dynamo.reset()
+    compiled = torch.compile(ours, backend="aot_eager")
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (a, _), (b, _) = compiled(xa), theirs(xb)
+    assert_close(a, b, TOL, "compiled output")
+    a.sum().backward()
+    b.sum().backward()
+    assert_close(xa.grad, xb.grad, TOL, "compiled d input")
+
+    P = ours.proj_size if kind == "lstm_proj" else ours.hidden_size
+    head = torch.nn.Linear(2 * P, 2)
+    model = lambda inp: head(torch.relu(ours(inp * 2)[0])).sum()   # noqa: E731
+    counter = torch._dynamo.testing.CompileCounter()
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        got = torch.compile(model, backend=counter)(x)
+    assert_close(got, head(torch.relu(theirs(x * 2)[0])).sum(), TOL, "compiled model")
+    assert counter.frame_count >= 1
