@@ -6,16 +6,33 @@ PackedSequence input into this form). ``weights`` is torch's flat weight list,
 in torch's order: for every layer, for every direction,
 ``w_ih [G, I_l], w_hh [G, H], (b_ih [G], b_hh [G] if bias)``.
 """
+import functools
+import sys
+
 import torch
 import torch.nn.functional as F
 
 from . import backends, reference
 from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
 
-# torch.compile: every entry point below runs eagerly, a graph break on each side of
-# the call. Dynamo cannot trace the launchers (numpy views, Numba dispatch), and the
-# kernels are fused already; the model's other layers still compile.
-_eager = torch.compiler.disable
+def _eager(fn):
+    """torch.compile: run ``fn`` eagerly, a graph break on each side of the call.
+
+    Dynamo cannot trace the launchers (numpy views, Numba dispatch), and the kernels
+    are fused already; the model's other layers still compile. torch.compiler.disable
+    is applied only once Dynamo is loaded: importing it (it also imports triton) at
+    ``import fastrnn`` would cost every user ~1 s of start-up.
+    """
+    disabled = []
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))
+        return disabled[0](*args, **kwargs)
+    return call
 
 
 # ------------------------------------------------------------------ checks

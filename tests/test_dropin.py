@@ -359,9 +359,11 @@ def test_cell_errors_like_torch(cls, extra):
 # ------------------------------------------------------------------ torch.compile
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_torch_compile_runs_the_layer_eagerly(kind):
-    # Dynamo cannot trace the launchers; the functional entry points are
-    # torch.compiler.disable'd, so compiling a module (or a model around it, with
-    # Dynamo's allow_rnn) gives torch's numbers and the other layers still compile
+    # Dynamo cannot trace the launchers; the functional entry points run eagerly
+    # under torch.compile (functional._eager), so compiling a module (or a model
+    # around it, with Dynamo's allow_rnn) gives torch's numbers and the other layers
+    # still compile. The first-call-compiled case is what a fresh process sees: the
+    # test_backends import test checks that eager use never loads Dynamo (or triton).
     import torch._dynamo.testing
     ours, theirs = pair(4, 6, 2, kind=kind, bidirectional=True)
     x = torch.randn(5, 3, 4)
