@@ -24,7 +24,7 @@ setup(
         "fastrnn.kernels.triton": "kernels/triton",
     },
     install_requires=[
-        "torch>=2.1,<3",
+        "torch>=2.4,<3",          # torch.is_autocast_enabled(device_type); tested on 2.13
         "numpy>=1.24",
         "numba>=0.59",
         "triton>=3.0; platform_system == 'Linux'",

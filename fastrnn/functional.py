@@ -15,23 +15,40 @@ import torch.nn.functional as F
 from . import backends, reference
 from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
 
-def _eager(fn):
-    """torch.compile: run ``fn`` eagerly, a graph break on each side of the call.
+def _entry_point(fn):
+    """How every functional entry point runs under torch's global modes.
 
-    Dynamo cannot trace the launchers (numpy views, Numba dispatch), and the kernels
-    are fused already; the model's other layers still compile. torch.compiler.disable
-    is applied only once Dynamo is loaded: importing it (it also imports triton) at
-    ``import fastrnn`` would cost every user ~1 s of start-up.
+    - autocast: the layer computes in its weights' dtype, with autocast off inside and
+      the input and states cast to that dtype (what torch's own GRU does under CPU
+      autocast; its LSTM fails there and its RNN returns bfloat16). Otherwise the
+      input projection would come out in bfloat16 beside float32 states.
+    - torch.compile: ``fn`` runs eagerly, a graph break on each side. Dynamo cannot
+      trace the launchers (numpy views, Numba dispatch), and the kernels are fused
+      already; the model's other layers still compile. torch.compiler.disable is
+      applied only once Dynamo is loaded: importing it (it also imports triton) at
+      ``import fastrnn`` would cost every user ~1 s of start-up.
     """
     disabled = []
 
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
+    def run(*args, **kwargs):
         if "torch._dynamo" not in sys.modules:
             return fn(*args, **kwargs)
         if not disabled:
             disabled.append(torch.compiler.disable(fn))
         return disabled[0](*args, **kwargs)
+
+    @functools.wraps(fn)
+    def call(input, hx, weights, *args, **kwargs):
+        device = input.device.type if isinstance(input, torch.Tensor) else None
+        if device is None or not torch.is_autocast_enabled(device):
+            return run(input, hx, weights, *args, **kwargs)
+        dtype = weights[0].dtype
+
+        def cast(t):
+            return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
+        with torch.autocast(device, enabled=False):
+            return run(cast(input), hx, weights, *args, **kwargs)
     return call
 
 
@@ -106,7 +123,7 @@ def _stack_states(finals):
     return finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
 
 
-@_eager
+@_entry_point
 def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dropout=0.0,
         training=False, bidirectional=False, lengths=None, backend=None):
     """Elman RNN, h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
@@ -149,7 +166,7 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
     return out, _stack_states(finals)
 
 
-@_eager
+@_entry_point
 def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
         bidirectional=False, lengths=None, backend=None):
     """GRU (torch's gate order r, z, n; b_hn inside the r-product).
@@ -184,7 +201,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     return out, _stack_states(finals)
 
 
-@_eager
+@_entry_point
 def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
          bidirectional=False, proj_size=0, lengths=None, backend=None):
     """LSTM (torch's gate order i, f, g, o), optionally with a projection (proj_size > 0).
@@ -235,7 +252,7 @@ def _step(cell, be, x, states, w, bias, **opts):
                   b_ih=w[2] if bias else None, b_hh=w[3] if bias else None, **opts)
 
 
-@_eager
+@_entry_point
 def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None):
     """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]."""
     be = backends.select("rnn", input, backend)
@@ -247,7 +264,7 @@ def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None
     return h
 
 
-@_eager
+@_entry_point
 def gru_cell(input, hx, weights, *, bias=True, backend=None):
     """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]."""
     be = backends.select("gru", input, backend)
@@ -258,7 +275,7 @@ def gru_cell(input, hx, weights, *, bias=True, backend=None):
     return h
 
 
-@_eager
+@_entry_point
 def lstm_cell(input, hx, weights, *, bias=True, backend=None):
     """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c')."""
     be = backends.select("lstm", input, backend)

@@ -360,7 +360,7 @@ def test_cell_errors_like_torch(cls, extra):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_torch_compile_runs_the_layer_eagerly(kind):
     # Dynamo cannot trace the launchers; the functional entry points run eagerly
-    # under torch.compile (functional._eager), so compiling a module (or a model
+    # under torch.compile (functional._entry_point), so compiling a module (or a model
     # around it, with Dynamo's allow_rnn) gives torch's numbers and the other layers
     # still compile. The first-call-compiled case is what a fresh process sees: the
     # test_backends import test checks that eager use never loads Dynamo (or triton).
@@ -385,3 +385,26 @@ def test_torch_compile_runs_the_layer_eagerly(kind):
         got = torch.compile(model, backend=counter)(x)
     assert_close(got, head(torch.relu(theirs(x * 2)[0])).sum(), TOL, "compiled model")
     assert counter.frame_count >= 1
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_autocast_computes_in_the_weights_dtype(kind):
+    # under CPU autocast torch's own RNN modules disagree (GRU: float32, RNN: bfloat16,
+    # LSTM: fails in oneDNN); fastrnn computes in the weights' dtype, like torch's GRU,
+    # so the result is the float32 one, also from a bfloat16 input, with gradients
+    ours, _ = pair(4, 6, 2, kind=kind, bidirectional=True)
+    x = torch.randn(5, 3, 4)
+    ref, _ = ours(x)
+    xb = x.to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = ours(x)
+        out_b, _ = ours(xb)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    assert torch.equal(out_b, ours(xb.detach().float())[0])     # bfloat16 input, cast up
+    out_b.sum().backward()
+    assert xb.grad.dtype == torch.bfloat16 and xb.grad.abs().sum() > 0
+    if kind != "lstm_proj":                                    # the cell of this kind
+        cell = getattr(fastrnn, KINDS[kind][0] + "Cell")(4, 6, **KINDS[kind][1])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = states(cell(x[0]))[0]
+        assert h.dtype == torch.float32 and torch.equal(h, states(cell(x[0]))[0])
