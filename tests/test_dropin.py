@@ -408,3 +408,34 @@ def test_autocast_computes_in_the_weights_dtype(kind):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = states(cell(x[0]))[0]
         assert h.dtype == torch.float32 and torch.equal(h, states(cell(x[0]))[0])
+
+
+# ------------------------------------------------------------- torch features
+@pytest.mark.parametrize("kind", ["gru", "lstm_proj"])
+def test_functional_call_checkpoint_and_frozen_layers_as_torch(kind):
+    # what training code does around a recurrent layer: torch.func.functional_call
+    # with other weights, activation checkpointing (both modes), a frozen first layer
+    from torch.func import functional_call
+    from torch.utils.checkpoint import checkpoint
+    ours, theirs = pair(4, 6, 2, kind=kind, bidirectional=True)
+    x = torch.randn(5, 3, 4)
+    params = {n: p.detach() * 1.5 for n, p in ours.named_parameters()}
+    assert_close(functional_call(ours, params, (x,))[0], functional_call(theirs, params, (x,))[0],
+                 TOL, "functional_call")
+    for m in (ours, theirs):
+        for n, p in m.named_parameters():
+            p.requires_grad_(not n.endswith(("l0", "l0_reverse")))
+    for reentrant in (False, True):
+        got = []
+        for m in (ours, theirs):
+            m.zero_grad()
+            xi = x.clone().requires_grad_()
+            y = checkpoint(lambda inp: m(inp)[0], xi, use_reentrant=reentrant) if m is ours \
+                else m(xi)[0]
+            y.pow(2).sum().backward()
+            got.append((xi.grad, grads(m)))
+        assert_close(got[0][0], got[1][0], TOL, "d input")
+        for n, g in got[1][1].items():
+            assert (g is None) == (got[0][1][n] is None), n
+            if g is not None:
+                assert_close(got[0][1][n], g, TOL, n)
