@@ -185,6 +185,14 @@ def main(argv=None):
     run_cpu(args)
 
 
+def _gemm_rates(gemm=0.0, layer_gemm=0.0):
+    """torch.mm's float32 rates, the best so far: 2048² squares, and the large LSTM's
+    input-projection shape (matrix.LAYER_GEMM). Measured before, between and after
+    the sections, as the machine's speed drifts."""
+    return (max(gemm, gemm_gflops()),
+            max(layer_gemm, gemm_gflops(shape=matrix.LAYER_GEMM, repeats=3)))
+
+
 def run_cpu(args):
     import fastrnn.kernels.numba  # noqa: F401  (load and configure the backend up front)
 
@@ -197,7 +205,7 @@ def run_cpu(args):
         else:
             providers.append(prov)
     facts = machine_facts()
-    gemm, layer_gemm = gemm_gflops(), gemm_gflops(shape=matrix.LAYER_GEMM, repeats=3)
+    gemm, layer_gemm = _gemm_rates()
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, numba "
           f"{facts['numba']}; threads {facts['threads']}; float32 GEMM rate {gemm:.1f} "
           "GFLOP/s", flush=True)
@@ -218,8 +226,7 @@ def run_cpu(args):
         if "matrix" in sections:
             t = time_cases(std, providers, rounds, args.quick, not args.quick, bar)
             rows += timing_rows("matrix", t, {}, facts)
-            gemm = max(gemm, gemm_gflops())
-            layer_gemm = max(layer_gemm, gemm_gflops(shape=matrix.LAYER_GEMM, repeats=3))
+            gemm, layer_gemm = _gemm_rates(gemm, layer_gemm)
         if "sweeps" in sections:
             t = time_cases(sweep_cases, [q for q in providers if q != "reference"], 1,
                            args.quick, False, bar)
@@ -230,8 +237,7 @@ def run_cpu(args):
     if "charlm" in sections:
         print("character-level LM on the standard library's sources ...", flush=True)
         rows += charlm_rows(providers, args.quick, facts)
-    gemm = max(gemm, gemm_gflops())
-    layer_gemm = max(layer_gemm, gemm_gflops(shape=matrix.LAYER_GEMM, repeats=3))
+    gemm, layer_gemm = _gemm_rates(gemm, layer_gemm)
     for r in rows:
         if r.get("gflops") not in (None, ""):
             r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)

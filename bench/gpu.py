@@ -45,7 +45,7 @@ def gpu_cases():
     return out
 
 
-def time_matrix(todo, device, repeats=10, warmup=3, limit_s=None, providers=PROVIDERS):
+def time_matrix(todo, device, repeats=10, warmup=3, limit_s=None):
     """-> ({case: {(provider, "same"): [ms, ...]}}, [(case, provider, error)]).
 
     Providers alternate per repeat. A provider whose first (warm-up) call raises is
@@ -60,7 +60,7 @@ def time_matrix(todo, device, repeats=10, warmup=3, limit_s=None, providers=PROV
                 errors.append((c, "all", f"not run: the timing's {limit_s} s budget was spent"))
                 continue
             fns = {}
-            for p in providers:
+            for p in PROVIDERS:
                 try:
                     fn = cases.make_step(cases.modules(c, [p], device)[p], c, device)
                     fn()                            # first call: compilation, plans

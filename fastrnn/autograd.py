@@ -19,16 +19,18 @@ import torch.nn.functional as F
 from . import reference
 
 
-def _mm(a, b, add=None):
-    """add + a @ b, the GEMMs outside the kernels.
-
-    float64 on the CPU asks for the mirrored product (b^T a^T)^T. MKL's dgemm ran
+def _mirrored(t):
+    """float64 on the CPU: ask MKL for the mirrored product (b^T a^T)^T. Its dgemm ran
     the layouts torch.mm and autograd's own linear backward pass to it at 33-36
     GFLOP/s on the bench machine (AMD EPYC, AVX2), and the mirrored call at 44-70,
     at the middle and large LSTM shapes. float32 (oneDNN/MKL sgemm) was even or
-    slower mirrored, so it keeps torch's layout.
-    """
-    mirror = a.dtype == torch.float64 and a.device.type == "cpu"
+    slower mirrored, so it keeps torch's layout."""
+    return t.dtype == torch.float64 and t.device.type == "cpu"
+
+
+def _mm(a, b, add=None):
+    """add + a @ b, the GEMMs outside the kernels, mirrored where ``_mirrored``."""
+    mirror = _mirrored(a)
     if mirror:
         a, b, add = b.t(), a.t(), (None if add is None else add.t())
     r = a.mm(b) if add is None else torch.addmm(add, a, b)
@@ -38,7 +40,7 @@ def _mm(a, b, add=None):
 class InputProjection(torch.autograd.Function):
     """xproj = x @ w^T + b over all steps, with its backward through ``_mm``.
 
-    Used for float64 on the CPU only (``project``); elsewhere F.linear's own
+    Used only where ``_mirrored`` (``project``); elsewhere F.linear's own
     backward is as fast and runs no Python. The backward's ops are differentiable,
     so double backward works through it.
     """
@@ -61,7 +63,7 @@ class InputProjection(torch.autograd.Function):
 
 def project(x, w, b):
     """The input projection of all steps, one GEMM: x [T, B, I] -> [T, B, G]."""
-    if x.dtype == torch.float64 and x.device.type == "cpu" and torch.is_grad_enabled():
+    if _mirrored(x) and torch.is_grad_enabled():
         return InputProjection.apply(x, w, b)
     return F.linear(x, w, b)
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from . import backends, reference
 from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
 
+
 def _entry_point(fn):
     """How every functional entry point runs under torch's global modes.
 
