@@ -18,6 +18,7 @@ import numba
 from numba import njit
 
 from ..._alloc import keep_freed_memory
+from ._gemm import gemm_nt
 
 
 keep_freed_memory()
@@ -96,3 +97,21 @@ def zero_tail(a, lengths, b):
     # a [T, B, *]: positions past row b's length are zeros, like pad_packed_sequence
     for t in range(lengths[b], a.shape[0]):
         a[t, b, :] = 0.0
+
+
+@njit(cache=True)
+def gemm_step(src, lengths, rows, b0, nact, s, reverse, uniform, buf, w, out):
+    # out[:nact] = the chunk's running rows of src [T, B, K] at step s, @ w^T.
+    # BPTT kernels write each step's gradient straight into their [T, B, *] output and
+    # multiply from there: with equal lengths (uniform) the rows are b0, b0+1, ... at
+    # one time index, a contiguous block. Writing a second copy into a per-thread
+    # buffer inside the gate loop made that loop 2-3x slower (LSTM, 2.5 vs 1.3 ms at
+    # T=100, B=32, H=128, float32); with variable lengths rows differ in time index
+    # and order, so they are gathered into ``buf`` first.
+    if uniform:
+        gemm_nt(src[step_time(s, lengths[rows[b0]], reverse), b0:b0 + nact], w, out, nact)
+        return
+    for r in range(nact):
+        b = rows[b0 + r]
+        buf[r] = src[step_time(s, lengths[b], reverse), b]
+    gemm_nt(buf, w, out, nact)

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
-from ._common import KERNEL, as_numpy, batch_plan, running, step_time, zero_tail
+from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
@@ -59,7 +59,7 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, out, h
 
 @njit(**KERNEL)
 def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bounds, reverse,
-                   grad_x, grad_hp, grad_h0):
+                   uniform, grad_x, grad_hp, grad_h0):
     # writes grad_x = dL/d xproj and grad_hp = dL/d hp (differs in the n part:
     # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0
     T, B, H = out.shape
@@ -70,7 +70,7 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
             continue
         dh = np.empty((nb, H), out.dtype)           # [nb, H] dL/dh carried back
         dz_h = np.empty((nb, H), out.dtype)         # [nb, H] the direct path d * z
-        g = np.empty((nb, 3 * H), out.dtype)        # [nb, G] dL/d hp of this step
+        g = np.empty((nb, 3 * H), out.dtype)        # [nb, G] gathered grad_hp rows (varlen)
         back = np.empty((nb, H), out.dtype)         # [nb, H] g @ W_hh
         for r in range(nb):
             dh[r] = grad_hn[rows[b0 + r]]
@@ -95,14 +95,12 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
                     grad_x[t, b, j] = drp
                     grad_x[t, b, H + j] = dzp
                     grad_x[t, b, 2 * H + j] = dn
-                    g[r, j] = drp
-                    g[r, H + j] = dzp
-                    g[r, 2 * H + j] = dn * rg
                     grad_hp[t, b, j] = drp
                     grad_hp[t, b, H + j] = dzp
                     grad_hp[t, b, 2 * H + j] = dn * rg
                     dz_h[r, j] = d * zg
-            gemm_nt(g, w_hh_t, back, nact)                      # back = g @ W_hh
+            # back = grad_hp[t] @ W_hh
+            gemm_step(grad_hp, lengths, rows, b0, nact, s, reverse, uniform, g, w_hh_t, back)
             for r in range(nact):
                 for j in range(H):
                     dh[r, j] = back[r, j] + dz_h[r, j]
@@ -140,5 +138,5 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
     lens, rows, bounds = batch_plan(lengths, B, T)
     gru_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(h0),
                    as_numpy(gates), as_numpy(w_hh.t()), lens, rows, bounds, reverse,
-                   grad_x.numpy(), grad_hp.numpy(), grad_h0.numpy())
+                   lengths is None, grad_x.numpy(), grad_hp.numpy(), grad_h0.numpy())
     return grad_x, grad_hp, grad_h0

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
-from ._common import KERNEL, as_numpy, batch_plan, running, step_time, zero_tail
+from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
@@ -79,7 +79,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
 
 @njit(**KERNEL)
 def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
-                    bounds, reverse, proj, grad_pre, grad_h, grad_h0, grad_c0):
+                    bounds, reverse, uniform, proj, grad_pre, grad_h, grad_h0, grad_c0):
     # writes grad_pre = dL/d a [T, B, G] and, with a projection, grad_h = dL/d h_t
     # [T, B, P] (for dW_hr), both zero past each length, and grad_h0 [B, P], grad_c0 [B, H].
     # Without a projection dL/dm is grad_out[t] + dh, formed inside the gate loop: no
@@ -93,9 +93,9 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
             continue
         dh = np.empty((nb, P), grad_out.dtype)      # [nb, P] dL/dh carried back
         dc = np.empty((nb, H), grad_out.dtype)      # [nb, H] dL/dc carried back
-        d = np.empty((nb, P), grad_out.dtype)       # [nb, P] total dL/dh_t
+        d = np.empty((nb, P), grad_out.dtype)       # [nb, P] gathered grad_h rows (varlen)
         dm = np.empty((nb, H), grad_out.dtype)      # [nb, H] dL/dm
-        g = np.empty((nb, 4 * H), grad_out.dtype)   # [nb, G] dL/da
+        g = np.empty((nb, 4 * H), grad_out.dtype)   # [nb, G] gathered grad_pre rows (varlen)
         for r in range(nb):
             dh[r] = grad_hn[rows[b0 + r]]
             dc[r] = grad_cn[rows[b0 + r]]
@@ -107,10 +107,9 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
                     b = rows[b0 + r]
                     t = step_time(s, lengths[b], reverse)
                     for j in range(P):
-                        v = grad_out[t, b, j] + dh[r, j]
-                        d[r, j] = v
-                        grad_h[t, b, j] = v
-                gemm_nt(d, w_hr_t, dm, nact)                      # dm = d @ W_hr
+                        grad_h[t, b, j] = grad_out[t, b, j] + dh[r, j]
+                # dm = grad_h[t] @ W_hr
+                gemm_step(grad_h, lengths, rows, b0, nact, s, reverse, uniform, d, w_hr_t, dm)
             for r in range(nact):
                 b = rows[b0 + r]
                 L = lengths[b]
@@ -130,15 +129,12 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
                     gc = dct * ig * (1.0 - gg * gg)
                     go = dmk * tc * og * (1.0 - og)
                     dc[r, k] = dct * fg
-                    g[r, k] = gi
-                    g[r, H + k] = gf
-                    g[r, 2 * H + k] = gc
-                    g[r, 3 * H + k] = go
                     grad_pre[t, b, k] = gi
                     grad_pre[t, b, H + k] = gf
                     grad_pre[t, b, 2 * H + k] = gc
                     grad_pre[t, b, 3 * H + k] = go
-            gemm_nt(g, w_hh_t, dh, nact)                          # dh = g @ W_hh
+            # dh = grad_pre[t] @ W_hh
+            gemm_step(grad_pre, lengths, rows, b0, nact, s, reverse, uniform, g, w_hh_t, dh)
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
@@ -181,6 +177,6 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
     lstm_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn), as_numpy(c0),
                     as_numpy(gates), as_numpy(cells), as_numpy(w_hh.t()),
                     _proj_weight(w_hr.t() if w_hr is not None else None, grad_out), lens, rows,
-                    bounds, reverse, w_hr is not None, grad_pre.numpy(), grad_h.numpy(),
-                    grad_h0.numpy(), grad_c0.numpy())
+                    bounds, reverse, lengths is None, w_hr is not None, grad_pre.numpy(),
+                    grad_h.numpy(), grad_h0.numpy(), grad_c0.numpy())
     return grad_pre, grad_h, grad_h0, grad_c0

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
-from ._common import KERNEL, as_numpy, batch_plan, running, step_time, zero_tail
+from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import tanh
 
@@ -62,8 +62,8 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
 
 
 @njit(**KERNEL)
-def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, reverse, relu,
-                   grad_pre, grad_h0):
+def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, reverse, uniform,
+                   relu, grad_pre, grad_h0):
     # grad_out/out [T, B, H], grad_hn [B, H], w_hh_t = W_hh^T [H, H]; writes the
     # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
     # grad_h0 [B, H]
@@ -74,7 +74,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
         if nb == 0:
             continue
         dh = np.empty((nb, H), out.dtype)           # [nb, H] dL/dh carried back
-        g = np.empty((nb, H), out.dtype)            # [nb, H] dL/dpre of this step
+        g = np.empty((nb, H), out.dtype)            # [nb, H] gathered grad_pre rows (varlen)
         for r in range(nb):
             dh[r] = grad_hn[rows[b0 + r]]
         nact = 0
@@ -88,15 +88,14 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
                     for j in range(H):
                         d = grad_out[t, b, j] + dh[r, j]
                         v = d if out[t, b, j] > 0.0 else 0.0
-                        g[r, j] = v
                         grad_pre[t, b, j] = v
                 else:
                     for j in range(H):
                         y = out[t, b, j]
                         v = (grad_out[t, b, j] + dh[r, j]) * (1.0 - y * y)
-                        g[r, j] = v
                         grad_pre[t, b, j] = v
-            gemm_nt(g, w_hh_t, dh, nact)                    # dh = g @ W_hh
+            # dh = grad_pre[t] @ W_hh
+            gemm_step(grad_pre, lengths, rows, b0, nact, s, reverse, uniform, g, w_hh_t, dh)
         for r in range(nb):
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
@@ -124,6 +123,7 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
         return grad_pre, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
     rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh.t()),
-                   lens, rows, bounds, reverse, nonlinearity == "relu", grad_pre.numpy(),
+                   lens, rows, bounds, reverse, lengths is None, nonlinearity == "relu",
+                   grad_pre.numpy(),
                    grad_h0.numpy())
     return grad_pre, grad_h0
