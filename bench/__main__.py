@@ -15,8 +15,12 @@ medians over repeats and rounds. In the matrix each provider is also timed alone
 in a child process of its own (on 2 cores one provider's idle-spinning thread
 pools slow the other in a shared process, measured both ways); its figure is the
 faster of the two. The GEMM rate (torch.mm 2048², float32) is the best measured
-before, between and after the sections. ``--gpu`` runs the GPU job instead (see
-bench/gpu.py).
+before, between and after the sections. At the large shape torch.mm 2048² is also
+timed alongside every case, inside the same alternation and in each child process,
+so that a layer's share of the GEMM rate can be read against the rate of the same
+minutes and process (the machine's speed drifts by 20-40% over a run; a median
+against the best of the run understates the share). ``--gpu`` runs the GPU job
+instead (see bench/gpu.py).
 """
 import argparse
 import json
@@ -29,12 +33,20 @@ from pathlib import Path
 import torch
 
 from . import cases, matrix
-from .harness import gemm_gflops, machine_facts, progress, samples, write_csv
+from .harness import (GEMM_N, gemm_gflops, gemm_step, machine_facts, progress, samples,
+                      write_csv)
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
 SECTIONS = ["matrix", "sweeps", "costs", "charlm"]
 OURS = "fastrnn-numba"
+ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
+ALONGSIDE_SHAPES = {matrix.SHAPES["large"]}     # (T, B, H) where the share is a target
+
+
+def _alongside(case):
+    cell, variant, mode, T, B, H = cases.parse(case)
+    return mode != "step" and (T, B, H) in ALONGSIDE_SHAPES
 
 
 def _repeats(case, quick):
@@ -61,16 +73,20 @@ def _alone(args):
     if args.alone != "torch":
         import fastrnn.kernels.numba  # noqa: F401
     out = {}
+    mm, _ = gemm_step()
     for item in args.cases:
         case, n = item.rsplit("=", 1)
         module = cases.modules(case, [args.alone])[args.alone]
-        out[case] = samples({"x": cases.make_step(module, case)}, int(n),
-                            warmup=_warmup(case))["x"]
+        fns = {"x": cases.make_step(module, case)}
+        if _alongside(case):
+            fns[ALONGSIDE] = mm
+        out[case] = samples(fns, int(n), warmup=_warmup(case))
     print(json.dumps(out))
 
 
 def _time_alone(provider, reps):
-    """One child process per provider and round, so start-up is paid once."""
+    """One child process per provider and round, so start-up is paid once:
+    {case: {"x": [ms, ...], and at ALONGSIDE_SHAPES ALONGSIDE: [ms, ...]}}."""
     child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider, "--cases",
                             *(f"{c}={n}" for c, n in reps.items())], capture_output=True,
                            text=True, check=True, cwd=Path(__file__).parent.parent)
@@ -78,14 +94,19 @@ def _time_alone(provider, reps):
 
 
 def time_cases(case_list, providers, rounds, quick, alone, bar):
-    """{case: {(provider, process): [ms, ...]}}; the reference runs once (it is slow)."""
+    """{case: {(provider, process): [ms, ...]}}; the reference runs once (it is slow).
+    The GEMM probe (``_alongside`` cases) is keyed (ALONGSIDE, "same") in the shared
+    process and (ALONGSIDE, "separate:<provider>") in each provider's child."""
     times = {c: {} for c in case_list}
+    mm, _ = gemm_step()
     steps = {c: {p: cases.make_step(m, c) for p, m in cases.modules(c, providers).items()}
              for c in case_list}
     reps = {c: _repeats(c, quick) for c in case_list}
     for r in range(rounds):
         for c in case_list:
             fns = {p: f for p, f in steps[c].items() if p != "reference"}
+            if _alongside(c):
+                fns[ALONGSIDE] = mm
             for p, ts in samples(fns, reps[c], warmup=_warmup(c) if r == 0 else 0).items():
                 times[c].setdefault((p, "same"), []).extend(ts)
             if r == 0 and "reference" in steps[c]:      # a per-step Python loop: slow,
@@ -97,8 +118,11 @@ def time_cases(case_list, providers, rounds, quick, alone, bar):
         if not alone:
             continue
         for p in (p for p in providers if p != "reference"):
-            for c, ts in _time_alone(p, reps).items():
-                times[c].setdefault((p, "separate"), []).extend(ts)
+            for c, series in _time_alone(p, reps).items():
+                times[c].setdefault((p, "separate"), []).extend(series["x"])
+                if ALONGSIDE in series:
+                    probe = (ALONGSIDE, f"separate:{p}")
+                    times[c].setdefault(probe, []).extend(series[ALONGSIDE])
             bar.update(len(case_list) / 2)
     return times
 
@@ -110,15 +134,23 @@ def timing_rows(section, times, axes, facts):
         med = {k: statistics.median(v) for k, v in t.items()}
         torch_best = min((v for (p, _), v in med.items() if p == "torch"), default=None)
         fl = cases.flops(case)
+        rate = {proc: 2 * GEMM_N ** 3 / ms / 1e6 for (p, proc), ms in med.items()
+                if p == ALONGSIDE}
         for axis in axes.get(case, [""]):
             for (provider, process), ms in med.items():
+                if provider == ALONGSIDE:
+                    continue
+                gemm = rate.get(process if process == "same" else f"separate:{provider}")
+                along = {} if gemm is None else dict(
+                    gemm_alongside_gflops=round(gemm, 2),
+                    gflops_pct_of_gemm_alongside=round(100 * fl / ms / 1e6 / gemm, 1))
                 rows.append(dict(section=section, axis=axis, cell=cell, variant=variant,
                                  mode=mode, T=T, B=B, I=H, H=H, provider=provider,
                                  process=process, median_ms=round(ms, 4),
                                  samples=len(t[(provider, process)]),
                                  gflops=round(fl / ms / 1e6, 2),
                                  speedup_vs_torch=round(torch_best / ms, 3)
-                                 if torch_best else "", **facts))
+                                 if torch_best else "", **along, **facts))
     return rows
 
 

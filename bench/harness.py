@@ -21,6 +21,7 @@ import torch
 # GEMM rate) fill metric/value/unit
 FIELDS = ["section", "axis", "cell", "variant", "mode", "T", "B", "I", "H", "provider",
           "process", "median_ms", "samples", "gflops", "gflops_pct_of_gemm",
+          "gemm_alongside_gflops", "gflops_pct_of_gemm_alongside",
           "speedup_vs_torch", "metric", "value", "unit", "device", "machine", "cpu", "cores",
           "threads", "torch", "numba", "triton", "commit"]
 
@@ -109,14 +110,22 @@ def compare(fns, repeats, warmup=2, device="cpu"):
     return {name: statistics.median(ts) for name, ts in samples(fns, repeats, warmup, device).items()}
 
 
-def gemm_gflops(n=2048, repeats=7, device="cpu", dtype=torch.float32, shape=None):
-    """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default: n x n
-    squares, or [m, k] @ [k, p] for ``shape`` = (m, k, p)."""
-    m, k, p = shape or (n, n, n)
+GEMM_N = 2048      # the machine's GEMM rate: torch.mm of GEMM_N x GEMM_N float32 squares
+
+
+def gemm_step(shape=(GEMM_N, GEMM_N, GEMM_N), device="cpu", dtype=torch.float32):
+    """(a callable running one torch.mm of [m, k] @ [k, p], its FLOPs); shape = (m, k, p)."""
+    m, k, p = shape
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, p, device=device, dtype=dtype)
-    ms = compare({"mm": lambda: torch.mm(a, b)}, repeats, device=device)["mm"]
-    return 2 * m * k * p / ms / 1e6
+    return (lambda: torch.mm(a, b)), 2 * m * k * p
+
+
+def gemm_gflops(n=GEMM_N, repeats=7, device="cpu", dtype=torch.float32, shape=None):
+    """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default: n x n
+    squares, or [m, k] @ [k, p] for ``shape`` = (m, k, p)."""
+    mm, fl = gemm_step(shape or (n, n, n), device, dtype)
+    return fl / compare({"mm": mm}, repeats, device=device)["mm"] / 1e6
 
 
 class _Dots:

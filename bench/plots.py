@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .report import SHAPE_NAMES, best  # noqa: E402
 
 INT = ("T", "B", "H")
-NUM = ("median_ms", "gflops", "gflops_pct_of_gemm", "speedup_vs_torch", "value")
+NUM = ("median_ms", "gflops", "gflops_pct_of_gemm", "gemm_alongside_gflops",
+       "gflops_pct_of_gemm_alongside", "speedup_vs_torch", "value")
 STYLE = {"fastrnn-numba": "-o", "fastrnn-triton": "-o", "torch": "--s", "reference": ":^"}
 
 

@@ -43,6 +43,24 @@ def _layer_gemm(rows, gemm):
             f"of the square rate).")
 
 
+def _share(r):
+    # % of the best-of-run GEMM rate, and where timed (bench.__main__._alongside) of
+    # torch.mm timed alongside the case in the same process
+    along = r.get("gflops_pct_of_gemm_alongside")
+    best_pct = f"{r['gflops_pct_of_gemm']:.0f}%"
+    return best_pct if along in (None, "") else f"{best_pct}; {along:.0f}% alongside"
+
+
+def _alongside_note(rows):
+    if not any(r.get("gflops_pct_of_gemm_alongside") not in (None, "") for r in rows):
+        return ""
+    return (" At the large shape the GEMM share is also given against torch.mm 2048² timed "
+            "alongside the case (alternated with it, in the same process, median): the "
+            "machine's speed drifts by 20-40% within a run, so a median against the run's "
+            "best understates the share; the Targets table judges the share on that "
+            "alongside rate and shows both.")
+
+
 def render(rows, gemm, facts, ours="fastrnn-numba"):
     fastest = best(rows)
     out = [f"Machine: {facts['cpu']}, {facts['cores']} cores ({facts['device']}); torch "
@@ -50,7 +68,8 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
            f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate (torch.mm 2048², float32, "
            f"best of the run): {gemm:.1f} GFLOP/s. I = H. Speedup = torch time / {ours} time "
            f"(above 1: fastrnn faster); each provider's time is the faster of its medians "
-           f"in the shared process and alone in a child process.{_layer_gemm(rows, gemm)}", ""]
+           f"in the shared process and alone in a child process.{_layer_gemm(rows, gemm)}"
+           f"{_alongside_note(rows)}", ""]
     out += ["## Standard shapes", "",
             f"| cell | shape (T, B, H) | mode | {ours} ms | torch ms | reference ms | speedup | "
             f"{ours} GFLOP/s (% of GEMM) |", "|---|---|---|---|---|---|---|---|"]
@@ -60,7 +79,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
         r = p.get(ours)
         cell = f"{r['cell']} {r['variant']}" if r else case
         shape = f"{SHAPE_NAMES.get((r['T'], r['B'], r['H']), '')} ({r['T']}, {r['B']}, {r['H']})".strip()
-        gf = f"{r['gflops']:.1f} ({r['gflops_pct_of_gemm']:.0f}%)" if r else "–"
+        gf = f"{r['gflops']:.1f} ({_share(r)})" if r else "–"
         out.append(f"| {cell} | {shape} | {r['mode']} | {_ms(r)} | {_ms(p.get('torch'))} | "
                    f"{_ms(p.get('reference'))} | {_speed(r)} | {gf} |")
     sweeps = [(c, p) for (s, c, _), p in fastest.items() if s == "sweep"]
@@ -117,8 +136,14 @@ def targets(fastest, rows, ours="fastrnn-numba"):
             v = r["speedup_vs_torch"]
             line(issue, f"`{case}`", f"≥ {bound:g}×", f"{v:.2f}×", v >= bound)
         else:
-            v = r["gflops_pct_of_gemm"]
-            line(issue, f"`{case}` share of GEMM rate", f"≥ {bound:g}%", f"{v:.0f}%", v >= bound)
+            v, along = r["gflops_pct_of_gemm"], r.get("gflops_pct_of_gemm_alongside")
+            if along in (None, ""):
+                line(issue, f"`{case}` share of GEMM rate", f"≥ {bound:g}%", f"{v:.0f}%",
+                     v >= bound)
+            else:
+                line(issue, f"`{case}` share of GEMM rate", f"≥ {bound:g}%",
+                     f"{along:.0f}% alongside ({v:.0f}% of the best of the run)",
+                     along >= bound)
     values = {(r["section"], r["provider"], r["metric"]): r["value"] for r in rows
               if r["section"] in ("coldstart", "memory")}
     cold = values.get(("coldstart", ours, "first LSTM forward, warm Numba cache: after import torch"))
