@@ -18,8 +18,8 @@ faster of the two. The GEMM rate (torch.mm 2048², float32) is the best measured
 before, between and after the sections. At the large shape torch.mm 2048² is also
 timed alongside every case, inside the same alternation and in each child process,
 so that a layer's share of the GEMM rate can be read against the rate of the same
-minutes and process (the machine's speed drifts by 20-40% over a run; a median
-against the best of the run understates the share). ``--gpu`` runs the GPU job
+minutes and process (the machine's speed drifts by 20-40% over a run, so a median
+set against the best of the run compares two moments). ``--gpu`` runs the GPU job
 instead (see bench/gpu.py).
 """
 import argparse

@@ -57,8 +57,8 @@ def _alongside_note(rows):
     return (" At the large shape the GEMM share is also given against torch.mm 2048² timed "
             "alongside the case (alternated with it, in the same process, median): the "
             "machine's speed drifts by 20-40% within a run, so a median against the run's "
-            "best understates the share; the Targets table judges the share on that "
-            "alongside rate and shows both.")
+            "best rate compares two different moments; the Targets table judges the share "
+            "on that alongside rate and shows both.")
 
 
 def render(rows, gemm, facts, ours="fastrnn-numba"):
