@@ -171,9 +171,11 @@ def costs_rows(providers, quick, facts):
         rows.append(_value_row("coldstart", p, f"{what}: after import torch", round(own, 3),
                                "s", facts))
     T, B, H = matrix.SHAPES["large"]
-    for p, mib in costs.memory([p for p in providers if p != "reference"]).items():
-        rows.append(_value_row("memory", p, f"peak RSS rise, LSTM fwd+bwd ({T}, {B}, {H})",
-                               round(mib, 1), "MiB", facts, cell="lstm", T=T, B=B, H=H, I=H))
+    for mode, what in (("fwdbwd", "fwd+bwd"), ("fwd", "forward under no_grad")):
+        for p, mib in costs.memory([p for p in providers if p != "reference"], mode).items():
+            rows.append(_value_row("memory", p, f"peak RSS rise, LSTM {what} ({T}, {B}, {H})",
+                                   round(mib, 1), "MiB", facts, cell="lstm", mode=mode, T=T,
+                                   B=B, H=H, I=H))
     return rows
 
 

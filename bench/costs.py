@@ -11,7 +11,8 @@ Numba cache (a new NUMBA_CACHE_DIR: every kernel the forward needs is compiled)
 and again with that cache warm.
 
 Memory: the rise of the process's peak resident memory during the first
-forward+backward at the large shape, after a tiny warm-up that loads the kernels;
+forward+backward at the large shape, and (in another child) during the first
+forward under ``no_grad``, each after a tiny warm-up that loads the kernels;
 the input tensor is allocated before the baseline is read, so the figure is what
 the layer itself allocates. Linux's VmHWM is reset first (/proc/self/clear_refs);
 ru_maxrss would not do: a child inherits its parent's high-water mark across
@@ -70,9 +71,10 @@ def cold_start(providers, quick=False):
     return floor, rows
 
 
-def memory(providers):
-    """{provider: MiB the first large-shape fwd+bwd adds to the peak RSS}."""
-    return {p: _child("memory", p)[1]["peak_mib"] for p in providers}
+def memory(providers, mode="fwdbwd"):
+    """{provider: MiB the first large-shape fwd+bwd (``mode`` "fwdbwd") or forward under
+    no_grad ("fwd") adds to the peak RSS}."""
+    return {p: _child(f"memory-{mode}", p)[1]["peak_mib"] for p in providers}
 
 
 # ------------------------------------------------------------- child side
@@ -103,14 +105,20 @@ def _child_main(what, provider):
     from .matrix import SHAPES
     T, B, H = SHAPES["large"]
     m = _layer(provider, H)
-    m(torch.randn(2, B, H, requires_grad=True))[0].sum().backward()     # load kernels
-    m.zero_grad(set_to_none=False)
-    x = torch.randn(T, B, H, requires_grad=True)
+    train = what == "memory-fwdbwd"
+    with torch.no_grad():
+        m(torch.randn(2, B, H))                 # load the kernels
+    if train:
+        m(torch.randn(2, B, H, requires_grad=True))[0].sum().backward()
+        m.zero_grad(set_to_none=False)
+    x = torch.randn(T, B, H, requires_grad=train)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                            # VmHWM := current RSS
     base = _status_kib("VmHWM")
-    out, (h, c) = m(x)
-    (out.sum() + h.sum() + c.sum()).backward()
+    with torch.set_grad_enabled(train):
+        out, (h, c) = m(x)
+        if train:
+            (out.sum() + h.sum() + c.sum()).backward()
     print(json.dumps({"peak_mib": (_status_kib("VmHWM") - base) / 1024}))
 
 

@@ -150,7 +150,7 @@ def targets(fastest, rows, ours="fastrnn-numba"):
     if cold is not None:
         line(4, "cold start after import torch, warm Numba cache", f"< {COLD_START_TARGET_S:g} s",
              f"{cold:.2f} s", cold < COLD_START_TARGET_S)
-    mem = {p: v for (s, p, _), v in values.items() if s == "memory"}
+    mem = {p: v for (s, p, m), v in values.items() if s == "memory" and "fwd+bwd" in m}
     if ours in mem and "torch" in mem:
         line(4, "peak memory, LSTM fwd+bwd at the large shape", "≤ torch",
              f"{mem[ours]:.0f} vs {mem['torch']:.0f} MiB", mem[ours] <= mem["torch"])

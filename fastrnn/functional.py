@@ -90,6 +90,11 @@ def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj
             raise ValueError(f"lengths must lie in [1, {T}]")
 
 
+def _needs_grad(*tensors):
+    # whether autograd will record this call (None entries are absent weights)
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _recompute(x, w_ih, b):
     # lets a Function drop xproj after forward (see autograd.py, double backward)
     return lambda: F.linear(x, w_ih, b)
@@ -194,6 +199,9 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
         xproj = project(x, w_ih, b)
         if be.name == "reference":
             return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
+        if not _needs_grad(xproj, h0[0], w_hh, b_hn):     # inference: save nothing
+            return be.kernels().gru_fwd(xproj=xproj, h0=h0[0], w_hh=w_hh, b_hn=b_hn,
+                                        lengths=lengths, reverse=reverse, save=False)[:2]
         return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be,
                                  _recompute(x, w_ih, b))
 
@@ -226,6 +234,10 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
         xproj = project(x, w_ih, b)
         if be.name == "reference":
             out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
+        elif not _needs_grad(xproj, *state, w_hh, w_hr):  # inference: save nothing
+            out, h, c = be.kernels().lstm_fwd(xproj=xproj, h0=state[0], c0=state[1], w_hh=w_hh,
+                                              w_hr=w_hr, lengths=lengths, reverse=reverse,
+                                              save=False)[:3]
         else:
             out, h, c = LSTMFunction.apply(xproj, state[0], state[1], w_hh, w_hr, lengths,
                                            reverse, be, _recompute(x, w_ih, b))
@@ -244,7 +256,7 @@ def _step(cell, be, x, states, w, bias, **opts):
     """One step through the backend's fused no-autograd launcher ``<cell>_step``
     (decoding under no_grad); None when the call needs autograd or the backend has
     no such launcher, and the caller then runs a length-1 sequence."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *w)):
+    if _needs_grad(x, *states, *w):
         return None
     launch = None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
     if launch is None:

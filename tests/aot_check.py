@@ -52,8 +52,8 @@ def signature(fn, dtype):
 
 def resources(fn, dtype, cfg, arch):
     consts = {k: v for k, v in cfg.items() if k != "num_warps"}
-    # the heaviest flag setting: tanh, reverse, variable lengths, projection
-    flags = dict(REVERSE=True, RELU=False, VARLEN=True, PROJ=True, PRECISION="ieee")
+    # the heaviest flag setting: tanh, reverse, variable lengths, projection, saving
+    flags = dict(REVERSE=True, RELU=False, VARLEN=True, PROJ=True, SAVE=True, PRECISION="ieee")
     consts.update({k: v for k, v in flags.items() if k in fn.arg_names})
     target = GPUTarget("cuda", arch, 32)     # capability 90 compiles for sm_90a
     k = triton.compile(ASTSource(fn, signature(fn, dtype), constexprs=consts), target=target,

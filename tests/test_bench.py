@@ -76,6 +76,13 @@ def test_targets_table_checks_every_issue_target():
     lines = targets(best([row]), [row, cold])
     assert f"| 3 | `{case}` | ≥ 1.2× | 1.19× | **no** |" in lines      # just below: not met
     assert f"| 3 | `{case}` share of GEMM rate | ≥ 75% | 80% | yes |" in lines
+    mem = [dict(section="memory", provider=p, median_ms=None, value=v,
+                metric=f"peak RSS rise, LSTM {what} (256, 64, 512)")
+           for p, what, v in (("fastrnn-numba", "fwd+bwd", 450.0), ("torch", "fwd+bwd", 593.0),
+                              ("fastrnn-numba", "forward under no_grad", 164.0),
+                              ("torch", "forward under no_grad", 72.0))]
+    assert "| 4 | peak memory, LSTM fwd+bwd at the large shape | ≤ torch | 450 vs 593 MiB | yes |" \
+        in targets(best([row]), [row] + mem)
     row.update(gflops_pct_of_gemm=70.0, gflops_pct_of_gemm_alongside=74.2)
     assert f"| 3 | `{case}` share of GEMM rate | ≥ 75% | 74% alongside (70% of the best of " \
         "the run) | **no** |" in targets(best([row]), [row])

@@ -88,6 +88,44 @@ def test_numba_gradcheck_float64(cell):
         assert torch.autograd.gradcheck(lambda *a: fn.apply(*a, lengths, reverse, be), inputs)
 
 
+@pytest.mark.parametrize("backend", ["numba", "triton"])     # triton: the interpreter
+@pytest.mark.parametrize("cell,P", [("gru", None), ("lstm", None), ("lstm", 3)])
+@pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
+def test_inference_saves_nothing(backend, cell, P, lengths):
+    # save=False: the same outputs and final states, bit for bit (NaN-poisoned, so an
+    # element left unwritten fails), and what only backward reads is not allocated
+    T, B, H = 4, 3, 7
+    inputs = _inputs(cell, T, B, H, P or H, torch.float32)
+    launch = getattr(REGISTRY[backend].kernels(), f"{cell}_fwd")
+    names = ["xproj", "h0", "w_hh", "b_hn"] if cell == "gru" else \
+        ["xproj", "h0", "c0", "w_hh", "w_hr"]
+    kw = dict(zip(names, inputs), reverse=True,
+              lengths=None if lengths is None else torch.tensor(lengths))
+    full, bare = launch(**kw), launch(**kw, save=False)
+    n = 2 if cell == "gru" else 3
+    for a, b in zip(full[:n], bare[:n]):
+        assert torch.equal(a, b)
+    assert [t.numel() for t in bare[n:]] == [0] * (len(full) - n)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_layers_under_no_grad_skip_the_functions(kind, monkeypatch):
+    import fastrnn
+    from fastrnn import autograd
+    m = getattr(fastrnn, kind)(5, 7, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 3, 5)
+    out, _ = m(x)
+    fn = getattr(autograd, f"{kind}Function")
+
+    def fail(*a):
+        raise AssertionError("the Function ran under no_grad")
+    monkeypatch.setattr(fn, "apply", fail)
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], out.detach())
+    with pytest.raises(AssertionError, match="the Function ran"):
+        m(x)                # with grad: the Function, which saves for backward
+
+
 # Triton under the interpreter: tiny shapes, odd sizes, tiles of the hidden dim crossed
 @pytest.mark.parametrize("T,B,H", [(1, 2, 5), (5, 17, 40)])
 @pytest.mark.parametrize("reverse", [False, True])

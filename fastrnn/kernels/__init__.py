@@ -14,7 +14,8 @@ RNN (``nonlinearity`` in {"tanh", "relu"}):
         -> grad_pre [T, B, H] (dL/d xproj; zero past each length), grad_h0 [B, H]
 
 GRU (gates r, z, n; xproj carries b_ih + [b_hr, b_hz, 0]):
-    gru_fwd(xproj [T, B, 3H], h0 [B, H], w_hh [3H, H], b_hn [H] or None, lengths, reverse)
+    gru_fwd(xproj [T, B, 3H], h0 [B, H], w_hh [3H, H], b_hn [H] or None, lengths, reverse,
+            save=True)
         -> out [T, B, H], h_n [B, H], gates [T, B, 4H] = (r, z, n, W_hn h + b_hn)
     gru_bwd(grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse)
         -> grad_x [T, B, 3H] (dL/d xproj), grad_hp [T, B, 3H] (dL/d (W_hh h + [0, 0, b_hn])),
@@ -22,9 +23,11 @@ GRU (gates r, z, n; xproj carries b_ih + [b_hr, b_hz, 0]):
 
 LSTM (gates i, f, g, o; P = proj_size or H; xproj carries b_ih + b_hh):
     lstm_fwd(xproj [T, B, 4H], h0 [B, P], c0 [B, H], w_hh [4H, P], w_hr [P, H] or None,
-             lengths, reverse)
+             lengths, reverse, save=True)
         -> out [T, B, P], h_n, c_n, gates [T, B, 4H], cells [T, B, H], mids [T, B, H]
            (o * tanh(c) before the projection; empty without one)
+    save=False (no gradient will be taken): what only backward reads (GRU's gates;
+    LSTM's gates, cells, mids) is neither allocated nor written and comes back empty.
     lstm_bwd(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse)
         -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t, for dW_hr; empty without a
            projection), grad_h0 [B, P], grad_c0 [B, H]
@@ -66,12 +69,12 @@ def rnn_bwd_outputs(out):
     return new_output(out.shape, out), new_output(out.shape[1:], out)
 
 
-def gru_fwd_outputs(xproj):
-    """-> (out [T, B, H], h_n [B, H], gates [T, B, 4H])."""
+def gru_fwd_outputs(xproj, save=True):
+    """-> (out [T, B, H], h_n [B, H], gates [T, B, 4H], or empty unless ``save``)."""
     T, B, G = xproj.shape
     H = G // 3
     return new_output((T, B, H), xproj), new_output((B, H), xproj), \
-        new_output((T, B, 4 * H), xproj)
+        new_output((T, B, 4 * H) if save else (0, 0, 0), xproj)
 
 
 def gru_bwd_outputs(out):
@@ -81,14 +84,16 @@ def gru_bwd_outputs(out):
         new_output((B, H), out)
 
 
-def lstm_fwd_outputs(xproj, h0, proj):
+def lstm_fwd_outputs(xproj, h0, proj, save=True):
     """-> (out [T, B, P], h_n [B, P], c_n [B, H], gates [T, B, 4H], cells [T, B, H],
-    mids [T, B, H] with a projection, else empty)."""
+    mids [T, B, H] with a projection, else empty; the last three empty unless ``save``)."""
     T, B, G = xproj.shape
     H, P = G // 4, h0.shape[1]
+    none = (0, 0, 0)
     return (new_output((T, B, P), xproj), new_output((B, P), xproj), new_output((B, H), xproj),
-            new_output((T, B, G), xproj), new_output((T, B, H), xproj),
-            new_output((T, B, H) if proj else (0, 0, 0), xproj))
+            new_output((T, B, G) if save else none, xproj),
+            new_output((T, B, H) if save else none, xproj),
+            new_output((T, B, H) if proj and save else none, xproj))
 
 
 def lstm_bwd_outputs(grad_out, c0, proj):

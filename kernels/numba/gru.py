@@ -21,7 +21,7 @@ from .activations import sigmoid, tanh
 
 
 @njit(**KERNEL)
-def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, out, h_n, gates):
+def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, out, h_n, gates):
     T, B, H = out.shape
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
@@ -45,10 +45,11 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, out, h
                     a = hp[r, 2 * H + j] + b_hn[j]
                     ng = tanh(xproj[t, b, 2 * H + j] + rg * a)
                     v = (1.0 - zg) * ng + zg * h[r, j]
-                    gates[t, b, j] = rg
-                    gates[t, b, H + j] = zg
-                    gates[t, b, 2 * H + j] = ng
-                    gates[t, b, 3 * H + j] = a
+                    if save:                    # loop-invariant: LLVM unswitches it
+                        gates[t, b, j] = rg
+                        gates[t, b, H + j] = zg
+                        gates[t, b, 2 * H + j] = ng
+                        gates[t, b, 3 * H + j] = a
                     h[r, j] = v
                     out[t, b, j] = v
         for r in range(nb):
@@ -112,19 +113,19 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
 
 
 # ----------------------------------------------------------------- launchers
-def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
+def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     """xproj [T, B, 3H], h0 [B, H], w_hh [3H, H], b_hn [H] or None
-    -> (out [T, B, H], h_n [B, H], gates [T, B, 4H] saved for gru_bwd)."""
+    -> (out [T, B, H], h_n [B, H], gates [T, B, 4H] saved for gru_bwd, empty unless save)."""
     T, B, G = xproj.shape
     H = G // 3
-    out, h_n, gates = gru_fwd_outputs(xproj)
+    out, h_n, gates = gru_fwd_outputs(xproj, save)
     if B == 0:
         return out, h_n, gates
     if b_hn is None:
         b_hn = xproj.new_zeros(H)
     lens, rows, bounds = batch_plan(lengths, B, T)
     gru_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(b_hn), lens, rows,
-                   bounds, reverse, out.numpy(), h_n.numpy(), gates.numpy())
+                   bounds, reverse, save, out.numpy(), h_n.numpy(), gates.numpy())
     return out, h_n, gates
 
 

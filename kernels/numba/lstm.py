@@ -22,8 +22,8 @@ from .activations import sigmoid, tanh
 
 
 @njit(**KERNEL)
-def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, proj, out, h_n,
-                    c_n, gates, cells, mids):
+def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, proj, save, out,
+                    h_n, c_n, gates, cells, mids):
     T, B, P = out.shape
     H = c0.shape[1]
     for ch in prange(bounds.shape[0] - 1):
@@ -53,18 +53,20 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
                     cv = fg * c[r, k] + ig * gg
                     c[r, k] = cv
                     m[r, k] = og * tanh(cv)
-                    gates[t, b, k] = ig
-                    gates[t, b, H + k] = fg
-                    gates[t, b, 2 * H + k] = gg
-                    gates[t, b, 3 * H + k] = og
-                    cells[t, b, k] = cv
+                    if save:                    # loop-invariant: LLVM unswitches it
+                        gates[t, b, k] = ig
+                        gates[t, b, H + k] = fg
+                        gates[t, b, 2 * H + k] = gg
+                        gates[t, b, 3 * H + k] = og
+                        cells[t, b, k] = cv
             if proj:
                 gemm_nt(m, w_hr, h, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
                 if proj:
-                    mids[t, b] = m[r]
+                    if save:
+                        mids[t, b] = m[r]
                 else:
                     h[r] = m[r]
                 out[t, b] = h[r]
@@ -73,7 +75,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
             h_n[b] = h[r]
             c_n[b] = c[r]
             zero_tail(out, lengths, b)
-            if proj:
+            if proj and save:
                 zero_tail(mids, lengths, b)     # finite, so dW_hr's GEMM over all steps is clean
 
 
@@ -150,19 +152,20 @@ def _proj_weight(w_hr, like):
     return as_numpy(w_hr if w_hr is not None else like.new_zeros(1, 1))
 
 
-def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
+def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     """xproj [T, B, 4H], h0 [B, P], c0 [B, H], w_hh [4H, P], w_hr [P, H] or None
     -> (out [T, B, P], h_n [B, P], c_n [B, H], gates [T, B, 4H], cells [T, B, H],
-        mids [T, B, H] (projection only, else empty))."""
+        mids [T, B, H] (projection only, else empty)); the last three empty unless save."""
     T, B, G = xproj.shape
     proj = w_hr is not None
-    out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj)
+    out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj, save)
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
     lens, rows, bounds = batch_plan(lengths, B, T)
     lstm_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(c0), as_numpy(w_hh),
-                    _proj_weight(w_hr, xproj), lens, rows, bounds, reverse, proj, out.numpy(),
-                    h_n.numpy(), c_n.numpy(), gates.numpy(), cells.numpy(), mids.numpy())
+                    _proj_weight(w_hr, xproj), lens, rows, bounds, reverse, proj, save,
+                    out.numpy(), h_n.numpy(), c_n.numpy(), gates.numpy(), cells.numpy(),
+                    mids.numpy())
     return out, h_n, c_n, gates, cells, mids
 
 

@@ -22,9 +22,9 @@ from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid
 @triton.jit(do_not_specialize=["T"])
 def gru_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr, out_ptr, hn_ptr,
                    gates_ptr, state_ptr, T, B, H,
-                   REVERSE: tl.constexpr, VARLEN: tl.constexpr, PRECISION: tl.constexpr,
-                   BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    # w_t = W_hh^T [H, 3H]; state [2, B, H] fp32 scratch
+                   REVERSE: tl.constexpr, VARLEN: tl.constexpr, SAVE: tl.constexpr,
+                   PRECISION: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # w_t = W_hh^T [H, 3H]; state [2, B, H] fp32 scratch; gates written only if SAVE
     offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
     nsteps = tl.max(lens, axis=0)
     dt = out_ptr.dtype.element_ty
@@ -64,10 +64,11 @@ def gru_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr, out_ptr, h
             n = _tanh(tl.load(xproj_ptr + xo + 2 * H, mask=ma, other=0.0).to(tl.float32) + r * a)
             old = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
             y = (1.0 - z) * n + z * old
-            tl.store(gates_ptr + go, r.to(dt), mask=ma)
-            tl.store(gates_ptr + go + H, z.to(dt), mask=ma)
-            tl.store(gates_ptr + go + 2 * H, n.to(dt), mask=ma)
-            tl.store(gates_ptr + go + 3 * H, a.to(dt), mask=ma)
+            if SAVE:
+                tl.store(gates_ptr + go, r.to(dt), mask=ma)
+                tl.store(gates_ptr + go + H, z.to(dt), mask=ma)
+                tl.store(gates_ptr + go + 2 * H, n.to(dt), mask=ma)
+                tl.store(gates_ptr + go + 3 * H, a.to(dt), mask=ma)
             tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :],
                      y.to(dt), mask=ma)
             tl.store(dst + offs_b[:, None] * H + offs_n[None, :], tl.where(act[:, None], y, old),
@@ -157,12 +158,12 @@ def config(dtype, direction):
     return dict(tiles, num_warps=4)
 
 
-def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
+def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
     import torch
     T, B, G = xproj.shape
     H = G // 3
-    out, h_n, gates = gru_fwd_outputs(xproj)
+    out, h_n, gates = gru_fwd_outputs(xproj, save)
     if B == 0:
         return out, h_n, gates
     if b_hn is None:
@@ -171,8 +172,9 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse):
     cfg = config(xproj.dtype, "fwd")
     gru_fwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
         xproj.contiguous(), h0.contiguous(), w_hh.t().contiguous(), b_hn.contiguous(),
-        _lengths(lengths, B, T, xproj.device), out, h_n, gates, state, T, B, H,
-        REVERSE=reverse, VARLEN=lengths is not None, PRECISION=_precision(xproj.dtype), **cfg)
+        _lengths(lengths, B, T, xproj.device), out, h_n, gates if save else out, state, T, B, H,
+        REVERSE=reverse, VARLEN=lengths is not None, SAVE=save,
+        PRECISION=_precision(xproj.dtype), **cfg)
     return out, h_n, gates
 
 

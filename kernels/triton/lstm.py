@@ -22,9 +22,11 @@ from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid
 def lstm_fwd_kernel(xproj_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr, lengths_ptr, out_ptr, hn_ptr,
                     cn_ptr, gates_ptr, cells_ptr, mids_ptr, state_ptr, c_ptr, m_ptr, T, B, H, P,
                     PROJ: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
-                    PRECISION: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                    SAVE: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
+                    BN: tl.constexpr, BK: tl.constexpr):
     # w_t = W_hh^T [P, 4H]; wr_t = W_hr^T [H, P]; state [2, B, P] and c [B, H] fp32
-    # scratch; m [B, H] scratch for o * tanh(c) before the projection
+    # scratch; m [B, H] scratch for o * tanh(c) before the projection; gates, cells
+    # and mids written only if SAVE
     offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
     nsteps = tl.max(lens, axis=0)
     dt = out_ptr.dtype.element_ty
@@ -56,14 +58,16 @@ def lstm_fwd_kernel(xproj_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr, lengths_ptr, o
             c_new = fg * c_old + ig * gg
             mv = og * _tanh(c_new)
             tl.store(c_ptr + co, tl.where(act[:, None], c_new, c_old), mask=m2)
-            tl.store(gates_ptr + xo, ig.to(dt), mask=ma)
-            tl.store(gates_ptr + xo + H, fg.to(dt), mask=ma)
-            tl.store(gates_ptr + xo + 2 * H, gg.to(dt), mask=ma)
-            tl.store(gates_ptr + xo + 3 * H, og.to(dt), mask=ma)
             ho = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
-            tl.store(cells_ptr + ho, c_new.to(dt), mask=ma)
+            if SAVE:
+                tl.store(gates_ptr + xo, ig.to(dt), mask=ma)
+                tl.store(gates_ptr + xo + H, fg.to(dt), mask=ma)
+                tl.store(gates_ptr + xo + 2 * H, gg.to(dt), mask=ma)
+                tl.store(gates_ptr + xo + 3 * H, og.to(dt), mask=ma)
+                tl.store(cells_ptr + ho, c_new.to(dt), mask=ma)
+                if PROJ:
+                    tl.store(mids_ptr + ho, mv.to(dt), mask=ma)
             if PROJ:
-                tl.store(mids_ptr + ho, mv.to(dt), mask=ma)
                 tl.store(m_ptr + co, mv.to(dt), mask=m2)
             else:
                 tl.store(out_ptr + ho, mv.to(dt), mask=ma)
@@ -86,7 +90,7 @@ def lstm_fwd_kernel(xproj_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr, lengths_ptr, o
     _copy_rows(c_ptr, cn_ptr, offs_b, row_ok, H, BN)
     if VARLEN:
         _zero_padding(out_ptr, offs_b, lens, T, B, P, BB, BN)
-        if PROJ:
+        if PROJ and SAVE:
             _zero_padding(mids_ptr, offs_b, lens, T, B, H, BB, BN)
 
 
@@ -199,13 +203,13 @@ def config(dtype, direction):
     return dict(tiles, num_warps=8 if direction == "fwd" else 4)
 
 
-def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
+def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
     import torch
     T, B, G = xproj.shape
     H, P = G // 4, h0.shape[1]
     proj = w_hr is not None
-    out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj)
+    out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj, save)
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
     f32 = dict(dtype=torch.float32, device=xproj.device)
@@ -215,9 +219,10 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse):
     cfg = config(xproj.dtype, "fwd")
     lstm_fwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
         xproj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.t().contiguous(), wr_t,
-        _lengths(lengths, B, T, xproj.device), out, h_n, c_n, gates, cells,
-        mids if proj else m, state, c, m, T, B, H, P, PROJ=proj, REVERSE=reverse,
-        VARLEN=lengths is not None, PRECISION=_precision(xproj.dtype), **cfg)
+        _lengths(lengths, B, T, xproj.device), out, h_n, c_n, gates if save else out,
+        cells if save else out, mids if proj and save else m, state, c, m, T, B, H, P,
+        PROJ=proj, REVERSE=reverse, VARLEN=lengths is not None, SAVE=save,
+        PRECISION=_precision(xproj.dtype), **cfg)
     return out, h_n, c_n, gates, cells, mids
 
 
