@@ -172,6 +172,29 @@ def test_nan_and_inf_inputs_like_torch(kind, dtype):
                  "finite outputs")
 
 
+@pytest.mark.parametrize("backend", ["numba", "triton"])      # triton: the interpreter
+@pytest.mark.parametrize("chunk_steps", [1, 3, 100])
+@pytest.mark.parametrize("bidirectional,packed,layers", [(False, False, 1), (True, True, 2)])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_inference_in_time_chunks(kind, bidirectional, packed, layers, chunk_steps, backend,
+                                  monkeypatch):
+    # under no_grad a layer runs its input projection in time chunks (functional._infer),
+    # each chunk from the states the one before left, with per-row lengths cut per chunk
+    from fastrnn import functional
+    ours, theirs = pair(4, 6, layers, kind=kind, bidirectional=bidirectional)
+    ours.backend = backend
+    T, B = 7, 5
+    G = {"RNN": 1, "GRU": 3, "LSTM": 4}[KINDS[kind][0]] * 6
+    monkeypatch.setattr(functional, "INFERENCE_CHUNK_BYTES", chunk_steps * B * G * 4)
+    x, hx = torch.randn(T, B, 4), initial_state(ours, B)
+    inp = pack_padded_sequence(x, torch.tensor([7, 3, 5, 1, 6]), enforce_sorted=False) \
+        if packed else x
+    with torch.no_grad():
+        (a, ha), (b, hb) = ours(inp, hx), theirs(inp, hx)
+    assert_close(a.data if packed else a, b.data if packed else b, TOL, "output")
+    _close_states(ha, hb, TOL, "final states")
+
+
 @pytest.mark.parametrize("backend", ["numba", "reference", "triton"])
 def test_explicit_backends(backend):
     ours, theirs = pair(3, 5, batch_first=True)

@@ -7,7 +7,8 @@ whole sequence. Shapes are time-major; ``lengths`` is None or a [B] int64 tensor
 of per-row lengths in [1, T]; ``reverse`` runs each row from its own last step.
 
 RNN (``nonlinearity`` in {"tanh", "relu"}):
-    rnn_fwd(xproj [T, B, H], h0 [B, H], w_hh [H, H], lengths, reverse, nonlinearity)
+    rnn_fwd(xproj [T, B, H], h0 [B, H], w_hh [H, H], lengths, reverse, nonlinearity,
+            save=True)
         -> out [T, B, H] (zero past each length), h_n [B, H]
     rnn_bwd(grad_out [T, B, H], grad_hn [B, H], out [T, B, H], w_hh, lengths, reverse,
             nonlinearity)
@@ -28,6 +29,8 @@ LSTM (gates i, f, g, o; P = proj_size or H; xproj carries b_ih + b_hh):
            (o * tanh(c) before the projection; empty without one)
     save=False (no gradient will be taken): what only backward reads (GRU's gates;
     LSTM's gates, cells, mids) is neither allocated nor written and comes back empty.
+    Forward launchers accept lengths of 0 (fastrnn.functional runs inference in time
+    chunks): such a row's final state is its initial state and its output is zeros.
     lstm_bwd(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse)
         -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t, for dW_hr; empty without a
            projection), grad_h0 [B, P], grad_c0 [B, H]

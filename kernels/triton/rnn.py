@@ -200,8 +200,9 @@ def configs():
     return out
 
 
-def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity):
-    """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H])."""
+def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
+    """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H]).
+    ``save`` is part of the launcher contract; an RNN saves nothing beyond ``out``."""
     import torch
     T, B, H = xproj.shape
     out, h_n = rnn_fwd_outputs(xproj)
