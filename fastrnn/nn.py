@@ -164,6 +164,12 @@ def _cell_inputs(cell, input, states):
     if not batched:
         input = input.unsqueeze(0)
         states = [None if s is None else s.unsqueeze(0) for s in states]
+    if torch.is_autocast_enabled(input.device.type) and input.is_floating_point():
+        # autocast: the cell computes in its weights' dtype, as the layers do
+        # (functional._entry_point), so a bfloat16 input is no dtype mismatch
+        input = input.to(w.dtype)
+        states = [None if s is None or not s.is_floating_point() else s.to(w.dtype)
+                  for s in states]
     sizes = [cell.hidden_size] * len(states)
     states = [input.new_zeros(input.size(0), n) if s is None else s for s, n in zip(states, sizes)]
     if input.size(1) != cell.input_size:

@@ -430,7 +430,9 @@ def test_autocast_computes_in_the_weights_dtype(kind):
         cell = getattr(fastrnn, KINDS[kind][0] + "Cell")(4, 6, **KINDS[kind][1])
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = states(cell(x[0]))[0]
+            h_b = states(cell(xb[0].detach()))[0]               # bfloat16 input, cast up
         assert h.dtype == torch.float32 and torch.equal(h, states(cell(x[0]))[0])
+        assert torch.equal(h_b, states(cell(xb[0].detach().float()))[0])
 
 
 # ------------------------------------------------------------- torch features
