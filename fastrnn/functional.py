@@ -16,6 +16,11 @@ from . import backends, reference
 from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
 
 
+def _device_type(t):
+    # t.device.type builds a device object (~0.4 us, paid per decoding step); is_cpu does not
+    return "cpu" if t.is_cpu else t.device.type
+
+
 def _entry_point(fn):
     """How every functional entry point runs under torch's global modes.
 
@@ -40,7 +45,7 @@ def _entry_point(fn):
 
     @functools.wraps(fn)
     def call(input, hx, weights, *args, **kwargs):
-        device = input.device.type if isinstance(input, torch.Tensor) else None
+        device = _device_type(input) if isinstance(input, torch.Tensor) else None
         if device is None or not torch.is_autocast_enabled(device):
             return run(input, hx, weights, *args, **kwargs)
         dtype = weights[0].dtype

@@ -164,7 +164,7 @@ def _cell_inputs(cell, input, states):
     if not batched:
         input = input.unsqueeze(0)
         states = [None if s is None else s.unsqueeze(0) for s in states]
-    if torch.is_autocast_enabled(input.device.type) and input.is_floating_point():
+    if torch.is_autocast_enabled(functional._device_type(input)) and input.is_floating_point():
         # autocast: the cell computes in its weights' dtype, as the layers do
         # (functional._entry_point), so a bfloat16 input is no dtype mismatch
         input = input.to(w.dtype)
