@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from . import cases, matrix
-from .harness import (GEMM_N, gemm_gflops, gemm_step, machine_facts, progress, samples,
+from .harness import (GEMM_N, gemm_gflops, machine_facts, mm_call, progress, samples,
                       write_csv)
 
 RESULTS = Path(__file__).parent / "results"
@@ -73,7 +73,7 @@ def _alone(args):
     if args.alone != "torch":
         import fastrnn.kernels.numba  # noqa: F401
     out = {}
-    mm, _ = gemm_step()
+    mm, _ = mm_call()
     for item in args.cases:
         case, n = item.rsplit("=", 1)
         module = cases.modules(case, [args.alone])[args.alone]
@@ -98,7 +98,7 @@ def time_cases(case_list, providers, rounds, quick, alone, bar):
     The GEMM probe (``_alongside`` cases) is keyed (ALONGSIDE, "same") in the shared
     process and (ALONGSIDE, "separate:<provider>") in each provider's child."""
     times = {c: {} for c in case_list}
-    mm, _ = gemm_step()
+    mm, _ = mm_call()
     steps = {c: {p: cases.make_step(m, c) for p, m in cases.modules(c, providers).items()}
              for c in case_list}
     reps = {c: _repeats(c, quick) for c in case_list}

@@ -113,7 +113,7 @@ def compare(fns, repeats, warmup=2, device="cpu"):
 GEMM_N = 2048      # the machine's GEMM rate: torch.mm of GEMM_N x GEMM_N float32 squares
 
 
-def gemm_step(shape=(GEMM_N, GEMM_N, GEMM_N), device="cpu", dtype=torch.float32):
+def mm_call(shape=(GEMM_N, GEMM_N, GEMM_N), device="cpu", dtype=torch.float32):
     """(a callable running one torch.mm of [m, k] @ [k, p], its FLOPs); shape = (m, k, p)."""
     m, k, p = shape
     a = torch.randn(m, k, device=device, dtype=dtype)
@@ -124,7 +124,7 @@ def gemm_step(shape=(GEMM_N, GEMM_N, GEMM_N), device="cpu", dtype=torch.float32)
 def gemm_gflops(n=GEMM_N, repeats=7, device="cpu", dtype=torch.float32, shape=None):
     """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default: n x n
     squares, or [m, k] @ [k, p] for ``shape`` = (m, k, p)."""
-    mm, fl = gemm_step(shape or (n, n, n), device, dtype)
+    mm, fl = mm_call(shape or (n, n, n), device, dtype)
     return fl / compare({"mm": mm}, repeats, device=device)["mm"] / 1e6
 
 

@@ -125,6 +125,5 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     lens, rows, bounds = batch_plan(lengths, B, T)
     rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh.t()),
                    lens, rows, bounds, reverse, lengths is None, nonlinearity == "relu",
-                   grad_pre.numpy(),
-                   grad_h0.numpy())
+                   grad_pre.numpy(), grad_h0.numpy())
     return grad_pre, grad_h0
