@@ -18,8 +18,9 @@ faster of the two. The GEMM rate (torch.mm 2048², float32) is the best measured
 before, between and after the sections. At the large shape torch.mm 2048² is also
 timed alongside every case, inside the same alternation and in each child process,
 so that a layer's share of the GEMM rate can be read against the rate of the same
-minutes and process (the machine's speed drifts by 20-40% over a run, so a median
-set against the best of the run compares two moments). ``--gpu`` runs the GPU job
+minutes and process: the median over repeats of the layer's rate over torch.mm's in
+the same repeat (the machine's speed drifts by 20-40% over a run, so a median set
+against the best of the run compares two moments). ``--gpu`` runs the GPU job
 instead (see bench/gpu.py).
 """
 import argparse
@@ -55,7 +56,9 @@ def _repeats(case, quick):
         return 20 if quick else 50
     if quick:
         return 1 if fl > 2e9 else 3
-    return 2 if fl > 20e9 else 4 if fl > 2e9 else 10
+    n = 2 if fl > 20e9 else 4 if fl > 2e9 else 10
+    # the GEMM share is a median over (case, torch.mm) pairs: at least 3 a round
+    return max(n, 3) if _alongside(case) else n
 
 
 def _warmup(case):
@@ -127,6 +130,14 @@ def time_cases(case_list, providers, rounds, quick, alone, bar):
     return times
 
 
+def paired_share(case_ms, probe_ms, flops):
+    """A case's share of the GEMM rate, in %: the median over repeats of its rate over
+    the rate torch.mm reached in the same repeat (the two run back to back). Pairing
+    cancels the machine's drift, which a ratio of two medians does not."""
+    return statistics.median(100 * flops * m / (c * 2 * GEMM_N ** 3)
+                             for c, m in zip(case_ms, probe_ms, strict=True))
+
+
 def timing_rows(section, times, axes, facts):
     rows = []
     for case, t in times.items():
@@ -134,16 +145,16 @@ def timing_rows(section, times, axes, facts):
         med = {k: statistics.median(v) for k, v in t.items()}
         torch_best = min((v for (p, _), v in med.items() if p == "torch"), default=None)
         fl = cases.flops(case)
-        rate = {proc: 2 * GEMM_N ** 3 / ms / 1e6 for (p, proc), ms in med.items()
-                if p == ALONGSIDE}
         for axis in axes.get(case, [""]):
             for (provider, process), ms in med.items():
                 if provider == ALONGSIDE:
                     continue
-                gemm = rate.get(process if process == "same" else f"separate:{provider}")
-                along = {} if gemm is None else dict(
-                    gemm_alongside_gflops=round(gemm, 2),
-                    gflops_pct_of_gemm_alongside=round(100 * fl / ms / 1e6 / gemm, 1))
+                probe = (ALONGSIDE, process if process == "same" else f"separate:{provider}")
+                paired = probe in t and provider != "reference"     # which runs unalternated
+                along = {} if not paired else dict(
+                    gemm_alongside_gflops=round(2 * GEMM_N ** 3 / med[probe] / 1e6, 2),
+                    gflops_pct_of_gemm_alongside=round(
+                        paired_share(t[(provider, process)], t[probe], fl), 1))
                 rows.append(dict(section=section, axis=axis, cell=cell, variant=variant,
                                  mode=mode, T=T, B=B, I=H, H=H, provider=provider,
                                  process=process, median_ms=round(ms, 4),

@@ -57,10 +57,11 @@ def _alongside_note(rows):
     if not any(r.get("gflops_pct_of_gemm_alongside") not in (None, "") for r in rows):
         return ""
     return (" At the large shape the GEMM share is also given against torch.mm 2048² timed "
-            "alongside the case (alternated with it, in the same process, median): the "
+            "alongside the case (alternated with it, in the same process): the median over "
+            "repeats of the layer's rate over torch.mm's rate in the same repeat. The "
             "machine's speed drifts by 20-40% within a run, so a median against the run's "
             "best rate compares two different moments; the Targets table judges the share "
-            "on that alongside rate and shows both.")
+            "on the paired figure and shows both.")
 
 
 def render(rows, gemm, facts, ours="fastrnn-numba"):

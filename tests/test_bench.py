@@ -51,18 +51,28 @@ def test_gemm_rate_timed_alongside(tmp_path, monkeypatch, capsys):
           "--out", str(tmp_path)])
     timed = [r for r in csv.DictReader(open(tmp_path / "cpu.csv")) if r["section"] == "matrix"]
     assert {r["provider"] for r in timed} == {"fastrnn-numba", "torch", "reference"}
-    for r in timed:     # the probe is no provider; every fwd/fwdbwd row has its rate
+    for r in timed:     # the probe is no provider; every alternated fwd/fwdbwd row has it
         along = r["gflops_pct_of_gemm_alongside"]
-        assert (along == "") == (r["mode"] == "step")
+        assert (along == "") == (r["mode"] == "step" or r["provider"] == "reference")
         if along:
-            assert float(along) == pytest.approx(
-                100 * float(r["gflops"]) / float(r["gemm_alongside_gflops"]), rel=1e-2)
+            assert float(along) >= 0 and float(r["gemm_alongside_gflops"]) > 0   # tiny: ~0%
     assert "% alongside" in (tmp_path / "report.md").read_text()
     capsys.readouterr()
     main(["--alone", "fastrnn-numba", "--cases", "gru:f32:fwd:3:2:4=2", "gru:f32:step:3:2:4=2"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [len(out["gru:f32:fwd:3:2:4"][k]) for k in ("x", "torch.mm")] == [2, 2]
     assert list(out["gru:f32:step:3:2:4"]) == ["x"]
+
+
+def test_gemm_share_pairs_each_repeat_with_its_probe():
+    from bench.__main__ import paired_share
+    from bench.harness import GEMM_N
+    # the machine runs 4x slower through the second repeat and something slows the
+    # third case alone: the pairs say 10, 10 and 5%, the ratio of the medians
+    # (20 ms and 1 ms) only 5%
+    assert paired_share([10.0, 40.0, 20.0], [1.0, 4.0, 1.0], 2 * GEMM_N ** 3) == 10.0
+    with pytest.raises(ValueError):
+        paired_share([10.0, 40.0], [1.0], 2 * GEMM_N ** 3)
 
 
 def test_targets_table_checks_every_issue_target():

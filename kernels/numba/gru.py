@@ -13,11 +13,26 @@ and the reverse direction are those of rnn.py.
 """
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
+
+
+@register_jitable(inline="always")
+def _fwd_cell(x, p, b_hn, h, o, j, H):
+    # feature j of one row: x = xproj[t, b], p = hp[r] ([G]); updates h[j], writes
+    # o[j] = out[t, b, j] and returns r, z, n and a = (W_hn h + b_hn)_j for saving
+    rg = sigmoid(x[j] + p[j])
+    zg = sigmoid(x[H + j] + p[H + j])
+    a = p[2 * H + j] + b_hn[j]
+    ng = tanh(x[2 * H + j] + rg * a)
+    v = (1.0 - zg) * ng + zg * h[j]
+    h[j] = v
+    o[j] = v
+    return rg, zg, ng, a
 
 
 @njit(**KERNEL)
@@ -39,19 +54,15 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, 
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
-                for j in range(H):
-                    rg = sigmoid(xproj[t, b, j] + hp[r, j])
-                    zg = sigmoid(xproj[t, b, H + j] + hp[r, H + j])
-                    a = hp[r, 2 * H + j] + b_hn[j]
-                    ng = tanh(xproj[t, b, 2 * H + j] + rg * a)
-                    v = (1.0 - zg) * ng + zg * h[r, j]
-                    if save:                    # loop-invariant: LLVM unswitches it
-                        gates[t, b, j] = rg
-                        gates[t, b, H + j] = zg
-                        gates[t, b, 2 * H + j] = ng
-                        gates[t, b, 3 * H + j] = a
-                    h[r, j] = v
-                    out[t, b, j] = v
+                x, p, hr, o = xproj[t, b], hp[r], h[r], out[t, b]
+                if save:        # two loops: see lstm.py's forward
+                    g = gates[t, b]
+                    for j in range(H):
+                        g[j], g[H + j], g[2 * H + j], g[3 * H + j] = _fwd_cell(
+                            x, p, b_hn, hr, o, j, H)
+                else:
+                    for j in range(H):
+                        _fwd_cell(x, p, b_hn, hr, o, j, H)
         for r in range(nb):
             b = rows[b0 + r]
             h_n[b] = h[r]
