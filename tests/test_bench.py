@@ -64,6 +64,15 @@ def test_gemm_rate_timed_alongside(tmp_path, monkeypatch, capsys):
     assert list(out["gru:f32:step:3:2:4"]) == ["x"]
 
 
+def test_samples_reverse_the_order_every_other_repeat():
+    from bench.harness import samples
+    calls = []
+    times = samples({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
+                    warmup=0)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert [len(v) for v in times.values()] == [3, 3]
+
+
 def test_gemm_share_pairs_each_repeat_with_its_probe():
     from bench.__main__ import paired_share
     from bench.harness import GEMM_N
