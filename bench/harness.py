@@ -96,10 +96,10 @@ def samples(fns, repeats, warmup=2, device="cpu"):
     """fns: {name: callable}. Alternates providers each repeat; returns {name: [ms, ...]}.
 
     Every other repeat runs them in reverse order. A call right after another provider
-    pays for that provider's thread pool still spinning on the cores (measured: on 2
-    cores a fastrnn fwd+bwd at T=100, B=8, H=32 took 1.02-1.38 ms right after
-    torch.nn.RNN and 0.81-0.98 ms right after another fastrnn call); in a fixed order
-    the first provider would always pay it. Element i of every list is from repeat i.
+    pays for that provider's thread pool still spinning on the cores (measured on 2
+    cores, the same fastrnn RNN fwd+bwd at T=100, B=32, H=128: 5.78-6.26 ms right after
+    torch.nn.RNN, 5.58-5.89 ms right after another fastrnn call); in a fixed order the
+    first provider would always pay it. Element i of every list is from repeat i.
     """
     for fn in fns.values():
         for _ in range(warmup):
