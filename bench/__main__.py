@@ -42,6 +42,7 @@ CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
 SECTIONS = ["matrix", "sweeps", "costs", "charlm"]
 OURS = "fastrnn-numba"
 ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
+PROBE_FLOPS = 2 * GEMM_N ** 3   # one probe call: torch.mm of GEMM_N² squares (harness.mm_call)
 ALONGSIDE_SHAPES = {matrix.SHAPES["large"]}     # (T, B, H) where the share is a target
 
 
@@ -134,7 +135,7 @@ def paired_share(case_ms, probe_ms, flops):
     """A case's share of the GEMM rate, in %: the median over repeats of its rate over
     the rate torch.mm reached in the same repeat (the two run back to back). Pairing
     cancels the machine's drift, which a ratio of two medians does not."""
-    return statistics.median(100 * flops * m / (c * 2 * GEMM_N ** 3)
+    return statistics.median(100 * flops * m / (c * PROBE_FLOPS)
                              for c, m in zip(case_ms, probe_ms, strict=True))
 
 
@@ -152,7 +153,7 @@ def timing_rows(section, times, axes, facts):
                 probe = (ALONGSIDE, process if process == "same" else f"separate:{provider}")
                 paired = probe in t and provider != "reference"     # which runs unalternated
                 along = {} if not paired else dict(
-                    gemm_alongside_gflops=round(2 * GEMM_N ** 3 / med[probe] / 1e6, 2),
+                    gemm_alongside_gflops=round(PROBE_FLOPS / med[probe] / 1e6, 2),
                     gflops_pct_of_gemm_alongside=round(
                         paired_share(t[(provider, process)], t[probe], fl), 1))
                 rows.append(dict(section=section, axis=axis, cell=cell, variant=variant,

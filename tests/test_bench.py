@@ -74,14 +74,13 @@ def test_samples_reverse_the_order_every_other_repeat():
 
 
 def test_gemm_share_pairs_each_repeat_with_its_probe():
-    from bench.__main__ import paired_share
-    from bench.harness import GEMM_N
+    from bench.__main__ import PROBE_FLOPS, paired_share
     # the machine runs 4x slower through the second repeat and something slows the
     # third case alone: the pairs say 10, 10 and 5%, the ratio of the medians
     # (20 ms and 1 ms) only 5%
-    assert paired_share([10.0, 40.0, 20.0], [1.0, 4.0, 1.0], 2 * GEMM_N ** 3) == 10.0
+    assert paired_share([10.0, 40.0, 20.0], [1.0, 4.0, 1.0], PROBE_FLOPS) == 10.0
     with pytest.raises(ValueError):
-        paired_share([10.0, 40.0], [1.0], 2 * GEMM_N ** 3)
+        paired_share([10.0, 40.0], [1.0], PROBE_FLOPS)
 
 
 def test_targets_table_checks_every_issue_target():
