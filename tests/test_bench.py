@@ -47,6 +47,9 @@ def test_gemm_rate_timed_alongside(tmp_path, monkeypatch, capsys):
     import json
     import bench.__main__ as cli
     monkeypatch.setattr(cli, "ALONGSIDE_SHAPES", {(3, 2, 4)})
+    shares = []         # what paired_share returned: the CSV must carry exactly these
+    monkeypatch.setattr(cli, "paired_share",
+                        lambda *a, _f=cli.paired_share: shares.append(_f(*a)) or shares[-1])
     main(["--quick", "--sections", "matrix", "--cells", "gru", "--shapes", "3,2,4",
           "--out", str(tmp_path)])
     timed = [r for r in csv.DictReader(open(tmp_path / "cpu.csv")) if r["section"] == "matrix"]
@@ -55,7 +58,9 @@ def test_gemm_rate_timed_alongside(tmp_path, monkeypatch, capsys):
         along = r["gflops_pct_of_gemm_alongside"]
         assert (along == "") == (r["mode"] == "step" or r["provider"] == "reference")
         if along:
-            assert float(along) >= 0 and float(r["gemm_alongside_gflops"]) > 0   # tiny: ~0%
+            assert float(r["gemm_alongside_gflops"]) > 0
+    assert sorted(float(r["gflops_pct_of_gemm_alongside"]) for r in timed
+                  if r["gflops_pct_of_gemm_alongside"]) == sorted(round(v, 1) for v in shares)
     assert "% alongside" in (tmp_path / "report.md").read_text()
     capsys.readouterr()
     main(["--alone", "fastrnn-numba", "--cases", "gru:f32:fwd:3:2:4=2", "gru:f32:step:3:2:4=2"])
