@@ -1,4 +1,12 @@
-"""Helpers shared by the Triton kernels and launchers (see rnn.py for the legend)."""
+"""Device helpers shared by the persistent Triton kernels (see rnn.py for the legend).
+
+Every kernel owns a tile of U hidden units x BB batch rows (program ids 0 and 1) and
+runs processing steps [s_begin, s_end). With PERSIST the launch covers the whole
+sequence and a barrier over the programs of a batch tile separates the steps; without
+it the launcher runs one step per launch (the same body, the launch boundary being the
+barrier), which is also how TRITON_INTERPRET=1 runs it: the interpreter runs programs
+one after another, so a barrier over several programs would never open there.
+"""
 import triton
 import triton.language as tl
 
@@ -10,80 +18,66 @@ def _tanh(x):
 
 
 @triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _rows(lengths_ptr, row0, row_end, BB: tl.constexpr):
+    # [BB] rows of this program, whether each exists, its length; the tile's step count
+    offs_b = row0 + tl.program_id(1).to(tl.int64) * BB + tl.arange(0, BB)
+    row_ok = offs_b < row_end
+    lens = tl.load(lengths_ptr + offs_b, mask=row_ok, other=0)
+    return offs_b, row_ok, lens, tl.max(lens, axis=0)
+
+
+@triton.jit
+def _units(W, U: tl.constexpr):
+    # [U] hidden units of this program out of W
+    offs_u = tl.program_id(0) * U + tl.arange(0, U)
+    return offs_u, offs_u < W
+
+
+@triton.jit
 def _time(s, lens, REVERSE: tl.constexpr):
-    # [BB] time index of every row at processing step s
+    # [BB] time index of every row at processing step s (reverse: from the row's own end)
     if REVERSE:
         return (lens - 1 - s).to(tl.int64)
     return (tl.zeros_like(lens) + s).to(tl.int64)
 
 
 @triton.jit
-def _rows(B, BB: tl.constexpr, lengths_ptr):
-    offs_b = tl.program_id(0).to(tl.int64) * BB + tl.arange(0, BB)   # [BB]
-    row_ok = offs_b < B
-    lens = tl.load(lengths_ptr + offs_b, mask=row_ok, other=0)         # [BB]
-    return offs_b, row_ok, lens
+def _wtile(w_ptr, off, ld, k0, K, offs_u, u_ok, BK: tl.constexpr):
+    # [BK, U] = w[off + k * ld + u] for k in [k0, k0 + BK): the weights of this program's units
+    offs_k = k0 + tl.arange(0, BK)
+    return tl.load(w_ptr + off + offs_k[:, None].to(tl.int64) * ld + offs_u[None, :],
+                   mask=(offs_k < K)[:, None] & u_ok[None, :], other=0.0)
 
 
 @triton.jit
-def _copy_rows(src_ptr, dst_ptr, offs_b, row_ok, H, BN: tl.constexpr):
-    # dst[b, :] = src[b, :] for this program's rows, converted to dst's dtype
-    for n0 in range(0, H, BN):
-        offs_n = n0 + tl.arange(0, BN)
-        m = row_ok[:, None] & (offs_n < H)[None, :]
-        off = offs_b[:, None] * H + offs_n[None, :]
-        v = tl.load(src_ptr + off, mask=m, other=0.0)
-        tl.store(dst_ptr + off, v.to(dst_ptr.dtype.element_ty), mask=m)
+def _arows(a_ptr, ld, col, k0, K, offs_b, row_ok, dt: tl.constexpr, BK: tl.constexpr):
+    # [BB, BK] = a[rows, col + k0 : col + k0 + BK] of an exchange buffer written by other
+    # programs: .cg reads L2, never a stale L1 line
+    offs_k = k0 + tl.arange(0, BK)
+    return tl.load(a_ptr + offs_b[:, None] * ld + col + offs_k[None, :],
+                   mask=row_ok[:, None] & (offs_k < K)[None, :], other=0.0,
+                   cache_modifier=".cg").to(dt)
 
 
 @triton.jit
-def _zero_padding(ptr, offs_b, lens, T, B, H, BB: tl.constexpr, BH: tl.constexpr):
-    # positions past a row's length: zeros, like pad_packed_sequence
-    for n0 in range(0, H, BH):
-        offs_h = n0 + tl.arange(0, BH)
-        for t in range(0, T):
-            pad = ((t >= lens) & (offs_b < B))[:, None] & (offs_h < H)[None, :]
-            tl.store(ptr + (t * B + offs_b[:, None]) * H + offs_h[None, :],
-                     tl.zeros((BB, BH), ptr.dtype.element_ty), mask=pad)
+def _grid_sync(sync_ptr, target, PERSIST: tl.constexpr):
+    # barrier over the programs of this batch tile: arrive (release) and spin (acquire)
+    # until the counter reaches target = barriers so far x programs along the units
+    if PERSIST:
+        tl.debug_barrier()
+        tl.atomic_add(sync_ptr, 1, sem="release")
+        cur = tl.atomic_add(sync_ptr, 0, sem="acquire")
+        while cur < target:
+            cur = tl.atomic_add(sync_ptr, 0, sem="acquire")
+        tl.debug_barrier()
 
 
 @triton.jit
-def _slot(state_ptr, k, B, W):
-    # ping-pong scratch [2, B, W]: step k reads slot k % 2 and writes slot (k + 1) % 2
-    return state_ptr + ((k % 2) * B).to(tl.int64) * W
-
-
-@triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _rowdot(a_ptr, a_stride, w_ptr, w_stride, w_col, offs_b, row_ok, offs_n, n_ok, K,
-            dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr,
-            BK: tl.constexpr):
-    # [BB, BN] = a[rows, :K] @ w[:K, w_col + offs_n]; a and w row-major with the given strides
-    acc = tl.zeros((BB, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        offs_k = k0 + tl.arange(0, BK)
-        k_ok = offs_k < K
-        ak = tl.load(a_ptr + offs_b[:, None] * a_stride + offs_k[None, :],
-                     mask=row_ok[:, None] & k_ok[None, :], other=0.0).to(dt)
-        wk = tl.load(w_ptr + offs_k[:, None].to(tl.int64) * w_stride + w_col + offs_n[None, :],
-                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc += tl.dot(ak, wk, input_precision=PRECISION)
-    return acc
-
-
-def _precision(dtype):
-    import torch
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"          # torch's fp32 semantics unless the user allowed tf32
-    return "tf32" if dtype == torch.float32 else "ieee"
-
-
-def _lengths(lengths, B, T, device):
-    import torch
-    if lengths is None:
-        return torch.full((B,), T, dtype=torch.int64, device=device)
-    return lengths.to(device=device, dtype=torch.int64)
+def _gate_in(ptr, off, q, H, mask):
+    # [BB, U] fp32 of gate q from a [.., G] per-step tensor (xproj or saved gates)
+    return tl.load(ptr + off + q * H, mask=mask, other=0.0).to(tl.float32)

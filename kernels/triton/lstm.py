@@ -1,249 +1,341 @@
-"""LSTM forward and BPTT kernels (Triton, CUDA; TRITON_INTERPRET=1 on CPU), optional projection.
+"""LSTM forward and BPTT kernels (Triton), optional projection; persistent over the GPU.
 
-Dimension legend: T steps, B batch, H cell size, P state size (proj_size or H),
-G = 4H; BB rows per program, BN x BK tiles. Same plan as gru.py (tiled layout,
-fp32 state scratch, CTA barriers between phases). Per step:
+Dimension legend: T steps, B batch, H cell size, P state size (proj_size or H), G = 4H,
+I input size (the fused step only). A program owns U cell units (UP state units with a
+projection) x BB batch rows; BKP / BKH are the chunks of its products over P / over H
+(the whole padded width when its weights are on chip, ONCHIP). Per step (gate order
+i, f, g, o, as torch):
 
     a = xproj[t] + h @ W_hh^T;  i, f, g, o = sig, sig, tanh, sig of a's quarters
     c' = f * c + i * g;  m = o * tanh(c');  h' = m (or m @ W_hr^T)
 
-Saved for BPTT: gates [T, B, G], cells [T, B, H], and mids [T, B, H] (m) with a
-projection. Gate order (i, f, g, o), as torch.
+Forward: the program holds the four gate rows of W_hh^T for its units, reads the whole
+h_{t-1} from a ping-pong buffer [2, B, P], keeps its slice of c in registers and writes
+its slice of h_t; one barrier a step (two with a projection: m is exchanged, then every
+program forms its UP units of h from the whole m).
+Backward: the program holds the W_hh columns of its state units, reads the whole gate
+gradient of the step after [B, G], forms dh for its units, then (same units without a
+projection; after a second exchange and barrier with one) its gate gradients and dc.
+Saved for BPTT: gates [T, B, G], cells [T, B, H] and mids [T, B, H] (m) with a projection.
 """
 import triton
 import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
-from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _sigmoid, _slot, _tanh,
-                      _time, _zero_padding)
+from . import plan
+from ._common import _arows, _gate_in, _grid_sync, _rows, _sigmoid, _tanh, _time, _units, _wtile
 
 
-@triton.jit(do_not_specialize=["T"])
-def lstm_fwd_kernel(xproj_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr, lengths_ptr, out_ptr, hn_ptr,
-                    cn_ptr, gates_ptr, cells_ptr, mids_ptr, state_ptr, c_ptr, m_ptr, T, B, H, P,
-                    PROJ: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
-                    SAVE: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
-                    BN: tl.constexpr, BK: tl.constexpr):
-    # w_t = W_hh^T [P, 4H]; wr_t = W_hr^T [H, P]; state [2, B, P] and c [B, H] fp32
-    # scratch; m [B, H] scratch for o * tanh(c) before the projection; gates, cells
-    # and mids written only if SAVE
-    offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
-    nsteps = tl.max(lens, axis=0)
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
+def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr,
+                    lengths_ptr, out_ptr, hn_ptr, cn_ptr, gates_ptr, cells_ptr, mids_ptr,
+                    hbuf_ptr, mbuf_ptr, cbuf_ptr, sync_ptr, T, B, H, P, I, row0, row_end,
+                    s_begin, s_end, phases, PROJ: tl.constexpr, REVERSE: tl.constexpr,
+                    SAVE: tl.constexpr, FUSE_X: tl.constexpr, PERSIST: tl.constexpr,
+                    ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
+                    U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr, BKH: tl.constexpr,
+                    BKX: tl.constexpr):
+    # w_t = W_hh^T [P, G]; wr_t = W_hr^T [H, P]; hbuf [2, B, P] and mbuf [B, H] exchange
+    # buffers; cbuf [B, H] fp32 carries c between per-step launches. FUSE_X (one step,
+    # T = 1, the *Cell path): the gates' input part is x [B, I] @ W_ih^T + bias, here.
+    offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
+    offs_u, u_ok = _units(H, U)
     dt = out_ptr.dtype.element_ty
     G = 4 * H
-    _copy_rows(h0_ptr, state_ptr, offs_b, row_ok, P, BN)
-    _copy_rows(c0_ptr, c_ptr, offs_b, row_ok, H, BN)
-    tl.debug_barrier()
-    for s in range(0, nsteps):
-        act = s < lens
+    m2 = row_ok[:, None] & u_ok[None, :]
+    so = offs_b[:, None] * H + offs_u[None, :]                              # [BB, U] in [B, H]
+    if PROJ:
+        offs_p, p_ok = _units(P, UP)
+    if ONCHIP:   # [BKP, U] per gate, loaded once for the whole sequence
+        wi = _wtile(w_t_ptr, 0, G, 0, P, offs_u, u_ok, BKP)
+        wf = _wtile(w_t_ptr, H, G, 0, P, offs_u, u_ok, BKP)
+        wg = _wtile(w_t_ptr, 2 * H, G, 0, P, offs_u, u_ok, BKP)
+        wo = _wtile(w_t_ptr, 3 * H, G, 0, P, offs_u, u_ok, BKP)
+        if PROJ:
+            wr = _wtile(wr_t_ptr, 0, P, 0, H, offs_p, p_ok, BKH)           # [BKH, UP]
+    c = tl.load(cbuf_ptr + so, mask=m2, other=0.0)
+    if s_begin == 0:
+        c = tl.load(c0_ptr + so, mask=m2, other=0.0).to(tl.float32)
+    nu = tl.num_programs(0)
+    sync = sync_ptr + tl.program_id(1)
+    NBAR: tl.constexpr = 2 if PROJ else 1
+    for s in range(s_begin, tl.minimum(s_end, nsteps)):
+        act = (s < lens) & row_ok
+        last = act & (s == lens - 1)
         t = _time(s, lens, REVERSE)
-        src = _slot(state_ptr, s, B, P)
-        dst = _slot(state_ptr, s + 1, B, P)
-        for n0 in range(0, H, BN):
-            offs_n = n0 + tl.arange(0, BN)
-            n_ok = offs_n < H
-            m2 = row_ok[:, None] & n_ok[None, :]
-            ma = m2 & act[:, None]
-            xo = (t[:, None] * B + offs_b[:, None]) * G + offs_n[None, :]
-            pre_i = _rowdot(src, P, w_t_ptr, G, 0, offs_b, row_ok, offs_n, n_ok, P, dt, PRECISION, BB, BN, BK)
-            pre_f = _rowdot(src, P, w_t_ptr, G, H, offs_b, row_ok, offs_n, n_ok, P, dt, PRECISION, BB, BN, BK)
-            pre_g = _rowdot(src, P, w_t_ptr, G, 2 * H, offs_b, row_ok, offs_n, n_ok, P, dt, PRECISION, BB, BN, BK)
-            pre_o = _rowdot(src, P, w_t_ptr, G, 3 * H, offs_b, row_ok, offs_n, n_ok, P, dt, PRECISION, BB, BN, BK)
-            ig = _sigmoid(pre_i + tl.load(xproj_ptr + xo, mask=ma, other=0.0).to(tl.float32))
-            fg = _sigmoid(pre_f + tl.load(xproj_ptr + xo + H, mask=ma, other=0.0).to(tl.float32))
-            gg = _tanh(pre_g + tl.load(xproj_ptr + xo + 2 * H, mask=ma, other=0.0).to(tl.float32))
-            og = _sigmoid(pre_o + tl.load(xproj_ptr + xo + 3 * H, mask=ma, other=0.0).to(tl.float32))
-            co = offs_b[:, None] * H + offs_n[None, :]
-            c_old = tl.load(c_ptr + co, mask=m2, other=0.0)
-            c_new = fg * c_old + ig * gg
-            mv = og * _tanh(c_new)
-            tl.store(c_ptr + co, tl.where(act[:, None], c_new, c_old), mask=m2)
-            ho = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
+        src = hbuf_ptr + (s % 2) * B * P
+        dst = hbuf_ptr + ((s + 1) % 2) * B * P
+        if s == 0:
+            src = h0_ptr
+        if phases & 1:    # gates and c for this program's cell units
+            ai = tl.zeros((BB, U), tl.float32)
+            af = tl.zeros((BB, U), tl.float32)
+            ag = tl.zeros((BB, U), tl.float32)
+            ao = tl.zeros((BB, U), tl.float32)
+            for k0 in range(0, P, BKP):          # one chunk when ONCHIP
+                h = _arows(src, P, 0, k0, P, offs_b, row_ok, dt, BKP)            # [BB, BKP]
+                if ONCHIP:
+                    ti, tf, tg, to = wi, wf, wg, wo
+                else:
+                    ti = _wtile(w_t_ptr, 0, G, k0, P, offs_u, u_ok, BKP)
+                    tf = _wtile(w_t_ptr, H, G, k0, P, offs_u, u_ok, BKP)
+                    tg = _wtile(w_t_ptr, 2 * H, G, k0, P, offs_u, u_ok, BKP)
+                    to = _wtile(w_t_ptr, 3 * H, G, k0, P, offs_u, u_ok, BKP)
+                ai += tl.dot(h, ti, input_precision=PRECISION)
+                af += tl.dot(h, tf, input_precision=PRECISION)
+                ag += tl.dot(h, tg, input_precision=PRECISION)
+                ao += tl.dot(h, to, input_precision=PRECISION)
+            ma = act[:, None] & u_ok[None, :]
+            xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
+            if FUSE_X:
+                for k0 in range(0, I, BKX):
+                    x = _arows(x_ptr, I, 0, k0, I, offs_b, row_ok, dt, BKX)
+                    ai += tl.dot(x, _wtile(wx_t_ptr, 0, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
+                    af += tl.dot(x, _wtile(wx_t_ptr, H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
+                    ag += tl.dot(x, _wtile(wx_t_ptr, 2 * H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
+                    ao += tl.dot(x, _wtile(wx_t_ptr, 3 * H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
+                ai += _gate_in(bias_ptr, offs_u[None, :], 0, H, u_ok[None, :])
+                af += _gate_in(bias_ptr, offs_u[None, :], 1, H, u_ok[None, :])
+                ag += _gate_in(bias_ptr, offs_u[None, :], 2, H, u_ok[None, :])
+                ao += _gate_in(bias_ptr, offs_u[None, :], 3, H, u_ok[None, :])
+            else:
+                ai += _gate_in(xproj_ptr, xo, 0, H, ma)
+                af += _gate_in(xproj_ptr, xo, 1, H, ma)
+                ag += _gate_in(xproj_ptr, xo, 2, H, ma)
+                ao += _gate_in(xproj_ptr, xo, 3, H, ma)
+            ig, fg, gg, og = _sigmoid(ai), _sigmoid(af), _tanh(ag), _sigmoid(ao)
+            c_new = fg * c + ig * gg
+            mv = og * _tanh(c_new)                                              # [BB, U]
+            c = tl.where(act[:, None], c_new, c)
+            ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
+            tl.store(cn_ptr + so, c_new.to(dt), mask=last[:, None] & u_ok[None, :])
             if SAVE:
                 tl.store(gates_ptr + xo, ig.to(dt), mask=ma)
                 tl.store(gates_ptr + xo + H, fg.to(dt), mask=ma)
                 tl.store(gates_ptr + xo + 2 * H, gg.to(dt), mask=ma)
                 tl.store(gates_ptr + xo + 3 * H, og.to(dt), mask=ma)
                 tl.store(cells_ptr + ho, c_new.to(dt), mask=ma)
-                if PROJ:
-                    tl.store(mids_ptr + ho, mv.to(dt), mask=ma)
             if PROJ:
-                tl.store(m_ptr + co, mv.to(dt), mask=m2)
+                if SAVE:
+                    tl.store(mids_ptr + ho, mv.to(dt), mask=ma)
+                tl.store(mbuf_ptr + so, mv.to(dt), mask=m2)
             else:
                 tl.store(out_ptr + ho, mv.to(dt), mask=ma)
-                old = tl.load(src + co, mask=m2, other=0.0)
-                tl.store(dst + co, tl.where(act[:, None], mv, old), mask=m2)
+                tl.store(dst + so, mv.to(dt), mask=m2)
+                tl.store(hn_ptr + so, mv.to(dt), mask=last[:, None] & u_ok[None, :])
         if PROJ:
-            tl.debug_barrier()
-            for p0 in range(0, P, BN):
-                offs_p = p0 + tl.arange(0, BN)
-                p_ok = offs_p < P
-                hv = _rowdot(m_ptr, H, wr_t_ptr, P, 0, offs_b, row_ok, offs_p, p_ok, H, dt, PRECISION, BB, BN, BK)
-                m2 = row_ok[:, None] & p_ok[None, :]
+            _grid_sync(sync, ((s - s_begin) * NBAR + 1) * nu, PERSIST)
+            if phases & 2:    # this program's UP units of h = m @ W_hr^T, from the whole m
+                hp = tl.zeros((BB, UP), tl.float32)
+                for k0 in range(0, H, BKH):
+                    mm = _arows(mbuf_ptr, H, 0, k0, H, offs_b, row_ok, dt, BKH)
+                    if ONCHIP:
+                        tr = wr
+                    else:
+                        tr = _wtile(wr_t_ptr, 0, P, k0, H, offs_p, p_ok, BKH)
+                    hp += tl.dot(mm, tr, input_precision=PRECISION)
                 po = offs_b[:, None] * P + offs_p[None, :]
+                mp = row_ok[:, None] & p_ok[None, :]
                 tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :],
-                         hv.to(dt), mask=m2 & act[:, None])
-                old = tl.load(src + po, mask=m2, other=0.0)
-                tl.store(dst + po, tl.where(act[:, None], hv, old), mask=m2)
-        tl.debug_barrier()
-    _copy_rows(_slot(state_ptr, nsteps, B, P), hn_ptr, offs_b, row_ok, P, BN)
-    _copy_rows(c_ptr, cn_ptr, offs_b, row_ok, H, BN)
-    if VARLEN:
-        _zero_padding(out_ptr, offs_b, lens, T, B, P, BB, BN)
-        if PROJ and SAVE:
-            _zero_padding(mids_ptr, offs_b, lens, T, B, H, BB, BN)
+                         hp.to(dt), mask=mp & act[:, None])
+                tl.store(dst + po, hp.to(dt), mask=mp)
+                tl.store(hn_ptr + po, hp.to(dt), mask=mp & last[:, None])
+        _grid_sync(sync, ((s - s_begin) * NBAR + NBAR) * nu, PERSIST)
+    if not PERSIST:
+        if phases & 1:    # a launch of the second phase alone leaves c as it found it
+            tl.store(cbuf_ptr + so, c, mask=m2)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit
+def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt: tl.constexpr,
+             PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
+             UP: tl.constexpr, BKH: tl.constexpr):
+    # [BB, UP] = dG [BB, 4H] (the step after's gate gradients, all units) @ W_hh[:, units]
+    G = 4 * H
+    acc = tl.zeros((BB, UP), tl.float32)
+    for k0 in range(0, H, BKH):
+        if ONCHIP:
+            ti, tf, tg, to = wi, wf, wg, wo
+        else:
+            ti = _wtile(w_ptr, 0, P, k0, H, offs_p, p_ok, BKH)
+            tf = _wtile(w_ptr, H * P, P, k0, H, offs_p, p_ok, BKH)
+            tg = _wtile(w_ptr, 2 * H * P, P, k0, H, offs_p, p_ok, BKH)
+            to = _wtile(w_ptr, 3 * H * P, P, k0, H, offs_p, p_ok, BKH)
+        acc += tl.dot(_arows(src, G, 0, k0, H, offs_b, row_ok, dt, BKH), ti, input_precision=PRECISION)
+        acc += tl.dot(_arows(src, G, H, k0, H, offs_b, row_ok, dt, BKH), tf, input_precision=PRECISION)
+        acc += tl.dot(_arows(src, G, 2 * H, k0, H, offs_b, row_ok, dt, BKH), tg, input_precision=PRECISION)
+        acc += tl.dot(_arows(src, G, 3 * H, k0, H, offs_b, row_ok, dt, BKH), to, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
 def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, cells_ptr, w_ptr,
                     wr_ptr, lengths_ptr, grad_pre_ptr, grad_h_ptr, grad_h0_ptr, grad_c0_ptr,
-                    state_ptr, dc_ptr, d_ptr, dm_ptr, g_ptr, T, B, H, P,
-                    PROJ: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
-                    PRECISION: tl.constexpr, BB: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    # w = W_hh [4H, P]; wr = W_hr [P, H]; state [2, B, P] carries dL/dh, dc [B, H] dL/dc;
-    # scratch: d [B, P] total dL/dh_t, dm [B, H] dL/dm, g [B, 4H] dL/da
-    offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
-    nsteps = tl.max(lens, axis=0)
+                    gbuf_ptr, dhbuf_ptr, dcbuf_ptr, sync_ptr, T, B, H, P, row0, row_end,
+                    s_begin, s_end, phases, PROJ: tl.constexpr, REVERSE: tl.constexpr,
+                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
+                    BB: tl.constexpr, U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr,
+                    BKH: tl.constexpr):
+    # w = W_hh [G, P]; wr = W_hr [P, H]; gbuf [2, B, G] and dhbuf [B, P] exchange buffers;
+    # dcbuf [B, H] fp32 carries dc between per-step launches. Iteration i in
+    # [s_begin, s_end) is step nsteps - 1 - i; iteration nsteps forms dh0 and dc0.
+    offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
+    offs_u, u_ok = _units(H, U)                          # cell units: gate gradients, dc
+    if PROJ:
+        offs_p, p_ok = _units(P, UP)                     # state units: dh
+    else:
+        offs_p, p_ok = offs_u, u_ok
     dt = grad_out_ptr.dtype.element_ty
     G = 4 * H
-    _copy_rows(grad_hn_ptr, state_ptr, offs_b, row_ok, P, BN)
-    _copy_rows(grad_cn_ptr, dc_ptr, offs_b, row_ok, H, BN)
-    tl.debug_barrier()
-    for i in range(0, nsteps):
+    m2 = row_ok[:, None] & u_ok[None, :]
+    mp = row_ok[:, None] & p_ok[None, :]
+    so = offs_b[:, None] * H + offs_u[None, :]
+    po = offs_b[:, None] * P + offs_p[None, :]
+    wi, wf, wg, wo = 0, 0, 0, 0
+    if ONCHIP:   # [BKH, UP] per gate: the W_hh columns of this program's state units
+        wi = _wtile(w_ptr, 0, P, 0, H, offs_p, p_ok, BKH)
+        wf = _wtile(w_ptr, H * P, P, 0, H, offs_p, p_ok, BKH)
+        wg = _wtile(w_ptr, 2 * H * P, P, 0, H, offs_p, p_ok, BKH)
+        wo = _wtile(w_ptr, 3 * H * P, P, 0, H, offs_p, p_ok, BKH)
+        if PROJ:
+            wr = _wtile(wr_ptr, 0, H, 0, P, offs_u, u_ok, BKP)             # [BKP, U]
+    ghn = tl.load(grad_hn_ptr + po, mask=mp, other=0.0).to(tl.float32)
+    gcn = tl.load(grad_cn_ptr + so, mask=m2, other=0.0).to(tl.float32)
+    dc = tl.load(dcbuf_ptr + so, mask=m2, other=0.0)
+    nu = tl.num_programs(0)
+    sync = sync_ptr + tl.program_id(1)
+    NBAR: tl.constexpr = 2 if PROJ else 1
+    for i in range(s_begin, tl.minimum(s_end, nsteps)):
         s = nsteps - 1 - i
-        act = s < lens
+        act = (s < lens) & row_ok
+        first = s == lens - 1                            # the row's last step: dh = grad_hn
         t = _time(s, lens, REVERSE)
         tp = _time(s - 1, lens, REVERSE)
-        has_prev = (tl.zeros((BB,), tl.int32) + s) > 0
-        src = _slot(state_ptr, i, B, P)
-        dst = _slot(state_ptr, i + 1, B, P)
-        # phase 1: d = grad_out[t] + dh  ->  grad_h[t] and d (projection), or dm
-        for p0 in range(0, P, BN):
-            offs_p = p0 + tl.arange(0, BN)
-            m2 = row_ok[:, None] & (offs_p < P)[None, :]
-            ma = m2 & act[:, None]
-            po = offs_b[:, None] * P + offs_p[None, :]
+        sv = tl.zeros_like(lens) + s                     # [BB]: step 0 reads the initial state
+        src = gbuf_ptr + (i % 2) * B * G
+        dst = gbuf_ptr + ((i + 1) % 2) * B * G
+        dm = tl.zeros((BB, U), tl.float32)               # dL/dm of this program's cell units
+        if phases & 1:    # dh of this program's state units, from the step after's gates
+            rec = _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt,
+                           PRECISION, ONCHIP, BB, UP, BKH)
+            map_ = act[:, None] & p_ok[None, :]
             to = (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :]
-            d = tl.load(grad_out_ptr + to, mask=ma, other=0.0).to(tl.float32) + \
-                tl.load(src + po, mask=m2, other=0.0)
-            d = tl.where(ma, d, 0.0)
-            if PROJ:    # grad_h feeds only dW_hr; without a projection it is empty
-                tl.store(grad_h_ptr + to, d.to(dt), mask=ma)
-                tl.store(d_ptr + po, d.to(dt), mask=m2)
+            dh = tl.where(first[:, None], ghn, rec) + \
+                tl.load(grad_out_ptr + to, mask=map_, other=0.0).to(tl.float32)
+            if PROJ:
+                tl.store(grad_h_ptr + to, dh.to(dt), mask=map_)
+                tl.store(dhbuf_ptr + po, dh.to(dt), mask=mp)
             else:
-                tl.store(dm_ptr + po, d, mask=m2)
-        tl.debug_barrier()
+                dm = dh
         if PROJ:
-            # phase 2: dm = d @ W_hr
-            for n0 in range(0, H, BN):
-                offs_n = n0 + tl.arange(0, BN)
-                n_ok = offs_n < H
-                dmv = _rowdot(d_ptr, P, wr_ptr, H, 0, offs_b, row_ok, offs_n, n_ok, P, dt, PRECISION, BB, BN, BK)
-                tl.store(dm_ptr + offs_b[:, None] * H + offs_n[None, :], dmv,
-                         mask=row_ok[:, None] & n_ok[None, :])
-            tl.debug_barrier()
-        # phase 3: gate pre-activation gradients; dc carried back
-        for n0 in range(0, H, BN):
-            offs_n = n0 + tl.arange(0, BN)
-            m2 = row_ok[:, None] & (offs_n < H)[None, :]
-            ma = m2 & act[:, None]
-            xo = (t[:, None] * B + offs_b[:, None]) * G + offs_n[None, :]
-            ho = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
-            co = offs_b[:, None] * H + offs_n[None, :]
-            ig = tl.load(gates_ptr + xo, mask=ma, other=0.0).to(tl.float32)
-            fg = tl.load(gates_ptr + xo + H, mask=ma, other=0.0).to(tl.float32)
-            gg = tl.load(gates_ptr + xo + 2 * H, mask=ma, other=0.0).to(tl.float32)
-            og = tl.load(gates_ptr + xo + 3 * H, mask=ma, other=0.0).to(tl.float32)
-            tc = _tanh(tl.load(cells_ptr + ho, mask=ma, other=0.0).to(tl.float32))
-            cprev = tl.load(cells_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_n[None, :],
-                            mask=ma & has_prev[:, None], other=0.0).to(tl.float32) + \
-                tl.load(c0_ptr + co, mask=ma & (has_prev == 0)[:, None], other=0.0).to(tl.float32)
-            dm = tl.load(dm_ptr + co, mask=m2, other=0.0)
-            dc_old = tl.load(dc_ptr + co, mask=m2, other=0.0)
-            dct = dc_old + dm * og * (1.0 - tc * tc)
+            _grid_sync(sync, ((i - s_begin) * NBAR + 1) * nu, PERSIST)
+            if phases & 2:    # dm = dh @ W_hr from the whole dh
+                for k0 in range(0, P, BKP):
+                    if ONCHIP:
+                        tr = wr
+                    else:
+                        tr = _wtile(wr_ptr, 0, H, k0, P, offs_u, u_ok, BKP)
+                    dm += tl.dot(_arows(dhbuf_ptr, P, 0, k0, P, offs_b, row_ok, dt, BKP), tr,
+                                 input_precision=PRECISION)
+        if phases & 2:    # gate gradients and dc of this program's cell units
+            ma = act[:, None] & u_ok[None, :]
+            xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
+            ig = _gate_in(gates_ptr, xo, 0, H, ma)
+            fg = _gate_in(gates_ptr, xo, 1, H, ma)
+            gg = _gate_in(gates_ptr, xo, 2, H, ma)
+            og = _gate_in(gates_ptr, xo, 3, H, ma)
+            tc = _tanh(tl.load(cells_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+                               mask=ma, other=0.0).to(tl.float32))
+            cprev = tl.load(cells_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+                            mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
+                tl.load(c0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
+            dct = tl.where(first[:, None], gcn, dc) + dm * og * (1.0 - tc * tc)
             gi = tl.where(ma, dct * gg * ig * (1.0 - ig), 0.0)
             gf = tl.where(ma, dct * cprev * fg * (1.0 - fg), 0.0)
             gc = tl.where(ma, dct * ig * (1.0 - gg * gg), 0.0)
             go = tl.where(ma, dm * tc * og * (1.0 - og), 0.0)
-            tl.store(dc_ptr + co, tl.where(act[:, None], dct * fg, dc_old), mask=m2)
+            dc = tl.where(act[:, None], dct * fg, dc)
             tl.store(grad_pre_ptr + xo, gi.to(dt), mask=ma)
             tl.store(grad_pre_ptr + xo + H, gf.to(dt), mask=ma)
             tl.store(grad_pre_ptr + xo + 2 * H, gc.to(dt), mask=ma)
             tl.store(grad_pre_ptr + xo + 3 * H, go.to(dt), mask=ma)
-            gofs = offs_b[:, None] * G + offs_n[None, :]
-            tl.store(g_ptr + gofs, gi.to(dt), mask=m2)
-            tl.store(g_ptr + gofs + H, gf.to(dt), mask=m2)
-            tl.store(g_ptr + gofs + 2 * H, gc.to(dt), mask=m2)
-            tl.store(g_ptr + gofs + 3 * H, go.to(dt), mask=m2)
-        tl.debug_barrier()
-        # phase 4: dh = g @ W_hh for the running rows
-        for p0 in range(0, P, BN):
-            offs_p = p0 + tl.arange(0, BN)
-            p_ok = offs_p < P
-            dhv = _rowdot(g_ptr, G, w_ptr, P, 0, offs_b, row_ok, offs_p, p_ok, G, dt, PRECISION, BB, BN, BK)
-            m2 = row_ok[:, None] & p_ok[None, :]
-            po = offs_b[:, None] * P + offs_p[None, :]
-            old = tl.load(src + po, mask=m2, other=0.0)
-            tl.store(dst + po, tl.where(act[:, None], dhv, old), mask=m2)
-        tl.debug_barrier()
-    _copy_rows(_slot(state_ptr, nsteps, B, P), grad_h0_ptr, offs_b, row_ok, P, BN)
-    _copy_rows(dc_ptr, grad_c0_ptr, offs_b, row_ok, H, BN)
-    if VARLEN:
-        _zero_padding(grad_pre_ptr, offs_b, lens, T, B, G, BB, BN)
-        if PROJ:
-            _zero_padding(grad_h_ptr, offs_b, lens, T, B, P, BB, BN)
+            go_ = offs_b[:, None] * G + offs_u[None, :]
+            tl.store(dst + go_, gi.to(dt), mask=m2)
+            tl.store(dst + go_ + H, gf.to(dt), mask=m2)
+            tl.store(dst + go_ + 2 * H, gc.to(dt), mask=m2)
+            tl.store(dst + go_ + 3 * H, go.to(dt), mask=m2)
+        _grid_sync(sync, ((i - s_begin) * NBAR + NBAR) * nu, PERSIST)
+    if (s_begin <= nsteps) & (nsteps < s_end) & (phases & 1):   # after step 0: dh0, dc0
+        dh0 = _lstm_dh(gbuf_ptr + (nsteps % 2) * B * G, H, P, offs_b, row_ok, offs_p, p_ok,
+                       w_ptr, wi, wf, wg, wo, dt, PRECISION, ONCHIP, BB, UP, BKH)
+        tl.store(grad_h0_ptr + po, dh0.to(dt), mask=mp)
+        tl.store(grad_c0_ptr + so, dc.to(dt), mask=m2)
+    if not PERSIST:
+        tl.store(dcbuf_ptr + so, dc, mask=m2)
 
 
 # ----------------------------------------------------------------- launchers
-def config(dtype, direction):
-    """Tiles per operand width (AOT-checked: no spills on sm_80/sm_90a). The forward's
-    four gate accumulators spill with 4 warps, so it spreads them over 8; the
-    backward spills with 8 (ptxas caps it at 128 registers there) and keeps 4."""
-    tiles = dict(BB=16, BN=16, BK=32) if dtype.itemsize == 4 else dict(BB=16, BN=32, BK=32)
-    return dict(tiles, num_warps=8 if direction == "fwd" else 4)
-
-
 def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
-    import torch
     T, B, G = xproj.shape
     H, P = G // 4, h0.shape[1]
     proj = w_hr is not None
     out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj, save)
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
-    f32 = dict(dtype=torch.float32, device=xproj.device)
-    state, c = torch.empty((2, B, P), **f32), torch.empty((B, H), **f32)
-    m = torch.empty((B, H), dtype=xproj.dtype, device=xproj.device)
-    wr_t = w_hr.t().contiguous() if proj else m
-    cfg = config(xproj.dtype, "fwd")
-    lstm_fwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
-        xproj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.t().contiguous(), wr_t,
-        _lengths(lengths, B, T, xproj.device), out, h_n, c_n, gates if save else out,
-        cells if save else out, mids if proj and save else m, state, c, m, T, B, H, P,
-        PROJ=proj, REVERSE=reverse, VARLEN=lengths is not None, SAVE=save,
-        PRECISION=_precision(xproj.dtype), **cfg)
+    run = plan.Run(lstm_fwd_kernel, "lstm", "fwd", xproj, H=H, P=P, B=B, T=T, lengths=lengths,
+                   PROJ=proj, REVERSE=reverse, SAVE=save)
+    run.prefill_final(lengths, (h_n, h0), (c_n, c0))
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
+               h0_ptr=h0.contiguous(), c0_ptr=c0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
+               wr_t_ptr=w_hr.t().contiguous() if proj else xproj, out_ptr=out, hn_ptr=h_n,
+               cn_ptr=c_n, gates_ptr=gates if save else out, cells_ptr=cells if save else out,
+               mids_ptr=mids if proj and save else out, hbuf_ptr=run.buffer((2, B, P)),
+               mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True),
+               FUSE_X=False)
+    run.zero_past_lengths(out, mids if proj and save else None)
     return out, h_n, c_n, gates, cells, mids
 
 
 def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
-    import torch
     T, B, P = grad_out.shape
     H = c0.shape[1]
-    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0, w_hr is not None)
+    proj = w_hr is not None
+    grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0, proj)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
-    dev = grad_out.device
-    f32 = dict(dtype=torch.float32, device=dev)
-    state, dc, dm = torch.empty((2, B, P), **f32), torch.empty((B, H), **f32), torch.empty((B, H), **f32)
-    d = torch.empty((B, P), dtype=grad_out.dtype, device=dev)
-    g = torch.empty((B, 4 * H), dtype=grad_out.dtype, device=dev)
-    cfg = config(grad_out.dtype, "bwd")
-    lstm_bwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
-        grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), c0.contiguous(),
-        gates, cells, w_hh.contiguous(), w_hr.contiguous() if w_hr is not None else d,
-        _lengths(lengths, B, T, dev), grad_pre, grad_h, grad_h0, grad_c0, state, dc, d, dm, g,
-        T, B, H, P, PROJ=w_hr is not None, REVERSE=reverse, VARLEN=lengths is not None,
-        PRECISION=_precision(grad_out.dtype), **cfg)
+    run = plan.Run(lstm_bwd_kernel, "lstm", "bwd", grad_out, H=H, P=P, B=B, T=T,
+                   lengths=lengths, PROJ=proj, REVERSE=reverse)
+    run.launch(grad_out_ptr=grad_out.contiguous(), grad_hn_ptr=grad_hn.contiguous(),
+               grad_cn_ptr=grad_cn.contiguous(), c0_ptr=c0.contiguous(), gates_ptr=gates,
+               cells_ptr=cells, w_ptr=w_hh.contiguous(),
+               wr_ptr=w_hr.contiguous() if proj else grad_out, grad_pre_ptr=grad_pre,
+               grad_h_ptr=grad_h if proj else grad_pre, grad_h0_ptr=grad_h0,
+               grad_c0_ptr=grad_c0, gbuf_ptr=run.buffer((2, B, 4 * H)),
+               dhbuf_ptr=run.buffer((B, P)), dcbuf_ptr=run.buffer((B, H), fp32=True))
+    run.zero_past_lengths(grad_pre, grad_h if proj else None)
     return grad_pre, grad_h, grad_h0, grad_c0
+
+
+def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
+    """One step, no autograd: both products, the biases and the gates in one launch
+    (x [B, I], h [B, P], c [B, H] -> (h', c')); see fastrnn/kernels/__init__.py."""
+    B, I = x.shape
+    G, P = w_hh.shape
+    H = G // 4
+    proj = w_hr is not None
+    xl = x.unsqueeze(0)
+    out, h_n, c_n, _, _, _ = lstm_fwd_outputs(xl.new_empty((1, B, G)), h, proj, save=False)
+    if B == 0:
+        return h_n, c_n
+    run = plan.Run(lstm_fwd_kernel, "lstm", "step", x, H=H, P=P, B=B, T=1, lengths=None,
+                   I=I, PROJ=proj, REVERSE=False, SAVE=False)
+    run.launch(xproj_ptr=x, x_ptr=x.contiguous(), wx_t_ptr=w_ih.t().contiguous(),
+               bias_ptr=plan.step_bias(b_ih, b_hh, G, x), h0_ptr=h.contiguous(),
+               c0_ptr=c.contiguous(), w_t_ptr=w_hh.t().contiguous(),
+               wr_t_ptr=w_hr.t().contiguous() if proj else x, out_ptr=out, hn_ptr=h_n,
+               cn_ptr=c_n, gates_ptr=out, cells_ptr=out, mids_ptr=out, hbuf_ptr=run.buffer((2, B, P)),
+               mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True),
+               FUSE_X=True)
+    return h_n, c_n

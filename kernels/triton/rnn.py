@@ -1,27 +1,25 @@
-"""Elman RNN forward and BPTT kernels (Triton, CUDA; TRITON_INTERPRET=1 on CPU).
+"""Elman RNN forward and BPTT kernels (Triton), persistent over the GPU.
 
-Dimension legend: T steps, B batch, H hidden; BB rows of the batch per program,
-BH = next power of two >= H, BN/BK output/reduction tiles of the hidden dim.
-``xproj`` [T, B, H] is the input projection of every step (one GEMM, outside).
-All tensors are contiguous; addresses are computed in int64.
+Dimension legend: T steps, B batch, H hidden, I input (the fused step only); a program
+owns U hidden units x BB batch rows; BKH is the chunk of its products over H (the
+whole padded H when its weights are on chip, ONCHIP), BKX over I. ``xproj`` [T, B, H]
+is the input projection of every step (one GEMM, outside). Tensors are contiguous;
+addresses are int64. The plan of every kernel here (kernels/README.md):
 
-One launch runs the whole sequence: program p owns rows [p*BB, (p+1)*BB) and
-loops over time. Two layouts, chosen by the launcher:
-  ONCHIP  (BH <= 128): W_hh^T is loaded into registers once, before the time
-          loop, and the state never leaves the SM.
-  tiled   (larger H):  the state round-trips through an L2-resident scratch
-          buffer [2, B, H] (ping-pong), W_hh tiles stream from L2 each step;
-          a CTA barrier separates the steps.
-Variable lengths: row b runs processing steps s < len_b at time t = s (or
-len_b - 1 - s when REVERSE); inactive rows keep their state, and positions past
-a row's length are written as zeros. Accumulation is fp32 for any input dtype.
+Forward: the program holds the rows of W_hh for its units (as W_hh^T columns), reads
+the whole h_{t-1} from a ping-pong buffer [2, B, H], writes its slice of h_t, and meets
+the other programs of its batch tile at a barrier (PERSIST), or the step ends with the
+launch. Backward: it holds the W_hh columns of its units, reads the whole
+pre-activation gradient of the step after and forms dh for its units.
+Variable lengths: row b runs steps s < len_b at time s (REVERSE: len_b - 1 - s); its
+final state is written at its last step; fp32 accumulation for every input dtype.
 """
 import triton
 import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
-from ._common import (_copy_rows, _lengths, _precision, _rowdot, _rows, _slot, _tanh, _time,
-                      _zero_padding)
+from . import plan
+from ._common import _arows, _gate_in, _grid_sync, _rows, _tanh, _time, _units, _wtile
 
 
 @triton.jit
@@ -39,201 +37,155 @@ def _act_grad(d, y, RELU: tl.constexpr):
     return d * (1.0 - y * y)
 
 
-@triton.jit(do_not_specialize=["T"])
-def rnn_fwd_kernel(xproj_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr, hn_ptr, state_ptr,
-                   T, B, H,
-                   REVERSE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr,
-                   ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
-                   BB: tl.constexpr, BH: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
-    nsteps = tl.max(lens, axis=0)
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
+def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr,
+                   hn_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end, s_begin, s_end,
+                   phases, REVERSE: tl.constexpr, RELU: tl.constexpr, FUSE_X: tl.constexpr,
+                   PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
+                   BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKX: tl.constexpr):
+    # w_t = W_hh^T [H, H]; FUSE_X (one step, T = 1): x [B, I] @ W_ih^T + bias here
+    offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
+    offs_u, u_ok = _units(H, U)
     dt = out_ptr.dtype.element_ty
+    m2 = row_ok[:, None] & u_ok[None, :]
+    so = offs_b[:, None] * H + offs_u[None, :]
     if ONCHIP:
-        offs_h = tl.arange(0, BH)
-        h_ok = offs_h < H
-        m2 = row_ok[:, None] & h_ok[None, :]
-        w_t = tl.load(w_t_ptr + offs_h[:, None].to(tl.int64) * H + offs_h[None, :],
-                      mask=h_ok[:, None] & h_ok[None, :], other=0.0)   # [BH, BH] stays on chip
-        h = tl.load(h0_ptr + offs_b[:, None] * H + offs_h[None, :], mask=m2, other=0.0)
-        h = h.to(tl.float32)                                             # [BB, BH]
-        for s in range(0, nsteps):
-            act = s < lens                                               # [BB]
-            t = _time(s, lens, REVERSE)
-            off = (t[:, None] * B + offs_b[:, None]) * H + offs_h[None, :]
-            m = m2 & act[:, None]
-            xp = tl.load(xproj_ptr + off, mask=m, other=0.0).to(tl.float32)
-            pre = tl.dot(h.to(dt), w_t, input_precision=PRECISION) + xp
-            y = _act(pre, RELU)
-            tl.store(out_ptr + off, y.to(dt), mask=m)
-            h = tl.where(act[:, None], y, h)
-        tl.store(hn_ptr + offs_b[:, None] * H + offs_h[None, :], h.to(dt), mask=m2)
-    else:
-        # state[0] <- h0; step s reads state[s % 2] and writes state[(s + 1) % 2]
-        _copy_rows(h0_ptr, state_ptr, offs_b, row_ok, H, BN)
-        tl.debug_barrier()
-        for s in range(0, nsteps):
-            act = s < lens
-            t = _time(s, lens, REVERSE)
-            src = _slot(state_ptr, s, B, H)
-            dst = _slot(state_ptr, s + 1, B, H)
-            for n0 in range(0, H, BN):
-                offs_n = n0 + tl.arange(0, BN)
-                n_ok = offs_n < H
-                acc = _rowdot(src, H, w_t_ptr, H, 0, offs_b, row_ok, offs_n, n_ok, H, dt,
-                              PRECISION, BB, BN, BK)
-                m = row_ok[:, None] & n_ok[None, :]
-                ma = m & act[:, None]
-                off = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
-                xp = tl.load(xproj_ptr + off, mask=ma, other=0.0).to(tl.float32)
-                y = _act(acc + xp, RELU)
-                tl.store(out_ptr + off, y.to(dt), mask=ma)
-                old = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-                tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
-                         tl.where(act[:, None], y, old), mask=m)
-            tl.debug_barrier()
-        _copy_rows(_slot(state_ptr, nsteps, B, H), hn_ptr, offs_b, row_ok, H, BN)
-    if VARLEN:
-        _zero_padding(out_ptr, offs_b, lens, T, B, H, BB, BN)
+        w = _wtile(w_t_ptr, 0, H, 0, H, offs_u, u_ok, BKH)                   # [BKH, U]
+    nu = tl.num_programs(0)
+    sync = sync_ptr + tl.program_id(1)
+    for s in range(s_begin, tl.minimum(s_end, nsteps)):
+        act = (s < lens) & row_ok
+        last = act & (s == lens - 1)
+        t = _time(s, lens, REVERSE)
+        src = hbuf_ptr + (s % 2) * B * H
+        if s == 0:
+            src = h0_ptr
+        acc = tl.zeros((BB, U), tl.float32)
+        for k0 in range(0, H, BKH):
+            if ONCHIP:
+                tw = w
+            else:
+                tw = _wtile(w_t_ptr, 0, H, k0, H, offs_u, u_ok, BKH)
+            acc += tl.dot(_arows(src, H, 0, k0, H, offs_b, row_ok, dt, BKH), tw,
+                          input_precision=PRECISION)
+        ma = act[:, None] & u_ok[None, :]
+        ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
+        if FUSE_X:
+            for k0 in range(0, I, BKX):
+                acc += tl.dot(_arows(x_ptr, I, 0, k0, I, offs_b, row_ok, dt, BKX),
+                              _wtile(wx_t_ptr, 0, H, k0, I, offs_u, u_ok, BKX),
+                              input_precision=PRECISION)
+            acc += _gate_in(bias_ptr, offs_u[None, :], 0, H, u_ok[None, :])
+        else:
+            acc += _gate_in(xproj_ptr, ho, 0, H, ma)
+        y = _act(acc, RELU).to(dt)
+        tl.store(out_ptr + ho, y, mask=ma)
+        tl.store(hbuf_ptr + ((s + 1) % 2) * B * H + so, y, mask=m2)
+        tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
+        _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
 
 
-@triton.jit(do_not_specialize=["T"])
-def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr,
-                   grad_pre_ptr, grad_h0_ptr, state_ptr, g_ptr,
-                   T, B, H,
-                   REVERSE: tl.constexpr, RELU: tl.constexpr, VARLEN: tl.constexpr,
-                   ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
-                   BB: tl.constexpr, BH: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    # dh carried back: dh_{t-1} = (dL/dpre_t) @ W_hh; rows join at their last step
-    offs_b, row_ok, lens = _rows(B, BB, lengths_ptr)
-    nsteps = tl.max(lens, axis=0)
-    dt = out_ptr.dtype.element_ty
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
+def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_pre_ptr,
+                   grad_h0_ptr, gbuf_ptr, sync_ptr, T, B, H, row0, row_end, s_begin, s_end,
+                   phases, REVERSE: tl.constexpr, RELU: tl.constexpr, PERSIST: tl.constexpr,
+                   ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
+                   U: tl.constexpr, BKH: tl.constexpr):
+    # w = W_hh [H, H]; gbuf [2, B, H] exchanges the pre-activation gradients g; iteration
+    # i in [s_begin, s_end) is step nsteps - 1 - i, iteration nsteps forms dh0
+    offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
+    offs_u, u_ok = _units(H, U)
+    dt = grad_out_ptr.dtype.element_ty
+    m2 = row_ok[:, None] & u_ok[None, :]
+    so = offs_b[:, None] * H + offs_u[None, :]
+    w = 0
     if ONCHIP:
-        offs_h = tl.arange(0, BH)
-        h_ok = offs_h < H
-        m2 = row_ok[:, None] & h_ok[None, :]
-        w = tl.load(w_ptr + offs_h[:, None].to(tl.int64) * H + offs_h[None, :],
-                    mask=h_ok[:, None] & h_ok[None, :], other=0.0)     # [BH, BH] stays on chip
-        dh = tl.load(grad_hn_ptr + offs_b[:, None] * H + offs_h[None, :], mask=m2, other=0.0)
-        dh = dh.to(tl.float32)                                          # [BB, BH]
-        for i in range(0, nsteps):
-            s = nsteps - 1 - i
-            act = s < lens
-            t = _time(s, lens, REVERSE)
-            off = (t[:, None] * B + offs_b[:, None]) * H + offs_h[None, :]
-            m = m2 & act[:, None]
-            go = tl.load(grad_out_ptr + off, mask=m, other=0.0).to(tl.float32)
-            y = tl.load(out_ptr + off, mask=m, other=0.0).to(tl.float32)
-            g = tl.where(m, _act_grad(go + dh, y, RELU), 0.0)
-            tl.store(grad_pre_ptr + off, g.to(dt), mask=m)
-            dh_new = tl.dot(g.to(dt), w, input_precision=PRECISION)
-            dh = tl.where(act[:, None], dh_new, dh)
-        tl.store(grad_h0_ptr + offs_b[:, None] * H + offs_h[None, :], dh.to(dt), mask=m2)
-    else:
-        _copy_rows(grad_hn_ptr, state_ptr, offs_b, row_ok, H, BN)
-        tl.debug_barrier()
-        for i in range(0, nsteps):
-            s = nsteps - 1 - i
-            act = s < lens
-            t = _time(s, lens, REVERSE)
-            src = _slot(state_ptr, i, B, H)
-            dst = _slot(state_ptr, i + 1, B, H)
-            # phase 1: this step's pre-activation gradient, all of H, into g scratch
-            for n0 in range(0, H, BN):
-                offs_n = n0 + tl.arange(0, BN)
-                m = row_ok[:, None] & (offs_n < H)[None, :]
-                ma = m & act[:, None]
-                off = (t[:, None] * B + offs_b[:, None]) * H + offs_n[None, :]
-                dh = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-                go = tl.load(grad_out_ptr + off, mask=ma, other=0.0).to(tl.float32)
-                y = tl.load(out_ptr + off, mask=ma, other=0.0).to(tl.float32)
-                g = tl.where(ma, _act_grad(go + dh, y, RELU), 0.0)
-                tl.store(grad_pre_ptr + off, g.to(dt), mask=ma)
-                tl.store(g_ptr + offs_b[:, None] * H + offs_n[None, :], g.to(dt), mask=m)
-            tl.debug_barrier()
-            # phase 2: dh_prev = g @ W_hh, tile by tile
-            for n0 in range(0, H, BN):
-                offs_n = n0 + tl.arange(0, BN)
-                n_ok = offs_n < H
-                acc = _rowdot(g_ptr, H, w_ptr, H, 0, offs_b, row_ok, offs_n, n_ok, H, dt,
-                              PRECISION, BB, BN, BK)
-                m = row_ok[:, None] & n_ok[None, :]
-                old = tl.load(src + offs_b[:, None] * H + offs_n[None, :], mask=m, other=0.0)
-                tl.store(dst + offs_b[:, None] * H + offs_n[None, :],
-                         tl.where(act[:, None], acc, old), mask=m)
-            tl.debug_barrier()
-        _copy_rows(_slot(state_ptr, nsteps, B, H), grad_h0_ptr, offs_b, row_ok, H, BN)
-    if VARLEN:
-        _zero_padding(grad_pre_ptr, offs_b, lens, T, B, H, BB, BN)
+        w = _wtile(w_ptr, 0, H, 0, H, offs_u, u_ok, BKH)                     # [BKH, U]
+    ghn = tl.load(grad_hn_ptr + so, mask=m2, other=0.0).to(tl.float32)
+    nu = tl.num_programs(0)
+    sync = sync_ptr + tl.program_id(1)
+    for i in range(s_begin, tl.minimum(s_end, nsteps)):
+        s = nsteps - 1 - i
+        act = (s < lens) & row_ok
+        first = s == lens - 1
+        t = _time(s, lens, REVERSE)
+        rec = _rnn_dh(gbuf_ptr + (i % 2) * B * H, H, offs_b, row_ok, offs_u, u_ok, w_ptr, w,
+                      dt, PRECISION, ONCHIP, BB, U, BKH)
+        ma = act[:, None] & u_ok[None, :]
+        ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
+        d = tl.where(first[:, None], ghn, rec) + \
+            tl.load(grad_out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        y = tl.load(out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        g = tl.where(ma, _act_grad(d, y, RELU), 0.0).to(dt)
+        tl.store(grad_pre_ptr + ho, g, mask=ma)
+        tl.store(gbuf_ptr + ((i + 1) % 2) * B * H + so, g, mask=m2)
+        _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST)
+    if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
+        dh0 = _rnn_dh(gbuf_ptr + (nsteps % 2) * B * H, H, offs_b, row_ok, offs_u, u_ok, w_ptr,
+                      w, dt, PRECISION, ONCHIP, BB, U, BKH)
+        tl.store(grad_h0_ptr + so, dh0.to(dt), mask=m2)
+
+
+@triton.jit
+def _rnn_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, w, dt: tl.constexpr,
+            PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
+            BKH: tl.constexpr):
+    # [BB, U] = g [BB, H] (the step after's, all units) @ W_hh[:, units]
+    acc = tl.zeros((BB, U), tl.float32)
+    for k0 in range(0, H, BKH):
+        if ONCHIP:
+            tw = w
+        else:
+            tw = _wtile(w_ptr, 0, H, k0, H, offs_u, u_ok, BKH)
+        acc += tl.dot(_arows(src, H, 0, k0, H, offs_b, row_ok, dt, BKH), tw,
+                      input_precision=PRECISION)
+    return acc
 
 
 # ----------------------------------------------------------------- launchers
-BB = 16   # rows per program: the smallest tl.dot M
-
-# Largest BH whose weight tile stays in registers, and the tiles of the tiled
-# layout, per operand width. Chosen so that every configuration compiles for
-# sm_80 and sm_90a without spills (tests/test_triton_aot.py checks it): an fp32
-# dot in IEEE precision runs on FMA units and needs far more registers than a
-# 16-bit tensor-core dot.
-_LIMITS = {4: dict(onchip_max=32, BN=16, BK=32, tiled_warps=4),
-           2: dict(onchip_max=128, BN=64, BK=64, tiled_warps=8)}
-
-
-def config(H, dtype):
-    """The launch configuration for hidden size H: dict of constexprs + num_warps."""
-    lim = _LIMITS[4 if dtype.itemsize == 4 else 2]
-    BH = max(16, triton.next_power_of_2(H))
-    if BH <= lim["onchip_max"]:
-        return dict(ONCHIP=True, BB=BB, BH=BH, BN=BH, BK=BH, num_warps=4 if BH <= 64 else 8)
-    # BH is unused by the tiled layout: pin it so that every large H shares one config
-    return dict(ONCHIP=False, BB=BB, BH=lim["BN"], BN=lim["BN"], BK=lim["BK"],
-                num_warps=lim["tiled_warps"])
-
-
-def configs():
-    """Every (dtype, configuration) the launchers can pick (compiled ahead of time in tests)."""
-    import torch
-    out = []
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for H in (16, 32, 64, 128, 256):
-            if (dtype, config(H, dtype)) not in out:
-                out.append((dtype, config(H, dtype)))
-    return out
-
-
 def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
     """xproj [T, B, H], h0 [B, H], w_hh [H, H] -> (out [T, B, H], h_n [B, H]).
     ``save`` is part of the launcher contract; an RNN saves nothing beyond ``out``."""
-    import torch
     T, B, H = xproj.shape
     out, h_n = rnn_fwd_outputs(xproj)
     if B == 0:
         return out, h_n
-    cfg = config(H, xproj.dtype)
-    state = xproj if cfg["ONCHIP"] else torch.empty((2, B, H), dtype=torch.float32, device=xproj.device)
-    rnn_fwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
-        xproj.contiguous(), h0.contiguous(), w_hh.t().contiguous(),
-        _lengths(lengths, B, T, xproj.device), out, h_n, state, T, B, H,
-        REVERSE=reverse, RELU=nonlinearity == "relu", VARLEN=lengths is not None,
-        PRECISION=_precision(xproj.dtype), **cfg)
+    run = plan.Run(rnn_fwd_kernel, "rnn", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
+                   REVERSE=reverse, RELU=nonlinearity == "relu")
+    run.prefill_final(lengths, (h_n, h0))
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
+               h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
+               hbuf_ptr=run.buffer((2, B, H)), FUSE_X=False)
+    run.zero_past_lengths(out)
     return out, h_n
 
 
 def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
-    import torch
     T, B, H = out.shape
     grad_pre, grad_h0 = rnn_bwd_outputs(out)
     if B == 0:
         return grad_pre, grad_h0
-    cfg = config(H, out.dtype)
-    if cfg["ONCHIP"]:
-        state = g = out
-    else:
-        state = torch.empty((2, B, H), dtype=torch.float32, device=out.device)
-        g = torch.empty((B, H), dtype=out.dtype, device=out.device)
-    rnn_bwd_kernel[(triton.cdiv(B, cfg["BB"]),)](
-        grad_out.contiguous(), grad_hn.contiguous(), out, w_hh.contiguous(),
-        _lengths(lengths, B, T, out.device), grad_pre, grad_h0, state, g, T, B, H,
-        REVERSE=reverse, RELU=nonlinearity == "relu", VARLEN=lengths is not None,
-        PRECISION=_precision(out.dtype), **cfg)
+    run = plan.Run(rnn_bwd_kernel, "rnn", "bwd", out, H=H, P=H, B=B, T=T, lengths=lengths,
+                   REVERSE=reverse, RELU=nonlinearity == "relu")
+    run.launch(grad_out_ptr=grad_out.contiguous(), grad_hn_ptr=grad_hn.contiguous(), out_ptr=out,
+               w_ptr=w_hh.contiguous(), grad_pre_ptr=grad_pre, grad_h0_ptr=grad_h0,
+               gbuf_ptr=run.buffer((2, B, H)))
+    run.zero_past_lengths(grad_pre)
     return grad_pre, grad_h0
+
+
+def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    """One step, no autograd, one launch: x [B, I], h [B, H] -> h' [B, H]."""
+    B, I = x.shape
+    H = w_hh.shape[0]
+    out, h_n = rnn_fwd_outputs(x.new_empty((1, B, H)))
+    if B == 0:
+        return h_n
+    run = plan.Run(rnn_fwd_kernel, "rnn", "step", x, H=H, P=H, B=B, T=1, lengths=None,
+                   REVERSE=False, RELU=nonlinearity == "relu")
+    run.launch(xproj_ptr=x, x_ptr=x.contiguous(), wx_t_ptr=w_ih.t().contiguous(),
+               bias_ptr=plan.step_bias(b_ih, b_hh, H, x), h0_ptr=h.contiguous(),
+               w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
+               hbuf_ptr=run.buffer((2, B, H)), FUSE_X=True)
+    return h_n

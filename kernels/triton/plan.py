@@ -1,0 +1,231 @@
+"""How a Triton launch is split over the GPU, and the launch itself (host side).
+
+Every kernel owns U hidden units x BB batch rows per program. A *persistent* launch
+runs the whole sequence, the programs of a batch tile meeting at a barrier after each
+step; it deadlocks unless every program is resident at once, so ``choose`` admits a
+tiling only when the grid fits the device's SMs at the occupancy the compiled kernel
+allows (its registers and shared memory, read from the cubin by ``resources``). A batch
+too large for one resident grid runs in row chunks, one persistent launch each. When
+no tiling fits at all (or under TRITON_INTERPRET=1, which runs programs one after
+another), the same kernel runs one step per launch, the launch boundary being the
+barrier. What was chosen, and why, is logged at debug level (logger "fastrnn").
+"""
+import functools
+import logging
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from ...backends import triton_interpret
+
+log = logging.getLogger("fastrnn")
+
+# Registers, warps and blocks per SM are the same on sm_80 and sm_90; the shared memory
+# figures are the per-SM capacity and the per-block opt-in limit, in bytes.
+DEVICES = {
+    "A100": dict(arch=80, sms=108, regs=65536, smem_sm=164 * 1024, smem_block=163 * 1024),
+    "H100": dict(arch=90, sms=132, regs=65536, smem_sm=228 * 1024, smem_block=227 * 1024),
+}
+MAX_WARPS_SM, MAX_BLOCKS_SM, MAX_REGS = 64, 32, 255
+NUM_WARPS = 4
+
+
+@dataclass(frozen=True)
+class Tiling:
+    U: int            # hidden units per program
+    BB: int           # batch rows per program
+    onchip: bool      # recurrent weights held on chip for the whole launch, else streamed
+
+
+# Preference order: weights on chip first, then the most programs (the probe: 128
+# programs beat 64 beat 32 at (256, 64, 512)). Streaming tilings serve large H and B.
+CANDIDATES = [Tiling(U, BB, onchip) for onchip in (True, False) for BB in (16, 32, 64)
+              for U in (16, 32)]
+FALLBACK = Tiling(16, 16, False)     # the per-step mode's tiling: it compiles everywhere
+
+
+@dataclass(frozen=True)
+class Plan:
+    tiling: Tiling
+    units: int        # programs along the hidden units
+    rows: int         # batch rows per launch (B when the whole batch fits at once)
+    persist: bool
+    why: str
+
+    def grid(self, nrows):
+        return (self.units, triton.cdiv(nrows, self.tiling.BB))
+
+
+def blocks_per_sm(usage, dev):
+    """How many blocks of a kernel with this usage an SM holds at once (0: none).
+
+    Registers are allocated per warp in units of 256 (regs per thread rounded up to 8);
+    every block also reserves 1 KiB of shared memory for the system."""
+    if usage is None or usage["spills"] or usage["regs"] > MAX_REGS or \
+            usage["shared"] > dev["smem_block"]:
+        return 0
+    per_warp = -(-usage["regs"] * 32 // 256) * 256
+    by_regs = dev["regs"] // (per_warp * NUM_WARPS)
+    by_smem = dev["smem_sm"] // (usage["shared"] + 1024)
+    return min(by_regs, by_smem, MAX_WARPS_SM // NUM_WARPS, MAX_BLOCKS_SM)
+
+
+def choose(H, B, usage, dev):
+    """The plan for H hidden units and B rows; ``usage(tiling)`` -> the compiled kernel's
+    dict(regs, shared, spills), or None where that tiling does not compile."""
+    best = None
+    for tl_ in CANDIDATES:
+        units, tiles = triton.cdiv(H, tl_.U), triton.cdiv(B, tl_.BB)
+        # skip compiling what could not fit even at the highest occupancy
+        if units > dev["sms"] * MAX_WARPS_SM // NUM_WARPS:
+            continue
+        cap = dev["sms"] * blocks_per_sm(usage(tl_), dev)
+        if units * tiles <= cap:
+            return Plan(tl_, units, B, True, f"{units}x{tiles} programs fit {cap} resident")
+        rows = (cap // units) * tl_.BB if units <= cap else 0
+        if rows and (best is None or rows > best.rows):
+            best = Plan(tl_, units, rows, True,
+                        f"{units}x{tiles} programs exceed {cap} resident: row chunks of {rows}")
+    if best is not None:
+        return best
+    return Plan(FALLBACK, triton.cdiv(H, FALLBACK.U), B, False,
+                "no tiling fits the device at once: one step per launch")
+
+
+def precision(dtype):
+    """fp32 products in TF32 exactly when torch's cuDNN RNNs would use it."""
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    return "ieee"
+
+
+def chunks(tiling, H, P, dtype):
+    """The product chunks over P and over H: the whole padded width when on chip."""
+    if tiling.onchip:
+        return max(16, triton.next_power_of_2(P)), max(16, triton.next_power_of_2(H))
+    bk = 32 if dtype.itemsize == 4 else 64
+    return min(bk, max(16, triton.next_power_of_2(P))), min(bk, max(16, triton.next_power_of_2(H)))
+
+
+def constexprs(kernel, tiling, H, P, dtype, units, I=0, **flags):
+    """Every constexpr of ``kernel`` for this tiling (flags: PROJ, REVERSE, SAVE, ...)."""
+    bkp, bkh = chunks(tiling, H, P, dtype)
+    up = max(16, triton.next_power_of_2(triton.cdiv(P, units))) if flags.get("PROJ") else tiling.U
+    values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh,
+                  BKX=min(64, max(16, triton.next_power_of_2(I or 16))), ONCHIP=tiling.onchip,
+                  PRECISION=precision(dtype))
+    return {k: v for k, v in values.items() if k in kernel.arg_names}
+
+
+# The heaviest setting of the flags that do not change the products: resources are read
+# once per (kernel, dtype, widths, tiling), whatever the direction or saving.
+USAGE_FLAGS = dict(REVERSE=True, SAVE=True, PERSIST=True, FUSE_X=False)
+
+
+def _device(dev_index):
+    p = torch.cuda.get_device_properties(dev_index)
+    arch = p.major * 10 + p.minor
+    known = next((d for d in DEVICES.values() if d["arch"] == arch), DEVICES["A100"])
+    return dict(arch=arch, sms=p.multi_processor_count, regs=known["regs"],
+                smem_sm=getattr(p, "shared_memory_per_multiprocessor", known["smem_sm"]),
+                smem_block=getattr(p, "shared_memory_per_block_optin", known["smem_block"]))
+
+
+@functools.lru_cache(maxsize=None)
+def cached_plan(kernel, H, P, B, dtype, flags, dev_index):
+    from .resources import usage
+    dev = _device(dev_index)
+    fl = dict(flags)
+
+    def use(tiling):
+        consts = constexprs(kernel, tiling, H, P, dtype, triton.cdiv(H, tiling.U),
+                            **dict(fl, **USAGE_FLAGS))
+        return usage(kernel, dtype, consts, NUM_WARPS, dev["arch"])
+    return choose(H, B, use, dev)
+
+
+# Tests set this to a Tiling to run the per-step mode with it under the interpreter.
+FORCE = None
+
+
+def interpreter_plan(H, B):
+    tiling = FORCE or CANDIDATES[0]
+    return Plan(tiling, triton.cdiv(H, tiling.U), B, False,
+                "TRITON_INTERPRET=1 runs programs one after another: one step per launch")
+
+
+def step_bias(b_ih, b_hh, G, like, gru=False):
+    """The input-side bias of a fused step: b_ih + b_hh (GRU: b_hn stays out, inside r * .)."""
+    if b_ih is None:
+        return like.new_zeros(G)
+    if gru:
+        H = G // 3
+        return b_ih + torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)])
+    return b_ih + b_hh
+
+
+class Run:
+    """One launcher call: the plan, the scratch buffers, the launches."""
+
+    def __init__(self, kernel, cell, direction, like, *, H, P, B, T, lengths, I=0, **flags):
+        self.kernel, self.direction, self.flags = kernel, direction, flags
+        self.H, self.P, self.B, self.T, self.I = H, P, B, T, I
+        self.dtype, self.device = like.dtype, like.device
+        self.lengths = lengths
+        self.nsteps = T if lengths is None else int(lengths.max()) if B else 0
+        self.lens_dev = torch.full((B,), T, dtype=torch.int64, device=self.device) \
+            if lengths is None else lengths.to(device=self.device, dtype=torch.int64)
+        if triton_interpret() or direction == "step":
+            # one step needs no barrier (a projection: two launches)
+            self.plan = interpreter_plan(H, B) if triton_interpret() else \
+                Plan(FALLBACK, triton.cdiv(H, FALLBACK.U), B, False, "one step: one launch")
+        else:
+            self.plan = cached_plan(kernel, H, P, B, self.dtype, tuple(sorted(
+                (k, v) for k, v in flags.items() if k == "PROJ" or k == "RELU")),
+                self.device.index or 0)
+        log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s", cell, direction, T, B, H,
+                  P, self.dtype, self.plan, self.plan.why, extra={"plan": self.plan})
+
+    def buffer(self, shape, fp32=False):
+        return torch.empty(shape, dtype=torch.float32 if fp32 else self.dtype, device=self.device)
+
+    def prefill_final(self, lengths, *pairs):
+        # a row of length 0 (inference in time chunks) passes its initial state through
+        if lengths is not None:
+            for final, initial in pairs:
+                final.copy_(initial)
+
+    def zero_past_lengths(self, *tensors):
+        # positions past a row's length are zeros, like pad_packed_sequence (the
+        # kernels never write them: no work past a length)
+        if self.lengths is None:
+            return
+        pad = (torch.arange(self.T, device=self.device)[:, None] >= self.lens_dev[None, :])
+        for x in tensors:
+            if x is not None:
+                x.masked_fill_(pad[:, :, None], 0)
+
+    def launch(self, **args):
+        p, tiling = self.plan, self.plan.tiling
+        consts = constexprs(self.kernel, tiling, self.H, self.P, self.dtype, p.units, self.I,
+                            **self.flags)
+        two_phase = bool(self.flags.get("PROJ"))
+        # the backward has one more iteration than steps: dh0 and dc0
+        iters = self.nsteps + (self.direction == "bwd")
+        common = dict(args, lengths_ptr=self.lens_dev, T=self.T, B=self.B, H=self.H, P=self.P,
+                      I=self.I, **consts)
+        common = {k: v for k, v in common.items() if k in self.kernel.arg_names}
+        for row0 in range(0, self.B, p.rows):
+            row_end = min(self.B, row0 + p.rows)
+            grid = p.grid(row_end - row0)
+            run = functools.partial(self.kernel[grid], **common, row0=row0, row_end=row_end,
+                                    num_warps=NUM_WARPS)
+            if p.persist:
+                sync = torch.zeros(grid[1], dtype=torch.int32, device=self.device)
+                run(sync_ptr=sync, s_begin=0, s_end=iters, phases=3, PERSIST=True)
+                continue
+            for s in range(iters):
+                for phases in ((1, 2) if two_phase else (3,)):
+                    run(sync_ptr=self.lens_dev, s_begin=s, s_end=s + 1, phases=phases,
+                        PERSIST=False)
