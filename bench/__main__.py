@@ -145,6 +145,7 @@ def timing_rows(section, times, axes, facts):
         cell, variant, mode, T, B, H = cases.parse(case)
         med = {k: statistics.median(v) for k, v in t.items()}
         torch_best = min((v for (p, _), v in med.items() if p == "torch"), default=None)
+        fp16 = med.get(("torch-fp16", "same"))      # the GPU job: torch in fp16 beside bf16
         fl = cases.flops(case)
         for axis in axes.get(case, [""]):
             for (provider, process), ms in med.items():
@@ -162,7 +163,9 @@ def timing_rows(section, times, axes, facts):
                                  samples=len(t[(provider, process)]),
                                  gflops=round(fl / ms / 1e6, 2),
                                  speedup_vs_torch=round(torch_best / ms, 3)
-                                 if torch_best else "", **along, **facts))
+                                 if torch_best else "",
+                                 speedup_vs_torch_fp16=round(fp16 / ms, 3) if fp16 else "",
+                                 **along, **facts))
     return rows
 
 

@@ -22,7 +22,7 @@ import torch
 FIELDS = ["section", "axis", "cell", "variant", "mode", "T", "B", "I", "H", "provider",
           "process", "median_ms", "samples", "gflops", "gflops_pct_of_gemm",
           "gemm_alongside_gflops", "gflops_pct_of_gemm_alongside",
-          "speedup_vs_torch", "metric", "value", "unit", "device", "machine", "cpu", "cores",
+          "speedup_vs_torch", "speedup_vs_torch_fp16", "metric", "value", "unit", "device", "machine", "cpu", "cores",
           "threads", "torch", "numba", "triton", "commit"]
 
 

@@ -19,7 +19,7 @@ from .report import SHAPE_NAMES, best  # noqa: E402
 
 INT = ("T", "B", "H")
 NUM = ("median_ms", "gflops", "gflops_pct_of_gemm", "gemm_alongside_gflops",
-       "gflops_pct_of_gemm_alongside", "speedup_vs_torch", "value")
+       "gflops_pct_of_gemm_alongside", "speedup_vs_torch", "speedup_vs_torch_fp16", "value")
 STYLE = {"fastrnn-numba": "-o", "fastrnn-triton": "-o", "torch": "--s", "reference": ":^"}
 
 
@@ -29,7 +29,10 @@ def load(path):
         for r in csv.DictReader(f):
             for k in INT + NUM:
                 conv = int if k in INT else float
-                r[k] = conv(r[k]) if r.get(k) not in (None, "") else None
+                try:
+                    r[k] = conv(r[k]) if r.get(k) not in (None, "") else None
+                except ValueError:      # text: an "errors" row's message stays as written
+                    pass
             rows.append(r)
     return rows
 

@@ -115,6 +115,14 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = r["value"]
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
+    fp16 = [p for (s, _, _), p in fastest.items() if ours in p and "torch-fp16" in p]
+    if fp16:
+        out += ["", "## Against torch in fp16 (cuDNN's persistent algorithm)", "",
+                "| case | fastrnn (bf16) | torch bf16 | torch fp16 | vs bf16 | vs fp16 |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| `{_key(p[ours])}` | {_ms(p[ours])} | {_ms(p.get('torch'))} | "
+                f"{_ms(p['torch-fp16'])} | {_speed(p[ours])} | "
+                f"{p[ours]['speedup_vs_torch_fp16']:.2f}× |" for p in fp16]
     errors = [r for r in rows if r["section"] == "errors"]
     if errors:
         out += ["", "## Errors (cases or providers that did not run)", "",

@@ -24,10 +24,12 @@ def _device_type(t):
 def _entry_point(fn):
     """How every functional entry point runs under torch's global modes.
 
-    - autocast: the layer computes in its weights' dtype, with autocast off inside and
-      the input and states cast to that dtype (what torch's own GRU does under CPU
-      autocast; its LSTM fails there and its RNN returns bfloat16). Otherwise the
-      input projection would come out in bfloat16 beside float32 states.
+    - autocast: on the CPU the layer computes in its weights' dtype, with autocast off
+      inside and the input and states cast to that dtype (what torch's own GRU does under
+      CPU autocast; its LSTM fails there and its RNN returns bfloat16). Otherwise the
+      input projection would come out in bfloat16 beside float32 states. On CUDA it
+      computes in the autocast dtype, weights included, and returns that dtype, as
+      torch.nn's cuDNN RNNs do (the gpu-marked test compares the dtype with torch.nn's).
     - torch.compile: ``fn`` runs eagerly, a graph break on each side. Dynamo cannot
       trace the launchers (numpy views, Numba dispatch), and the kernels are fused
       already; the model's other layers still compile. torch.compiler.disable is
@@ -48,11 +50,15 @@ def _entry_point(fn):
         device = _device_type(input) if isinstance(input, torch.Tensor) else None
         if device is None or not torch.is_autocast_enabled(device):
             return run(input, hx, weights, *args, **kwargs)
-        dtype = weights[0].dtype
+        # CUDA: as torch.nn's cuDNN RNNs under autocast, compute in the autocast dtype
+        # (the weights cast too, differentiably) and return it
+        dtype = torch.get_autocast_dtype("cuda") if device == "cuda" else weights[0].dtype
 
         def cast(t):
             return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
         hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
+        if device == "cuda":
+            weights = [cast(w) for w in weights]
         with torch.autocast(device, enabled=False):
             return run(cast(input), hx, weights, *args, **kwargs)
     return call

@@ -1,84 +1,90 @@
-"""Compile every Triton configuration the launchers can pick for sm_80 and sm_90a
-on the CPU, and read registers, spills and shared memory from the cubin.
+"""Ahead-of-time compile and residency check of every Triton configuration the launchers
+can choose, for an A100 (sm_80) and an H100 (sm_90a), on the CPU.
 
-Run as a script (``python tests/aot_check.py``) in a process WITHOUT
-TRITON_INTERPRET; prints one line per kernel and exits 1 on any violation.
+For every cell and direction, dtype and (H, B) of the standard, sweep and FlashRNN
+shapes, it asks the launchers' planner (``plan.plan_for``) what it would launch on each
+device; the planner compiles the candidate kernels and reads their registers, spills and
+shared memory from the cubin. The check then verifies, from those resources and the
+device's figures, with its own occupancy arithmetic:
+  - no configuration that can be launched spills or exceeds 255 registers or the
+    shared memory a block may use;
+  - every persistent grid fits on the device at once (else its barrier deadlocks).
+The per-step fallback and the fused decoding steps are compiled too.
+
+Run as a script (``python tests/aot_check.py``) WITHOUT TRITON_INTERPRET; prints one
+line per plan and exits 1 on any violation.
 """
-import os
-import re
-import subprocess
 import sys
-import tempfile
-
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 import torch
+import triton
 
-from fastrnn.kernels.triton import gru, lstm, rnn
+from fastrnn.kernels.triton import gru, lstm, plan, rnn
+from fastrnn.kernels.triton.resources import usage
 
-MAX_REGS = 255
-# max shared memory per block (opt-in), bytes
-MAX_SHARED = {80: 163 * 1024, 90: 227 * 1024}
-TRITON_TYPE = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# (kernel, every (dtype, config) its launcher can pick)
-KERNELS = [(k, rnn.configs()) for k in (rnn.rnn_fwd_kernel, rnn.rnn_bwd_kernel)]
-for _fwd, _bwd, _config in ((gru.gru_fwd_kernel, gru.gru_bwd_kernel, gru.config),
-                            (lstm.lstm_fwd_kernel, lstm.lstm_bwd_kernel, lstm.config)):
-    KERNELS += [(_fwd, [(d, _config(d, "fwd")) for d in DTYPES]),
-                (_bwd, [(d, _config(d, "bwd")) for d in DTYPES])]
-SCALARS = ("T", "B", "H", "P")
-FP32_SCRATCH = ("state_ptr", "c_ptr", "dc_ptr", "dm_ptr")
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-
-
-def signature(fn, dtype):
-    sig = {}
-    for name in fn.arg_names:
-        if name in SCALARS:
-            sig[name] = "i32"
-        elif name == "lengths_ptr":
-            sig[name] = "*i64"
-        elif name in FP32_SCRATCH:
-            sig[name] = "*fp32"
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + dtype
-        else:
-            sig[name] = "constexpr"
-    return sig
+KERNELS = {  # (cell, direction, projection) -> kernel
+    ("rnn", "fwd", False): rnn.rnn_fwd_kernel, ("rnn", "bwd", False): rnn.rnn_bwd_kernel,
+    ("gru", "fwd", False): gru.gru_fwd_kernel, ("gru", "bwd", False): gru.gru_bwd_kernel,
+    ("lstm", "fwd", False): lstm.lstm_fwd_kernel, ("lstm", "bwd", False): lstm.lstm_bwd_kernel,
+    ("lstm", "fwd", True): lstm.lstm_fwd_kernel, ("lstm", "bwd", True): lstm.lstm_bwd_kernel,
+}
+# (H, B): bench/matrix.py's standard shapes and sweeps, the FlashRNN shape, large batches
+SHAPES = sorted({(32, 8), (128, 32), (512, 64), (768, 16), (768, 64), (1024, 16),
+                 (512, 256), (512, 1024)} | {(h, 32) for h in (32, 64, 256, 1024)} |
+                {(128, b) for b in (1, 4, 16, 64, 256)})
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def resources(fn, dtype, cfg, arch):
-    consts = {k: v for k, v in cfg.items() if k != "num_warps"}
-    # the heaviest flag setting: tanh, reverse, variable lengths, projection, saving
-    flags = dict(REVERSE=True, RELU=False, VARLEN=True, PROJ=True, SAVE=True, PRECISION="ieee")
-    consts.update({k: v for k, v in flags.items() if k in fn.arg_names})
-    target = GPUTarget("cuda", arch, 32)     # capability 90 compiles for sm_90a
-    k = triton.compile(ASTSource(fn, signature(fn, dtype), constexprs=consts), target=target,
-                       options=dict(num_warps=cfg["num_warps"]))
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(k.asm["cubin"])
-        f.flush()
-        report = subprocess.run([CUOBJDUMP, "--dump-resource-usage", f.name], check=True,
-                                capture_output=True, text=True).stdout
-    regs, stack, static_shared, local = map(int, re.search(
-        r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", report).groups())
-    return dict(regs=regs, stack=stack, local=local, shared=k.metadata.shared + static_shared)
+def resident_blocks(u, dev, num_warps):
+    """Blocks an SM holds at once, written out here rather than taken from plan.py."""
+    regs_per_warp = ((u["regs"] + 7) // 8) * 8 * 32
+    regs_per_warp = ((regs_per_warp + 255) // 256) * 256
+    warps_by_regs = dev["regs"] // regs_per_warp
+    return min(warps_by_regs // num_warps, dev["smem_sm"] // (u["shared"] + 1024),
+               64 // num_warps)
+
+
+def check(p, u, dev, B):
+    ok = u is not None and u["spills"] == 0 and u["regs"] <= 255 and \
+        u["shared"] <= dev["smem_block"]
+    if p.persist:
+        programs = p.units * triton.cdiv(min(p.rows, B), p.tiling.BB)
+        ok = ok and programs <= dev["sms"] * resident_blocks(u, dev, p.tiling.num_warps)
+    return ok
 
 
 def main():
-    bad = 0
-    for fn, configs in KERNELS:
-        for torch_dtype, cfg in configs:
-            dtype = TRITON_TYPE[str(torch_dtype)]
-            for arch in (80, 90):
-                r = resources(fn, dtype, cfg, arch)
-                ok = (r["regs"] <= MAX_REGS and r["stack"] == 0 and r["local"] == 0
-                      and r["shared"] <= MAX_SHARED[arch])
-                bad += not ok
-                print(f"{'ok ' if ok else 'BAD'} sm_{arch} {fn.__name__:15s} {dtype} {cfg} {r}")
+    bad = lines = 0
+    for name, dev in plan.DEVICES.items():
+        for (cell, direction, fl), kernel in KERNELS.items():
+            for dtype in DTYPES:
+                for H, B in SHAPES if dtype != torch.float16 else [(128, 32), (768, 16)]:
+                    flags = dict(PROJ=fl, RELU=False)
+                    P = H // 2 if flags.get("PROJ") else H
+                    p = plan.plan_for(kernel, cell, direction, H, P, B, dtype, flags, dev)
+                    u = plan.kernel_usage(kernel, H, P, dtype, flags, dev["arch"])(p.tiling)
+                    ok = check(p, u, dev, B)
+                    if (cell, direction, dtype, H, B) == ("lstm", "fwd", torch.bfloat16, 768, 16) \
+                            and not fl:
+                        ok = ok and p.persist and p.units * triton.cdiv(B, p.tiling.BB) >= 24
+                    bad += not ok
+                    lines += 1
+                    print(f"{'ok ' if ok else 'BAD'} {name} sm_{dev['arch']} {cell}{'+proj' * bool(fl)} "
+                          f"{direction} {str(dtype)[6:]} H={H} B={B}: {p.tiling} "
+                          f"grid {p.grid(min(p.rows, B))} persist={p.persist} rows={p.rows} "
+                          f"({p.why}) {u}", flush=True)
+            # the fused decoding step (forward kernels, FUSE_X) and the per-step fallback
+            if direction == "fwd":
+                for dtype in DTYPES:
+                    P = 64 if fl else 128
+                    consts = plan.constexprs(kernel, plan.FALLBACK, 128, P, dtype, 8, I=96,
+                                             **dict(plan.USAGE_FLAGS, FUSE_X=True, PROJ=fl,
+                                                    RELU=False))
+                    u = usage(kernel, dtype, consts, plan.FALLBACK.num_warps, dev["arch"])
+                    ok = u is not None and u["spills"] == 0 and u["regs"] <= 255
+                    bad += not ok
+                    print(f"{'ok ' if ok else 'BAD'} {name} {cell} step {str(dtype)[6:]} {u}")
+    print(f"{lines} plans checked, {bad} bad")
     return 1 if bad else 0
 
 

@@ -26,7 +26,8 @@ def _run(fn, inputs, seed):
     leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
     outs = fn(*leaves)
     g = torch.Generator().manual_seed(seed)
-    grads = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in outs]
+    grads = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype).to(o.device)
+             for o in outs]
     torch.autograd.backward(list(outs), grads)
     return list(outs) + [t.grad for t in leaves if t is not None]
 

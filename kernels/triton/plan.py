@@ -28,21 +28,33 @@ DEVICES = {
     "H100": dict(arch=90, sms=132, regs=65536, smem_sm=228 * 1024, smem_block=227 * 1024),
 }
 MAX_WARPS_SM, MAX_BLOCKS_SM, MAX_REGS = 64, 32, 255
-NUM_WARPS = 4
 
 
 @dataclass(frozen=True)
 class Tiling:
     U: int            # hidden units per program
     BB: int           # batch rows per program
-    onchip: bool      # recurrent weights held on chip for the whole launch, else streamed
+    onchip: bool      # recurrent weights loaded once into registers/shared memory, else
+    #                   read every step (from L1 while they fit there, else L2)
+    num_warps: int = 4
 
 
 # Preference order: weights on chip first, then the most programs (the probe: 128
-# programs beat 64 beat 32 at (256, 64, 512)). Streaming tilings serve large H and B.
-CANDIDATES = [Tiling(U, BB, onchip) for onchip in (True, False) for BB in (16, 32, 64)
-              for U in (16, 32)]
-FALLBACK = Tiling(16, 16, False)     # the per-step mode's tiling: it compiles everywhere
+# programs beat 64 beat 32 at (256, 64, 512)). Compiled for sm_80/sm_90a (tests/aot_check):
+# an on-chip weight slice above ONCHIP_MAX_BYTES spilled registers (LSTM forward, bf16,
+# H=768: 248 bytes of spills with 8 warps, 1352 with 4), and every on-chip backward
+# spilled (LSTM, H=128: 176 bytes), so the backward always streams its weights.
+ONCHIP = [Tiling(16, 16, True, 8), Tiling(16, 32, True, 8)]
+STREAMING = [Tiling(16, 16, False), Tiling(16, 32, False), Tiling(16, 64, False),
+             Tiling(32, 64, False)]
+ONCHIP_MAX_BYTES = 64 * 1024
+FALLBACK = STREAMING[0]     # the per-step mode's tiling: it compiles everywhere
+
+
+def candidates(onchip_bytes):
+    """Tilings to try, in order; ``onchip_bytes(tiling)``: the weights it would hold on
+    chip (0: this kernel never holds them)."""
+    return [t for t in ONCHIP if 0 < onchip_bytes(t) <= ONCHIP_MAX_BYTES] + STREAMING
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ class Plan:
         return (self.units, triton.cdiv(nrows, self.tiling.BB))
 
 
-def blocks_per_sm(usage, dev):
+def blocks_per_sm(usage, dev, num_warps):
     """How many blocks of a kernel with this usage an SM holds at once (0: none).
 
     Registers are allocated per warp in units of 256 (regs per thread rounded up to 8);
@@ -66,21 +78,22 @@ def blocks_per_sm(usage, dev):
             usage["shared"] > dev["smem_block"]:
         return 0
     per_warp = -(-usage["regs"] * 32 // 256) * 256
-    by_regs = dev["regs"] // (per_warp * NUM_WARPS)
+    by_regs = dev["regs"] // (per_warp * num_warps)
     by_smem = dev["smem_sm"] // (usage["shared"] + 1024)
-    return min(by_regs, by_smem, MAX_WARPS_SM // NUM_WARPS, MAX_BLOCKS_SM)
+    return min(by_regs, by_smem, MAX_WARPS_SM // num_warps, MAX_BLOCKS_SM)
 
 
-def choose(H, B, usage, dev):
-    """The plan for H hidden units and B rows; ``usage(tiling)`` -> the compiled kernel's
-    dict(regs, shared, spills), or None where that tiling does not compile."""
+def choose(H, B, usage, dev, tilings):
+    """The plan for H hidden units and B rows over ``tilings`` (in preference order);
+    ``usage(tiling)`` -> the compiled kernel's dict(regs, shared, spills), or None where
+    that tiling does not compile."""
     best = None
-    for tl_ in CANDIDATES:
+    for tl_ in tilings:
         units, tiles = triton.cdiv(H, tl_.U), triton.cdiv(B, tl_.BB)
         # skip compiling what could not fit even at the highest occupancy
-        if units > dev["sms"] * MAX_WARPS_SM // NUM_WARPS:
+        if units > dev["sms"] * MAX_WARPS_SM // tl_.num_warps:
             continue
-        cap = dev["sms"] * blocks_per_sm(usage(tl_), dev)
+        cap = dev["sms"] * blocks_per_sm(usage(tl_), dev, tl_.num_warps)
         if units * tiles <= cap:
             return Plan(tl_, units, B, True, f"{units}x{tiles} programs fit {cap} resident")
         rows = (cap // units) * tl_.BB if units <= cap else 0
@@ -104,7 +117,7 @@ def chunks(tiling, H, P, dtype):
     """The product chunks over P and over H: the whole padded width when on chip."""
     if tiling.onchip:
         return max(16, triton.next_power_of_2(P)), max(16, triton.next_power_of_2(H))
-    bk = 32 if dtype.itemsize == 4 else 64
+    bk = 32     # 64 at bf16 spilled nothing either, but left fewer registers: 232-255
     return min(bk, max(16, triton.next_power_of_2(P))), min(bk, max(16, triton.next_power_of_2(H)))
 
 
@@ -113,7 +126,7 @@ def constexprs(kernel, tiling, H, P, dtype, units, I=0, **flags):
     bkp, bkh = chunks(tiling, H, P, dtype)
     up = max(16, triton.next_power_of_2(triton.cdiv(P, units))) if flags.get("PROJ") else tiling.U
     values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh,
-                  BKX=min(64, max(16, triton.next_power_of_2(I or 16))), ONCHIP=tiling.onchip,
+                  BKX=min(32, max(16, triton.next_power_of_2(I or 16))), ONCHIP=tiling.onchip,
                   PRECISION=precision(dtype))
     return {k: v for k, v in values.items() if k in kernel.arg_names}
 
@@ -132,17 +145,42 @@ def _device(dev_index):
                 smem_block=getattr(p, "shared_memory_per_block_optin", known["smem_block"]))
 
 
-@functools.lru_cache(maxsize=None)
-def cached_plan(kernel, H, P, B, dtype, flags, dev_index):
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def onchip_bytes(cell, direction, H, P, dtype, flags):
+    """-> tiling -> bytes of recurrent weights one program would hold on chip (0: never)."""
+    if direction != "fwd":
+        return lambda t: 0
+    proj = flags.get("PROJ")
+
+    def size(t):
+        bkp, bkh = chunks(t, H, P, dtype)
+        up = max(16, triton.next_power_of_2(triton.cdiv(P, triton.cdiv(H, t.U)))) if proj else 0
+        return (GATES[cell] * bkp * t.U + bkh * up) * dtype.itemsize
+    return size
+
+
+def kernel_usage(kernel, H, P, dtype, flags, arch):
+    """-> tiling -> the compiled kernel's resources (resources.usage) for this shape."""
     from .resources import usage
-    dev = _device(dev_index)
-    fl = dict(flags)
 
     def use(tiling):
         consts = constexprs(kernel, tiling, H, P, dtype, triton.cdiv(H, tiling.U),
-                            **dict(fl, **USAGE_FLAGS))
-        return usage(kernel, dtype, consts, NUM_WARPS, dev["arch"])
-    return choose(H, B, use, dev)
+                            **dict(flags, **USAGE_FLAGS))
+        return usage(kernel, dtype, consts, tiling.num_warps, arch)
+    return use
+
+
+def plan_for(kernel, cell, direction, H, P, B, dtype, flags, dev):
+    """The launchers' plan on a device described like DEVICES' entries."""
+    return choose(H, B, kernel_usage(kernel, H, P, dtype, flags, dev["arch"]), dev,
+                  candidates(onchip_bytes(cell, direction, H, P, dtype, flags)))
+
+
+@functools.lru_cache(maxsize=None)
+def cached_plan(kernel, cell, direction, H, P, B, dtype, flags, dev_index):
+    return plan_for(kernel, cell, direction, H, P, B, dtype, dict(flags), _device(dev_index))
 
 
 # Tests set this to a Tiling to run the per-step mode with it under the interpreter.
@@ -150,7 +188,7 @@ FORCE = None
 
 
 def interpreter_plan(H, B):
-    tiling = FORCE or CANDIDATES[0]
+    tiling = FORCE or ONCHIP[0]
     return Plan(tiling, triton.cdiv(H, tiling.U), B, False,
                 "TRITON_INTERPRET=1 runs programs one after another: one step per launch")
 
@@ -181,10 +219,10 @@ class Run:
             self.plan = interpreter_plan(H, B) if triton_interpret() else \
                 Plan(FALLBACK, triton.cdiv(H, FALLBACK.U), B, False, "one step: one launch")
         else:
-            self.plan = cached_plan(kernel, H, P, B, self.dtype, tuple(sorted(
-                (k, v) for k, v in flags.items() if k == "PROJ" or k == "RELU")),
+            self.plan = cached_plan(kernel, cell, direction, H, P, B, self.dtype, tuple(sorted(
+                (k, v) for k, v in flags.items() if k in ("PROJ", "RELU"))),
                 self.device.index or 0)
-        log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s", cell, direction, T, B, H,
+        log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s (%s)", cell, direction, T, B, H,
                   P, self.dtype, self.plan, self.plan.why, extra={"plan": self.plan})
 
     def buffer(self, shape, fp32=False):
@@ -220,7 +258,7 @@ class Run:
             row_end = min(self.B, row0 + p.rows)
             grid = p.grid(row_end - row0)
             run = functools.partial(self.kernel[grid], **common, row0=row0, row_end=row_end,
-                                    num_warps=NUM_WARPS)
+                                    num_warps=tiling.num_warps)
             if p.persist:
                 sync = torch.zeros(grid[1], dtype=torch.int32, device=self.device)
                 run(sync_ptr=sync, s_begin=0, s_end=iters, phases=3, PERSIST=True)

@@ -182,7 +182,7 @@ def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     out, h_n = rnn_fwd_outputs(x.new_empty((1, B, H)))
     if B == 0:
         return h_n
-    run = plan.Run(rnn_fwd_kernel, "rnn", "step", x, H=H, P=H, B=B, T=1, lengths=None,
+    run = plan.Run(rnn_fwd_kernel, "rnn", "step", x, H=H, P=H, B=B, T=1, lengths=None, I=I,
                    REVERSE=False, RELU=nonlinearity == "relu")
     run.launch(xproj_ptr=x, x_ptr=x.contiguous(), wx_t_ptr=w_ih.t().contiguous(),
                bias_ptr=plan.step_bias(b_ih, b_hh, H, x), h0_ptr=h.contiguous(),
