@@ -80,10 +80,12 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
         if section != "matrix":
             continue
         r = p.get(ours)
-        cell = f"{r['cell']} {r['variant']}" if r else case
-        shape = f"{SHAPE_NAMES.get((r['T'], r['B'], r['H']), '')} ({r['T']}, {r['B']}, {r['H']})".strip()
+        any_r = r or next(iter(p.values()))       # ours may have failed on this case
+        cell = f"{any_r['cell']} {any_r['variant']}"
+        shape = (f"{SHAPE_NAMES.get((any_r['T'], any_r['B'], any_r['H']), '')} "
+                 f"({any_r['T']}, {any_r['B']}, {any_r['H']})").strip()
         gf = f"{r['gflops']:.1f} ({_share(r)})" if r else "–"
-        out.append(f"| {cell} | {shape} | {r['mode']} | {_ms(r)} | {_ms(p.get('torch'))} | "
+        out.append(f"| {cell} | {shape} | {any_r['mode']} | {_ms(r)} | {_ms(p.get('torch'))} | "
                    f"{_ms(p.get('reference'))} | {_speed(r)} | {gf} |")
     sweeps = [(c, p) for (s, c, _), p in fastest.items() if s == "sweep"]
     if sweeps:

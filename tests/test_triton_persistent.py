@@ -87,3 +87,45 @@ def test_fused_step_matches_the_reference(cell):
     with torch.no_grad():
         got, ref_out = m(x)[0], ref(x)[0]
     assert_close(got, ref_out, 1e-5, f"{cell} step")
+
+
+# ----------------------------------------------------------------- on a CUDA device
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell,P", [("gru", None), ("lstm", None), ("lstm", 384)])
+def test_persistent_launch_on_cuda(cell, P, caplog):
+    # compiled, one persistent launch for the sequence (the barrier path), bf16
+    with caplog.at_level(logging.DEBUG, logger="fastrnn"):
+        check(cell, "triton", 64, 16, 768, torch.bfloat16, P=P, device="cuda", tol=5e-2,
+              lengths=torch.randint(1, 65, (16,)), reverse=True)
+    plans = [r.plan for r in caplog.records if hasattr(r, "plan")]
+    assert plans and all(p.persist for p in plans), plans
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_cuda_autocast_returns_what_torch_returns(kind):
+    import fastrnn
+    ref = getattr(torch.nn, kind)(32, 64, device="cuda")
+    m = getattr(fastrnn, kind)(32, 64, device="cuda")
+    m.load_state_dict(ref.state_dict())
+    x = torch.randn(10, 4, 32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got, want = m(x)[0], ref(x)[0]
+    assert got.dtype == want.dtype
+    assert_close(got.float(), want.float(), 5e-2, kind)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["RNNCell", "GRUCell", "LSTMCell"])
+@pytest.mark.parametrize("B", [1, 64])
+def test_fused_step_on_cuda(kind, B):
+    import fastrnn
+    ref = getattr(torch.nn, kind)(96, 512, device="cuda")
+    m = getattr(fastrnn, kind)(96, 512, device="cuda")
+    m.load_state_dict(ref.state_dict())
+    x, h = torch.randn(B, 96, device="cuda"), torch.randn(B, 512, device="cuda")
+    state = (h, h.clone()) if kind == "LSTMCell" else h
+    with torch.no_grad():
+        got, want = m(x, state), ref(x, state)
+    for a, b in zip(got if kind == "LSTMCell" else [got], want if kind == "LSTMCell" else [want]):
+        assert_close(a, b, 1e-2, kind)       # TF32 products, as torch's cuDNN cells

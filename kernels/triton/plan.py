@@ -45,10 +45,12 @@ class Tiling:
 # H=768: 248 bytes of spills with 8 warps, 1352 with 4), and every on-chip backward
 # spilled (LSTM, H=128: 176 bytes), so the backward always streams its weights.
 ONCHIP = [Tiling(16, 16, True, 8), Tiling(16, 32, True, 8)]
-STREAMING = [Tiling(16, 16, False), Tiling(16, 32, False), Tiling(16, 64, False),
-             Tiling(32, 64, False)]
+STREAMING = [Tiling(16, 16, False), Tiling(16, 16, False, 8), Tiling(16, 32, False),
+             Tiling(16, 64, False), Tiling(32, 64, False)]
 ONCHIP_MAX_BYTES = 64 * 1024
-FALLBACK = STREAMING[0]     # the per-step mode's tiling: it compiles everywhere
+# the per-step mode's (and the fused step's) tiling: 8 warps, so that it compiles without
+# spills everywhere (the fp32 LSTM backward spilled 32 bytes on sm_90 with 4)
+FALLBACK = STREAMING[1]
 
 
 def candidates(onchip_bytes):
@@ -117,7 +119,9 @@ def chunks(tiling, H, P, dtype):
     """The product chunks over P and over H: the whole padded width when on chip."""
     if tiling.onchip:
         return max(16, triton.next_power_of_2(P)), max(16, triton.next_power_of_2(H))
-    bk = 32     # 64 at bf16 spilled nothing either, but left fewer registers: 232-255
+    # fp32 products need more registers (sm_80, tf32: LSTM forward spilled 8 bytes at 32);
+    # 16-bit at 64 left no registers to spare (232-255)
+    bk = 16 if dtype.itemsize == 4 else 32
     return min(bk, max(16, triton.next_power_of_2(P))), min(bk, max(16, triton.next_power_of_2(H)))
 
 
@@ -125,9 +129,14 @@ def constexprs(kernel, tiling, H, P, dtype, units, I=0, **flags):
     """Every constexpr of ``kernel`` for this tiling (flags: PROJ, REVERSE, SAVE, ...)."""
     bkp, bkh = chunks(tiling, H, P, dtype)
     up = max(16, triton.next_power_of_2(triton.cdiv(P, units))) if flags.get("PROJ") else tiling.U
+    prec = precision(dtype)
+    if prec == "tf32" and flags.get("PROJ") and kernel.__name__ == "lstm_bwd_kernel":
+        # its TF32 build spilled on sm_90 in every tiling (24 bytes at 8 warps, the
+        # smallest tiles); IEEE fp32 did not (180 registers): more precise, never less
+        prec = "ieee"
     values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh,
-                  BKX=min(32, max(16, triton.next_power_of_2(I or 16))), ONCHIP=tiling.onchip,
-                  PRECISION=precision(dtype))
+                  BKX=min(16 if dtype.itemsize == 4 else 32, max(16, triton.next_power_of_2(I or 16))), ONCHIP=tiling.onchip,
+                  PRECISION=prec)
     return {k: v for k, v in values.items() if k in kernel.arg_names}
 
 
