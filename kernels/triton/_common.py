@@ -65,6 +65,24 @@ def _arows(a_ptr, ld, col, k0, K, offs_b, row_ok, dt: tl.constexpr, BK: tl.const
 
 
 @triton.jit
+def _product(a_ptr, a_ld, a_col, K, offs_b, row_ok, w_ptr, w_off, w_ld, offs_u, u_ok, w_onchip,
+             dt: tl.constexpr, PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
+             U: tl.constexpr, BK: tl.constexpr):
+    # [BB, U] = a[rows, a_col : a_col + K] @ w[w_off + k * w_ld + units], fp32. ONCHIP: the
+    # weight tile is ``w_onchip``, loaded once by the caller (BK covers K: one chunk);
+    # otherwise it is streamed chunk by chunk
+    acc = tl.zeros((BB, U), tl.float32)
+    for k0 in range(0, K, BK):
+        if ONCHIP:
+            tw = w_onchip
+        else:
+            tw = _wtile(w_ptr, w_off, w_ld, k0, K, offs_u, u_ok, BK)
+        acc += tl.dot(_arows(a_ptr, a_ld, a_col, k0, K, offs_b, row_ok, dt, BK), tw,
+                      input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _grid_sync(sync_ptr, target, PERSIST: tl.constexpr):
     # barrier over the programs of this batch tile: arrive (release) and spin (acquire)
     # until the counter reaches target = barriers so far x programs along the units

@@ -15,7 +15,8 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import _arows, _gate_in, _grid_sync, _rows, _sigmoid, _tanh, _time, _units, _wtile
+from ._common import (_arows, _gate_in, _grid_sync, _product, _rows, _sigmoid, _tanh, _time,
+                      _units, _wtile)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -63,14 +64,12 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_p
         ma = act[:, None] & u_ok[None, :]
         xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
         if FUSE_X:
-            xr = tl.zeros((BB, U), tl.float32) + _gate_in(bias_ptr, offs_u[None, :], 0, H, u_ok[None, :])
-            xz = tl.zeros((BB, U), tl.float32) + _gate_in(bias_ptr, offs_u[None, :], 1, H, u_ok[None, :])
-            xn = tl.zeros((BB, U), tl.float32) + _gate_in(bias_ptr, offs_u[None, :], 2, H, u_ok[None, :])
-            for k0 in range(0, I, BKX):
-                x = _arows(x_ptr, I, 0, k0, I, offs_b, row_ok, dt, BKX)
-                xr += tl.dot(x, _wtile(wx_t_ptr, 0, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
-                xz += tl.dot(x, _wtile(wx_t_ptr, H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
-                xn += tl.dot(x, _wtile(wx_t_ptr, 2 * H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
+            xr = _gru_x(x_ptr, wx_t_ptr, bias_ptr, 0, I, H, offs_b, row_ok, offs_u, u_ok, dt,
+                        PRECISION, BB, U, BKX)
+            xz = _gru_x(x_ptr, wx_t_ptr, bias_ptr, 1, I, H, offs_b, row_ok, offs_u, u_ok, dt,
+                        PRECISION, BB, U, BKX)
+            xn = _gru_x(x_ptr, wx_t_ptr, bias_ptr, 2, I, H, offs_b, row_ok, offs_u, u_ok, dt,
+                        PRECISION, BB, U, BKX)
         else:
             xr = _gate_in(xproj_ptr, xo, 0, H, ma)
             xz = _gate_in(xproj_ptr, xo, 1, H, ma)
@@ -94,23 +93,26 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_p
 
 
 @triton.jit
+def _gru_x(x_ptr, wx_t_ptr, bias_ptr, q, I, H, offs_b, row_ok, offs_u, u_ok, dt: tl.constexpr,
+           PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr, BKX: tl.constexpr):
+    # the fused step's input part of gate q: x [B, I] @ W_ih^T[:, q-th units] + bias
+    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, 3 * H, offs_u, u_ok, 0, dt,
+                    PRECISION, False, BB, U, BKX) + _gate_in(bias_ptr, offs_u[None, :], q, H,
+                                                              u_ok[None, :])
+
+
+@triton.jit
 def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, dt: tl.constexpr,
             PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
             BKH: tl.constexpr):
-    # [BB, U] = dL/d hp [BB, 3H] (the step after's, all units) @ W_hh[:, units]
+    # [BB, U] = dL/d hp [BB, 3H] (the step after's, all units) @ W_hh[:, units], gate by gate
     G = 3 * H
-    acc = tl.zeros((BB, U), tl.float32)
-    for k0 in range(0, H, BKH):
-        if ONCHIP:
-            tr, tz, tn = wr, wz, wn
-        else:
-            tr = _wtile(w_ptr, 0, H, k0, H, offs_u, u_ok, BKH)
-            tz = _wtile(w_ptr, H * H, H, k0, H, offs_u, u_ok, BKH)
-            tn = _wtile(w_ptr, 2 * H * H, H, k0, H, offs_u, u_ok, BKH)
-        acc += tl.dot(_arows(src, G, 0, k0, H, offs_b, row_ok, dt, BKH), tr, input_precision=PRECISION)
-        acc += tl.dot(_arows(src, G, H, k0, H, offs_b, row_ok, dt, BKH), tz, input_precision=PRECISION)
-        acc += tl.dot(_arows(src, G, 2 * H, k0, H, offs_b, row_ok, dt, BKH), tn, input_precision=PRECISION)
-    return acc
+    return _product(src, G, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u, u_ok, wr, dt, PRECISION,
+                    ONCHIP, BB, U, BKH) + \
+        _product(src, G, H, H, offs_b, row_ok, w_ptr, H * H, H, offs_u, u_ok, wz, dt, PRECISION,
+                 ONCHIP, BB, U, BKH) + \
+        _product(src, G, 2 * H, H, offs_b, row_ok, w_ptr, 2 * H * H, H, offs_u, u_ok, wn, dt,
+                 PRECISION, ONCHIP, BB, U, BKH)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -193,7 +195,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
         return out, h_n, gates
     run = plan.Run(gru_fwd_kernel, "gru", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
                    REVERSE=reverse, SAVE=save)
-    run.prefill_final(lengths, (h_n, h0))
+    run.prefill_final((h_n, h0))
     run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
                h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
                b_hn_ptr=xproj.new_zeros(H) if b_hn is None else b_hn.contiguous(), out_ptr=out,

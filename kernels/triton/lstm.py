@@ -23,7 +23,8 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import _arows, _gate_in, _grid_sync, _rows, _sigmoid, _tanh, _time, _units, _wtile
+from ._common import (_arows, _gate_in, _grid_sync, _product, _rows, _sigmoid, _tanh, _time,
+                      _units, _wtile)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -46,6 +47,7 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
     so = offs_b[:, None] * H + offs_u[None, :]                              # [BB, U] in [B, H]
     if PROJ:
         offs_p, p_ok = _units(P, UP)
+    wr = 0
     if ONCHIP:   # [BKP, U] per gate, loaded once for the whole sequence
         wi = _wtile(w_t_ptr, 0, G, 0, P, offs_u, u_ok, BKP)
         wf = _wtile(w_t_ptr, H, G, 0, P, offs_u, u_ok, BKP)
@@ -88,16 +90,14 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
             if FUSE_X:
-                for k0 in range(0, I, BKX):
-                    x = _arows(x_ptr, I, 0, k0, I, offs_b, row_ok, dt, BKX)
-                    ai += tl.dot(x, _wtile(wx_t_ptr, 0, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
-                    af += tl.dot(x, _wtile(wx_t_ptr, H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
-                    ag += tl.dot(x, _wtile(wx_t_ptr, 2 * H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
-                    ao += tl.dot(x, _wtile(wx_t_ptr, 3 * H, G, k0, I, offs_u, u_ok, BKX), input_precision=PRECISION)
-                ai += _gate_in(bias_ptr, offs_u[None, :], 0, H, u_ok[None, :])
-                af += _gate_in(bias_ptr, offs_u[None, :], 1, H, u_ok[None, :])
-                ag += _gate_in(bias_ptr, offs_u[None, :], 2, H, u_ok[None, :])
-                ao += _gate_in(bias_ptr, offs_u[None, :], 3, H, u_ok[None, :])
+                ai += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 0, I, H, offs_b, row_ok, offs_u, u_ok,
+                              dt, PRECISION, BB, U, BKX)
+                af += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 1, I, H, offs_b, row_ok, offs_u, u_ok,
+                              dt, PRECISION, BB, U, BKX)
+                ag += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 2, I, H, offs_b, row_ok, offs_u, u_ok,
+                              dt, PRECISION, BB, U, BKX)
+                ao += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 3, I, H, offs_b, row_ok, offs_u, u_ok,
+                              dt, PRECISION, BB, U, BKX)
             else:
                 ai += _gate_in(xproj_ptr, xo, 0, H, ma)
                 af += _gate_in(xproj_ptr, xo, 1, H, ma)
@@ -126,14 +126,8 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
         if PROJ:
             _grid_sync(sync, ((s - s_begin) * NBAR + 1) * nu, PERSIST)
             if phases & 2:    # this program's UP units of h = m @ W_hr^T, from the whole m
-                hp = tl.zeros((BB, UP), tl.float32)
-                for k0 in range(0, H, BKH):
-                    mm = _arows(mbuf_ptr, H, 0, k0, H, offs_b, row_ok, dt, BKH)
-                    if ONCHIP:
-                        tr = wr
-                    else:
-                        tr = _wtile(wr_t_ptr, 0, P, k0, H, offs_p, p_ok, BKH)
-                    hp += tl.dot(mm, tr, input_precision=PRECISION)
+                hp = _product(mbuf_ptr, H, 0, H, offs_b, row_ok, wr_t_ptr, 0, P, offs_p, p_ok, wr,
+                              dt, PRECISION, ONCHIP, BB, UP, BKH)
                 po = offs_b[:, None] * P + offs_p[None, :]
                 mp = row_ok[:, None] & p_ok[None, :]
                 tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :],
@@ -147,25 +141,29 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
 
 
 @triton.jit
+def _lstm_x(x_ptr, wx_t_ptr, bias_ptr, q, I, H, offs_b, row_ok, offs_u, u_ok, dt: tl.constexpr,
+            PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr, BKX: tl.constexpr):
+    # the fused step's input part of gate q: x [B, I] @ W_ih^T[:, q-th units] + bias
+    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, 4 * H, offs_u, u_ok, 0, dt,
+                    PRECISION, False, BB, U, BKX) + _gate_in(bias_ptr, offs_u[None, :], q, H,
+                                                              u_ok[None, :])
+
+
+@triton.jit
 def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt: tl.constexpr,
              PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
              UP: tl.constexpr, BKH: tl.constexpr):
-    # [BB, UP] = dG [BB, 4H] (the step after's gate gradients, all units) @ W_hh[:, units]
+    # [BB, UP] = dG [BB, 4H] (the step after's gate gradients, all units) @ W_hh[:, units],
+    # gate by gate
     G = 4 * H
-    acc = tl.zeros((BB, UP), tl.float32)
-    for k0 in range(0, H, BKH):
-        if ONCHIP:
-            ti, tf, tg, to = wi, wf, wg, wo
-        else:
-            ti = _wtile(w_ptr, 0, P, k0, H, offs_p, p_ok, BKH)
-            tf = _wtile(w_ptr, H * P, P, k0, H, offs_p, p_ok, BKH)
-            tg = _wtile(w_ptr, 2 * H * P, P, k0, H, offs_p, p_ok, BKH)
-            to = _wtile(w_ptr, 3 * H * P, P, k0, H, offs_p, p_ok, BKH)
-        acc += tl.dot(_arows(src, G, 0, k0, H, offs_b, row_ok, dt, BKH), ti, input_precision=PRECISION)
-        acc += tl.dot(_arows(src, G, H, k0, H, offs_b, row_ok, dt, BKH), tf, input_precision=PRECISION)
-        acc += tl.dot(_arows(src, G, 2 * H, k0, H, offs_b, row_ok, dt, BKH), tg, input_precision=PRECISION)
-        acc += tl.dot(_arows(src, G, 3 * H, k0, H, offs_b, row_ok, dt, BKH), to, input_precision=PRECISION)
-    return acc
+    return _product(src, G, 0, H, offs_b, row_ok, w_ptr, 0, P, offs_p, p_ok, wi, dt, PRECISION,
+                    ONCHIP, BB, UP, BKH) + \
+        _product(src, G, H, H, offs_b, row_ok, w_ptr, H * P, P, offs_p, p_ok, wf, dt, PRECISION,
+                 ONCHIP, BB, UP, BKH) + \
+        _product(src, G, 2 * H, H, offs_b, row_ok, w_ptr, 2 * H * P, P, offs_p, p_ok, wg, dt,
+                 PRECISION, ONCHIP, BB, UP, BKH) + \
+        _product(src, G, 3 * H, H, offs_b, row_ok, w_ptr, 3 * H * P, P, offs_p, p_ok, wo, dt,
+                 PRECISION, ONCHIP, BB, UP, BKH)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -191,7 +189,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
     mp = row_ok[:, None] & p_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
     po = offs_b[:, None] * P + offs_p[None, :]
-    wi, wf, wg, wo = 0, 0, 0, 0
+    wi, wf, wg, wo, wr = 0, 0, 0, 0, 0
     if ONCHIP:   # [BKH, UP] per gate: the W_hh columns of this program's state units
         wi = _wtile(w_ptr, 0, P, 0, H, offs_p, p_ok, BKH)
         wf = _wtile(w_ptr, H * P, P, 0, H, offs_p, p_ok, BKH)
@@ -230,13 +228,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
         if PROJ:
             _grid_sync(sync, ((i - s_begin) * NBAR + 1) * nu, PERSIST)
             if phases & 2:    # dm = dh @ W_hr from the whole dh
-                for k0 in range(0, P, BKP):
-                    if ONCHIP:
-                        tr = wr
-                    else:
-                        tr = _wtile(wr_ptr, 0, H, k0, P, offs_u, u_ok, BKP)
-                    dm += tl.dot(_arows(dhbuf_ptr, P, 0, k0, P, offs_b, row_ok, dt, BKP), tr,
-                                 input_precision=PRECISION)
+                dm = _product(dhbuf_ptr, P, 0, P, offs_b, row_ok, wr_ptr, 0, H, offs_u, u_ok, wr,
+                              dt, PRECISION, ONCHIP, BB, U, BKP)
         if phases & 2:    # gate gradients and dc of this program's cell units
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
@@ -285,7 +278,7 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
         return out, h_n, c_n, gates, cells, mids
     run = plan.Run(lstm_fwd_kernel, "lstm", "fwd", xproj, H=H, P=P, B=B, T=T, lengths=lengths,
                    PROJ=proj, REVERSE=reverse, SAVE=save)
-    run.prefill_final(lengths, (h_n, h0), (c_n, c0))
+    run.prefill_final((h_n, h0), (c_n, c0))
     run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
                h0_ptr=h0.contiguous(), c0_ptr=c0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
                wr_t_ptr=w_hr.t().contiguous() if proj else xproj, out_ptr=out, hn_ptr=h_n,

@@ -125,18 +125,23 @@ def chunks(tiling, H, P, dtype):
     return min(bk, max(16, triton.next_power_of_2(P))), min(bk, max(16, triton.next_power_of_2(H)))
 
 
+def proj_units(P, units):
+    """UP: the state units of a projected LSTM each of the ``units`` programs owns."""
+    return max(16, triton.next_power_of_2(triton.cdiv(P, units)))
+
+
 def constexprs(kernel, tiling, H, P, dtype, units, I=0, **flags):
     """Every constexpr of ``kernel`` for this tiling (flags: PROJ, REVERSE, SAVE, ...)."""
     bkp, bkh = chunks(tiling, H, P, dtype)
-    up = max(16, triton.next_power_of_2(triton.cdiv(P, units))) if flags.get("PROJ") else tiling.U
+    up = proj_units(P, units) if flags.get("PROJ") else tiling.U
     prec = precision(dtype)
     if prec == "tf32" and flags.get("PROJ") and kernel.__name__ == "lstm_bwd_kernel":
         # its TF32 build spilled on sm_90 in every tiling (24 bytes at 8 warps, the
         # smallest tiles); IEEE fp32 did not (180 registers): more precise, never less
         prec = "ieee"
-    values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh,
-                  BKX=min(16 if dtype.itemsize == 4 else 32, max(16, triton.next_power_of_2(I or 16))), ONCHIP=tiling.onchip,
-                  PRECISION=prec)
+    bkx = min(16 if dtype.itemsize == 4 else 32, max(16, triton.next_power_of_2(I or 16)))
+    values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh, BKX=bkx,
+                  ONCHIP=tiling.onchip, PRECISION=prec)
     return {k: v for k, v in values.items() if k in kernel.arg_names}
 
 
@@ -165,7 +170,7 @@ def onchip_bytes(cell, direction, H, P, dtype, flags):
 
     def size(t):
         bkp, bkh = chunks(t, H, P, dtype)
-        up = max(16, triton.next_power_of_2(triton.cdiv(P, triton.cdiv(H, t.U)))) if proj else 0
+        up = proj_units(P, triton.cdiv(H, t.U)) if proj else 0
         return (GATES[cell] * bkp * t.U + bkh * up) * dtype.itemsize
     return size
 
@@ -237,9 +242,9 @@ class Run:
     def buffer(self, shape, fp32=False):
         return torch.empty(shape, dtype=torch.float32 if fp32 else self.dtype, device=self.device)
 
-    def prefill_final(self, lengths, *pairs):
+    def prefill_final(self, *pairs):
         # a row of length 0 (inference in time chunks) passes its initial state through
-        if lengths is not None:
+        if self.lengths is not None:
             for final, initial in pairs:
                 final.copy_(initial)
 

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import _arows, _gate_in, _grid_sync, _rows, _tanh, _time, _units, _wtile
+from ._common import _gate_in, _grid_sync, _product, _rows, _tanh, _time, _units, _wtile
 
 
 @triton.jit
@@ -49,6 +49,7 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, length
     dt = out_ptr.dtype.element_ty
     m2 = row_ok[:, None] & u_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
+    w = 0
     if ONCHIP:
         w = _wtile(w_t_ptr, 0, H, 0, H, offs_u, u_ok, BKH)                   # [BKH, U]
     nu = tl.num_programs(0)
@@ -60,21 +61,13 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, length
         src = hbuf_ptr + (s % 2) * B * H
         if s == 0:
             src = h0_ptr
-        acc = tl.zeros((BB, U), tl.float32)
-        for k0 in range(0, H, BKH):
-            if ONCHIP:
-                tw = w
-            else:
-                tw = _wtile(w_t_ptr, 0, H, k0, H, offs_u, u_ok, BKH)
-            acc += tl.dot(_arows(src, H, 0, k0, H, offs_b, row_ok, dt, BKH), tw,
-                          input_precision=PRECISION)
+        acc = _product(src, H, 0, H, offs_b, row_ok, w_t_ptr, 0, H, offs_u, u_ok, w, dt,
+                       PRECISION, ONCHIP, BB, U, BKH)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         if FUSE_X:
-            for k0 in range(0, I, BKX):
-                acc += tl.dot(_arows(x_ptr, I, 0, k0, I, offs_b, row_ok, dt, BKX),
-                              _wtile(wx_t_ptr, 0, H, k0, I, offs_u, u_ok, BKX),
-                              input_precision=PRECISION)
+            acc += _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, 0, H, offs_u, u_ok, 0, dt,
+                            PRECISION, False, BB, U, BKX)
             acc += _gate_in(bias_ptr, offs_u[None, :], 0, H, u_ok[None, :])
         else:
             acc += _gate_in(xproj_ptr, ho, 0, H, ma)
@@ -109,8 +102,8 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         act = (s < lens) & row_ok
         first = s == lens - 1
         t = _time(s, lens, REVERSE)
-        rec = _rnn_dh(gbuf_ptr + (i % 2) * B * H, H, offs_b, row_ok, offs_u, u_ok, w_ptr, w,
-                      dt, PRECISION, ONCHIP, BB, U, BKH)
+        rec = _product(gbuf_ptr + (i % 2) * B * H, H, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u,
+                       u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         d = tl.where(first[:, None], ghn, rec) + \
@@ -121,25 +114,9 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         tl.store(gbuf_ptr + ((i + 1) % 2) * B * H + so, g, mask=m2)
         _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
-        dh0 = _rnn_dh(gbuf_ptr + (nsteps % 2) * B * H, H, offs_b, row_ok, offs_u, u_ok, w_ptr,
-                      w, dt, PRECISION, ONCHIP, BB, U, BKH)
+        dh0 = _product(gbuf_ptr + (nsteps % 2) * B * H, H, 0, H, offs_b, row_ok, w_ptr, 0, H,
+                       offs_u, u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH)
         tl.store(grad_h0_ptr + so, dh0.to(dt), mask=m2)
-
-
-@triton.jit
-def _rnn_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, w, dt: tl.constexpr,
-            PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
-            BKH: tl.constexpr):
-    # [BB, U] = g [BB, H] (the step after's, all units) @ W_hh[:, units]
-    acc = tl.zeros((BB, U), tl.float32)
-    for k0 in range(0, H, BKH):
-        if ONCHIP:
-            tw = w
-        else:
-            tw = _wtile(w_ptr, 0, H, k0, H, offs_u, u_ok, BKH)
-        acc += tl.dot(_arows(src, H, 0, k0, H, offs_b, row_ok, dt, BKH), tw,
-                      input_precision=PRECISION)
-    return acc
 
 
 # ----------------------------------------------------------------- launchers
@@ -152,7 +129,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
         return out, h_n
     run = plan.Run(rnn_fwd_kernel, "rnn", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
                    REVERSE=reverse, RELU=nonlinearity == "relu")
-    run.prefill_final(lengths, (h_n, h0))
+    run.prefill_final((h_n, h0))
     run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
                h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
                hbuf_ptr=run.buffer((2, B, H)), FUSE_X=False)
