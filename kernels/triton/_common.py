@@ -83,6 +83,29 @@ def _product(a_ptr, a_ld, a_col, K, offs_b, row_ok, w_ptr, w_off, w_ld, offs_u, 
 
 
 @triton.jit
+def _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, W, REVERSE: tl.constexpr):
+    """A forward step's rows: (running [BB], at its last step [BB], time [BB], the state
+    buffer slot read (h0 at step 0), the slot written) of a ping-pong buffer [2, B, W]."""
+    act = (s < lens) & row_ok
+    src = hbuf_ptr + (s % 2) * B * W
+    if s == 0:
+        src = h0_ptr
+    return act, act & (s == lens - 1), _time(s, lens, REVERSE), src, \
+        hbuf_ptr + ((s + 1) % 2) * B * W
+
+
+@triton.jit
+def _input_gate(x_ptr, wx_t_ptr, bias_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok,
+                dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
+                BKX: tl.constexpr):
+    # the fused step's input part of gate q: x [B, I] @ W_ih^T [I, G] (q-th block, this
+    # program's units) + bias
+    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, G, offs_u, u_ok, 0, dt,
+                    PRECISION, False, BB, U, BKX) + \
+        _gate_in(bias_ptr, offs_u[None, :], q, H, u_ok[None, :])
+
+
+@triton.jit
 def _grid_sync(sync_ptr, target, PERSIST: tl.constexpr):
     # barrier over the programs of this batch tile: arrive (release) and spin (acquire)
     # until the counter reaches target = barriers so far x programs along the units

@@ -15,8 +15,8 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (_arows, _gate_in, _grid_sync, _product, _rows, _sigmoid, _tanh, _time,
-                      _units, _wtile)
+from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _input_gate, _product, _rows,
+                      _sigmoid, _tanh, _time, _units, _wtile)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -41,12 +41,7 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_p
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
-        act = (s < lens) & row_ok
-        last = act & (s == lens - 1)
-        t = _time(s, lens, REVERSE)
-        src = hbuf_ptr + (s % 2) * B * H
-        if s == 0:
-            src = h0_ptr
+        act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, H, REVERSE)
         ar = tl.zeros((BB, U), tl.float32)
         az = tl.zeros((BB, U), tl.float32)
         an = tl.zeros((BB, U), tl.float32)
@@ -64,12 +59,12 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_p
         ma = act[:, None] & u_ok[None, :]
         xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
         if FUSE_X:
-            xr = _gru_x(x_ptr, wx_t_ptr, bias_ptr, 0, I, H, offs_b, row_ok, offs_u, u_ok, dt,
-                        PRECISION, BB, U, BKX)
-            xz = _gru_x(x_ptr, wx_t_ptr, bias_ptr, 1, I, H, offs_b, row_ok, offs_u, u_ok, dt,
-                        PRECISION, BB, U, BKX)
-            xn = _gru_x(x_ptr, wx_t_ptr, bias_ptr, 2, I, H, offs_b, row_ok, offs_u, u_ok, dt,
-                        PRECISION, BB, U, BKX)
+            xr = _input_gate(x_ptr, wx_t_ptr, bias_ptr, 0, G, I, H, offs_b, row_ok, offs_u, u_ok,
+                             dt, PRECISION, BB, U, BKX)
+            xz = _input_gate(x_ptr, wx_t_ptr, bias_ptr, 1, G, I, H, offs_b, row_ok, offs_u, u_ok,
+                             dt, PRECISION, BB, U, BKX)
+            xn = _input_gate(x_ptr, wx_t_ptr, bias_ptr, 2, G, I, H, offs_b, row_ok, offs_u, u_ok,
+                             dt, PRECISION, BB, U, BKX)
         else:
             xr = _gate_in(xproj_ptr, xo, 0, H, ma)
             xz = _gate_in(xproj_ptr, xo, 1, H, ma)
@@ -87,18 +82,9 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_p
             tl.store(gates_ptr + go + 2 * H, n.to(dt), mask=ma)
             tl.store(gates_ptr + go + 3 * H, a.to(dt), mask=ma)
         tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :], y, mask=ma)
-        tl.store(hbuf_ptr + ((s + 1) % 2) * B * H + so, y, mask=m2)
+        tl.store(dst + so, y, mask=m2)
         tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
         _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
-
-
-@triton.jit
-def _gru_x(x_ptr, wx_t_ptr, bias_ptr, q, I, H, offs_b, row_ok, offs_u, u_ok, dt: tl.constexpr,
-           PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr, BKX: tl.constexpr):
-    # the fused step's input part of gate q: x [B, I] @ W_ih^T[:, q-th units] + bias
-    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, 3 * H, offs_u, u_ok, 0, dt,
-                    PRECISION, False, BB, U, BKX) + _gate_in(bias_ptr, offs_u[None, :], q, H,
-                                                              u_ok[None, :])
 
 
 @triton.jit

@@ -23,8 +23,8 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (_arows, _gate_in, _grid_sync, _product, _rows, _sigmoid, _tanh, _time,
-                      _units, _wtile)
+from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _input_gate, _product, _rows,
+                      _sigmoid, _tanh, _time, _units, _wtile)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -62,13 +62,7 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
     sync = sync_ptr + tl.program_id(1)
     NBAR: tl.constexpr = 2 if PROJ else 1
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
-        act = (s < lens) & row_ok
-        last = act & (s == lens - 1)
-        t = _time(s, lens, REVERSE)
-        src = hbuf_ptr + (s % 2) * B * P
-        dst = hbuf_ptr + ((s + 1) % 2) * B * P
-        if s == 0:
-            src = h0_ptr
+        act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, P, REVERSE)
         if phases & 1:    # gates and c for this program's cell units
             ai = tl.zeros((BB, U), tl.float32)
             af = tl.zeros((BB, U), tl.float32)
@@ -90,14 +84,14 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
             if FUSE_X:
-                ai += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 0, I, H, offs_b, row_ok, offs_u, u_ok,
-                              dt, PRECISION, BB, U, BKX)
-                af += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 1, I, H, offs_b, row_ok, offs_u, u_ok,
-                              dt, PRECISION, BB, U, BKX)
-                ag += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 2, I, H, offs_b, row_ok, offs_u, u_ok,
-                              dt, PRECISION, BB, U, BKX)
-                ao += _lstm_x(x_ptr, wx_t_ptr, bias_ptr, 3, I, H, offs_b, row_ok, offs_u, u_ok,
-                              dt, PRECISION, BB, U, BKX)
+                ai += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 0, G, I, H, offs_b, row_ok, offs_u,
+                                   u_ok, dt, PRECISION, BB, U, BKX)
+                af += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 1, G, I, H, offs_b, row_ok, offs_u,
+                                   u_ok, dt, PRECISION, BB, U, BKX)
+                ag += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 2, G, I, H, offs_b, row_ok, offs_u,
+                                   u_ok, dt, PRECISION, BB, U, BKX)
+                ao += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 3, G, I, H, offs_b, row_ok, offs_u,
+                                   u_ok, dt, PRECISION, BB, U, BKX)
             else:
                 ai += _gate_in(xproj_ptr, xo, 0, H, ma)
                 af += _gate_in(xproj_ptr, xo, 1, H, ma)
@@ -138,15 +132,6 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
     if not PERSIST:
         if phases & 1:    # a launch of the second phase alone leaves c as it found it
             tl.store(cbuf_ptr + so, c, mask=m2)
-
-
-@triton.jit
-def _lstm_x(x_ptr, wx_t_ptr, bias_ptr, q, I, H, offs_b, row_ok, offs_u, u_ok, dt: tl.constexpr,
-            PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr, BKX: tl.constexpr):
-    # the fused step's input part of gate q: x [B, I] @ W_ih^T[:, q-th units] + bias
-    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, 4 * H, offs_u, u_ok, 0, dt,
-                    PRECISION, False, BB, U, BKX) + _gate_in(bias_ptr, offs_u[None, :], q, H,
-                                                              u_ok[None, :])
 
 
 @triton.jit

@@ -19,7 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import _gate_in, _grid_sync, _product, _rows, _tanh, _time, _units, _wtile
+from ._common import (_fwd_step, _gate_in, _grid_sync, _input_gate, _product, _rows, _tanh,
+                      _time, _units, _wtile)
 
 
 @triton.jit
@@ -55,25 +56,19 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, length
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
-        act = (s < lens) & row_ok
-        last = act & (s == lens - 1)
-        t = _time(s, lens, REVERSE)
-        src = hbuf_ptr + (s % 2) * B * H
-        if s == 0:
-            src = h0_ptr
+        act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, H, REVERSE)
         acc = _product(src, H, 0, H, offs_b, row_ok, w_t_ptr, 0, H, offs_u, u_ok, w, dt,
                        PRECISION, ONCHIP, BB, U, BKH)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         if FUSE_X:
-            acc += _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, 0, H, offs_u, u_ok, 0, dt,
-                            PRECISION, False, BB, U, BKX)
-            acc += _gate_in(bias_ptr, offs_u[None, :], 0, H, u_ok[None, :])
+            acc += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 0, H, I, H, offs_b, row_ok, offs_u, u_ok,
+                               dt, PRECISION, BB, U, BKX)
         else:
             acc += _gate_in(xproj_ptr, ho, 0, H, ma)
         y = _act(acc, RELU).to(dt)
         tl.store(out_ptr + ho, y, mask=ma)
-        tl.store(hbuf_ptr + ((s + 1) % 2) * B * H + so, y, mask=m2)
+        tl.store(dst + so, y, mask=m2)
         tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
         _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
 
