@@ -15,6 +15,7 @@ setup(
     packages=[
         "fastrnn",
         "fastrnn.kernels",
+        "fastrnn.models",
         "fastrnn.kernels.numba",
         "fastrnn.kernels.triton",
     ],
@@ -30,7 +31,10 @@ setup(
         "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "babel>=2.10",
+                 "matplotlib>=3.7"],
+        # the date-normalisation task (fastrnn.models.dates) renders dates with CLDR data
+        "models": ["babel>=2.10"],
         "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "threadpoolctl>=3.1"],
     },
 )

@@ -65,7 +65,8 @@ def _entry_point(fn):
 
 
 # ------------------------------------------------------------------ checks
-def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj=False):
+def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj=False,
+           input_bias=None):
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
     if input.dim() != 3:
@@ -94,6 +95,13 @@ def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj
     if hx[0].shape[2] != weights[1].shape[1]:
         raise ValueError(f"hidden state has {hx[0].shape[2]} features but weight_hh_l0 "
                          f"expects {weights[1].shape[1]}")
+    if input_bias is not None:
+        G = weights[0].shape[0]
+        if input_bias.shape != (D, B, G):
+            raise ValueError(f"input_bias must be [{D}, {B}, {G}], got {tuple(input_bias.shape)}")
+        if input_bias.dtype != input.dtype or input_bias.device != input.device:
+            raise TypeError(f"input_bias ({input_bias.dtype}, {input_bias.device}) must match "
+                            f"input ({input.dtype}, {input.device})")
     if lengths is not None:
         if lengths.shape != (B,) or lengths.dtype != torch.int64 or lengths.device.type != "cpu":
             raise ValueError(f"lengths must be a CPU int64 tensor of shape ({B},)")
@@ -114,13 +122,14 @@ def _needs_grad(*tensors):
 INFERENCE_CHUNK_BYTES = 16 << 20
 
 
-def _infer(launch, x, w_ih, b, states, lengths, reverse, **opts):
+def _infer(launch, x, w_ih, b, extra, states, lengths, reverse, **opts):
     """One layer and direction without autograd: ``launch`` (a ``<cell>_fwd`` launcher,
     save=False) over time chunks of the input projection, each starting from the
     final states of the chunk before it in processing order (from the end for the
     reverse direction). Per-row lengths become each chunk's own, 0 to its length: a
     row that has ended, or reversed has not begun, passes its state through.
-    ``states``: {"h0": ..., ("c0": ...)}. Returns (out, final states...)."""
+    ``states``: {"h0": ..., ("c0": ...)}; ``extra``: see ``_xproj``. Returns (out, final
+    states...)."""
     T, B = x.shape[:2]
     steps = max(1, INFERENCE_CHUNK_BYTES // max(1, B * w_ih.shape[0] * x.element_size()))
     starts = range(0, T, steps)
@@ -128,7 +137,7 @@ def _infer(launch, x, w_ih, b, states, lengths, reverse, **opts):
     for t0 in (reversed(starts) if reverse else starts):
         t1 = min(T, t0 + steps)
         lens = None if lengths is None else (lengths - t0).clamp(0, t1 - t0)
-        res = launch(xproj=project(x[t0:t1], w_ih, b), **states, lengths=lens,
+        res = launch(xproj=_xproj(x[t0:t1], w_ih, b, extra), **states, lengths=lens,
                      reverse=reverse, save=False, **opts)[:1 + len(states)]
         if steps >= T:
             return res
@@ -140,14 +149,24 @@ def _infer(launch, x, w_ih, b, states, lengths, reverse, **opts):
     return (out, *states.values())
 
 
-def _recompute(x, w_ih, b):
+def _xproj(x, w_ih, b, extra=None):
+    """The input projection of all steps, plus ``extra`` [B, G] (the ``input_bias`` of
+    the first layer: an input part that is the same at every step, e.g. a decoder's
+    context, projected once per sequence instead of once per step)."""
+    xproj = project(x, w_ih, b)
+    return xproj if extra is None else xproj + extra
+
+
+def _recompute(x, w_ih, b, extra):
     # lets a Function drop xproj after forward (see autograd.py, double backward)
-    return lambda: F.linear(x, w_ih, b)
+    return lambda: _xproj(x, w_ih, b, extra)
 
 
 # ------------------------------------------------------- layer/direction loop
-def _stack(input, states, weights, layer_fn, *, num_layers, bidirectional, dropout, training):
-    """Run every layer and direction; ``layer_fn(x, states_of_idx, w, reverse)``.
+def _stack(input, states, weights, layer_fn, *, num_layers, bidirectional, dropout, training,
+           input_bias=None):
+    """Run every layer and direction; ``layer_fn(x, states_of_idx, w, reverse, extra)``,
+    ``extra`` being the first layer's ``input_bias`` of that direction (else None).
 
     Returns (output of the last layer [T, B, D*P], list of final-state tuples
     in torch's (layer, direction) order).
@@ -159,8 +178,9 @@ def _stack(input, states, weights, layer_fn, *, num_layers, bidirectional, dropo
         outs = []
         for d in range(D):
             idx = layer * D + d
+            extra = input_bias[d] if layer == 0 and input_bias is not None else None
             out, final = layer_fn(x, [s[idx] for s in states],
-                                  weights[idx * per:(idx + 1) * per], reverse=d == 1)
+                                  weights[idx * per:(idx + 1) * per], reverse=d == 1, extra=extra)
             outs.append(out)
             finals.append(final)
         x = outs[0] if D == 1 else torch.cat(outs, dim=2)
@@ -176,7 +196,7 @@ def _stack_states(finals):
 
 @_entry_point
 def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dropout=0.0,
-        training=False, bidirectional=False, lengths=None, backend=None):
+        training=False, bidirectional=False, lengths=None, input_bias=None, backend=None):
     """Elman RNN, h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
 
     Args:
@@ -184,6 +204,9 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
         hx:      [L*D, B, H] initial states (D = 2 if bidirectional).
         weights: torch's flat list (see module docstring).
         lengths: [B] CPU int64 per-row lengths in [1, T], or None for all T.
+        input_bias: [D, B, G] or None: added to the first layer's input projection at
+                 every step (an input part that does not change over time, e.g. a
+                 decoder's context: project it once, not at every step).
         backend: "numba", "triton", "reference" or None (FASTRNN_BACKEND, then automatic).
     Returns:
         output [T, B, D*H] (zero past each row's length), h_n [L*D, B, H].
@@ -194,46 +217,47 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     _check(input, [hx], weights, lengths, num_layers=num_layers,
-           bidirectional=bidirectional, bias=bias)
+           bidirectional=bidirectional, bias=bias, input_bias=input_bias)
     be = backends.select("rnn", input, backend)
 
-    def layer(x, h0, w, reverse):
-        if len(x) == 1 and lengths is None:           # one step: decoding, maybe no grad
+    def layer(x, h0, w, reverse, extra):
+        if len(x) == 1 and lengths is None and extra is None:   # one step: decoding, maybe no grad
             h = _step("rnn", be, x[0], [h0[0]], w, bias, nonlinearity=nonlinearity)
             if h is not None:
                 return h.unsqueeze(0), h
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None          # both biases enter before f
         if be.name != "reference" and not _needs_grad(x, h0[0], *w):
-            return _infer(be.kernels().rnn_fwd, x, w_ih, b, {"h0": h0[0]}, lengths, reverse,
-                          w_hh=w_hh, nonlinearity=nonlinearity)
-        xproj = project(x, w_ih, b)                  # one GEMM for all steps
+            return _infer(be.kernels().rnn_fwd, x, w_ih, b, extra, {"h0": h0[0]}, lengths,
+                          reverse, w_hh=w_hh, nonlinearity=nonlinearity)
+        xproj = _xproj(x, w_ih, b, extra)            # one GEMM for all steps
         if be.name == "reference":
             out, h_n = reference.rnn_layer(xproj, h0[0], w_hh, lengths, reverse, nonlinearity)
         else:
             out, h_n = RNNFunction.apply(xproj, h0[0], w_hh, lengths, reverse, nonlinearity, be,
-                                         _recompute(x, w_ih, b))
+                                         _recompute(x, w_ih, b, extra))
         return out, h_n
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, training=training)
+                         bidirectional=bidirectional, dropout=dropout, training=training,
+                         input_bias=input_bias)
     return out, _stack_states(finals)
 
 
 @_entry_point
 def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
-        bidirectional=False, lengths=None, backend=None):
+        bidirectional=False, lengths=None, input_bias=None, backend=None):
     """GRU (torch's gate order r, z, n; b_hn inside the r-product).
 
     Same arguments, shapes and errors as :func:`rnn`; weights have 3H rows.
     Returns output [T, B, D*H], h_n [L*D, B, H].
     """
     _check(input, [hx], weights, lengths, num_layers=num_layers,
-           bidirectional=bidirectional, bias=bias)
+           bidirectional=bidirectional, bias=bias, input_bias=input_bias)
     be = backends.select("gru", input, backend)
 
-    def layer(x, h0, w, reverse):
-        if len(x) == 1 and lengths is None:
+    def layer(x, h0, w, reverse, extra):
+        if len(x) == 1 and lengths is None and extra is None:
             h = _step("gru", be, x[0], [h0[0]], w, bias)
             if h is not None:
                 return h.unsqueeze(0), h
@@ -245,22 +269,23 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
             b = w[2] + torch.cat([w[3][:2 * H], w[3].new_zeros(H)])
             b_hn = w[3][2 * H:]
         if be.name != "reference" and not _needs_grad(x, h0[0], *w):
-            return _infer(be.kernels().gru_fwd, x, w_ih, b, {"h0": h0[0]}, lengths, reverse,
-                          w_hh=w_hh, b_hn=b_hn)
-        xproj = project(x, w_ih, b)
+            return _infer(be.kernels().gru_fwd, x, w_ih, b, extra, {"h0": h0[0]}, lengths,
+                          reverse, w_hh=w_hh, b_hn=b_hn)
+        xproj = _xproj(x, w_ih, b, extra)
         if be.name == "reference":
             return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
         return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be,
-                                 _recompute(x, w_ih, b))
+                                 _recompute(x, w_ih, b, extra))
 
     out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, training=training)
+                         bidirectional=bidirectional, dropout=dropout, training=training,
+                         input_bias=input_bias)
     return out, _stack_states(finals)
 
 
 @_entry_point
 def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
-         bidirectional=False, proj_size=0, lengths=None, backend=None):
+         bidirectional=False, proj_size=0, lengths=None, input_bias=None, backend=None):
     """LSTM (torch's gate order i, f, g, o), optionally with a projection (proj_size > 0).
 
     hx is (h0 [L*D, B, P], c0 [L*D, B, H]) with P = proj_size or H; weights per
@@ -268,32 +293,34 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     Returns output [T, B, D*P], (h_n [L*D, B, P], c_n [L*D, B, H]).
     """
     _check(input, list(hx), weights, lengths, num_layers=num_layers,
-           bidirectional=bidirectional, bias=bias, proj=proj_size > 0)
+           bidirectional=bidirectional, bias=bias, proj=proj_size > 0,
+           input_bias=input_bias)
     be = backends.select("lstm", input, backend)
 
-    def layer(x, state, w, reverse):
+    def layer(x, state, w, reverse, extra):
         w_hr = w[-1] if proj_size > 0 else None
-        if len(x) == 1 and lengths is None:
+        if len(x) == 1 and lengths is None and extra is None:
             hc = _step("lstm", be, x[0], list(state), w, bias, w_hr=w_hr)
             if hc is not None:
                 return hc[0].unsqueeze(0), hc
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None
         if be.name != "reference" and not _needs_grad(x, *state, *w):
-            out, h, c = _infer(be.kernels().lstm_fwd, x, w_ih, b,
+            out, h, c = _infer(be.kernels().lstm_fwd, x, w_ih, b, extra,
                                {"h0": state[0], "c0": state[1]}, lengths, reverse,
                                w_hh=w_hh, w_hr=w_hr)
             return out, (h, c)
-        xproj = project(x, w_ih, b)
+        xproj = _xproj(x, w_ih, b, extra)
         if be.name == "reference":
             out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
         else:
             out, h, c = LSTMFunction.apply(xproj, state[0], state[1], w_hh, w_hr, lengths,
-                                           reverse, be, _recompute(x, w_ih, b))
+                                           reverse, be, _recompute(x, w_ih, b, extra))
         return out, (h, c)
 
     out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, training=training)
+                         bidirectional=bidirectional, dropout=dropout, training=training,
+                         input_bias=input_bias)
     return out, (_stack_states([f[0] for f in finals]), _stack_states([f[1] for f in finals]))
 
 

@@ -1,0 +1,9 @@
+"""The lecture's sequence models, built on fastrnn's fused layers (see the README pages).
+
+Each model takes ``layers=fastrnn`` (default) or ``layers=torch.nn`` to build the same
+model, parameter for parameter, from torch's own recurrent modules: the baseline of the
+benchmarks and of the tests.
+"""
+from .seq2seq import Seq2Seq
+
+__all__ = ["Seq2Seq"]

@@ -1,0 +1,178 @@
+"""The RNN encoder-decoder of Cho et al. (2014), as the lecture writes it.
+
+    encoder   h_1..h_S = RNN(e(x_1..x_S))            (fastrnn GRU/LSTM, layers, bidirectional)
+    context   c = tanh(V h_last)                      (h_last: top layer, every direction)
+    decoder   h'_0 = tanh(V' c)
+              h'_t = GRU(h'_{t-1}, [e(y_{t-1}); c])   (the context enters every step)
+    output    s_t = O_h h'_t + O_y e(y_{t-1}) + O_c c,  p(y_t | ...) = softmax(s_t)
+
+Training is teacher-forced: the target is known, so the decoder is ONE fused layer call
+over all steps, and c's part of the decoder's input projection (W_ih[:, E:] c) is formed
+once per sentence and passed as the layer's ``input_bias`` instead of concatenating c to
+every step's input. Scheduled sampling (``sampling_prob``) feeds the model's own previous
+prediction with that probability: that path steps the fused cell, one step per token.
+Decoding (``generate``): beam search batched over sentences × beams on the fused
+decoding-step kernel, one Python iteration per output token; beam 1 is greedy decoding.
+
+``layers`` picks the recurrent modules: ``fastrnn`` (default) or ``torch.nn``, which
+builds the same model, parameter for parameter, with torch.nn.GRU/LSTM and
+torch.nn.GRUCell's kernel (the baseline of the benchmark and of the tests).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fastrnn
+from fastrnn import functional
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder with a fixed-size context (no attention).
+
+    Args:
+        src_vocab, tgt_vocab: vocabulary sizes (token 0 is padding in both).
+        embed, hidden, context: sizes E, H (decoder and encoder), C (default H).
+        enc_layers, bidirectional, cell ("gru" or "lstm"), dropout: the encoder.
+        bos, eos: target start and end tokens.
+        layers: ``fastrnn`` or ``torch.nn`` (see the module docstring).
+    Token tensors are batch-first: src [B, S] with src_lengths [B] (CPU int64),
+    target input [B, T] (bos, y_1, ..., y_{T-1}).
+    """
+
+    def __init__(self, src_vocab, tgt_vocab, embed=64, hidden=128, context=None, enc_layers=1,
+                 bidirectional=True, cell="gru", dropout=0.0, bos=1, eos=2, layers=fastrnn):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        C = context or hidden
+        D = 2 if bidirectional else 1
+        self.bos, self.eos, self.embed_size, self.context_size = bos, eos, embed, C
+        self.src_embed = nn.Embedding(src_vocab, embed, padding_idx=0)
+        self.tgt_embed = nn.Embedding(tgt_vocab, embed, padding_idx=0)
+        enc = layers.GRU if cell == "gru" else layers.LSTM
+        self.encoder = enc(embed, hidden, num_layers=enc_layers, bidirectional=bidirectional,
+                           dropout=dropout)
+        self.V = nn.Linear(D * hidden, C)                 # c = tanh(V h_last)
+        self.V_dec = nn.Linear(C, hidden)                 # h'_0 = tanh(V' c)
+        self.decoder = layers.GRU(embed + C, hidden)      # input [e(y_{t-1}); c]
+        self.O_h = nn.Linear(hidden, tgt_vocab)
+        self.O_y = nn.Linear(embed, tgt_vocab, bias=False)
+        self.O_c = nn.Linear(C, tgt_vocab, bias=False)
+
+    @property
+    def fused(self):
+        return isinstance(self.decoder, fastrnn.GRU)
+
+    # ------------------------------------------------------------- encoder
+    def encode(self, src, src_lengths):
+        """src [B, S], src_lengths [B] -> context c [B, C]."""
+        if src.dim() != 2 or src_lengths.shape != (src.shape[0],):
+            raise ValueError(f"src must be [B, S] with src_lengths [B], got {tuple(src.shape)} "
+                             f"and {tuple(src_lengths.shape)}")
+        packed = pack_padded_sequence(self.src_embed(src), src_lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        _, h_n = self.encoder(packed)
+        if isinstance(h_n, tuple):                        # LSTM: (h_n, c_n)
+            h_n = h_n[0]
+        D = 2 if self.encoder.bidirectional else 1
+        h_last = h_n[-D:].transpose(0, 1).reshape(src.shape[0], -1)   # [B, D*H]
+        return torch.tanh(self.V(h_last))
+
+    # ------------------------------------------------------------- decoder
+    def _weights(self):
+        return self.decoder._flat_weights            # w_ih [3H, E+C], w_hh, b_ih, b_hh
+
+    def _cell(self, x, h):
+        """One decoder step: x = [e(y_{t-1}); c] [N, E+C], h [N, H] -> h'."""
+        w = self._weights()
+        if self.fused:                                  # fused step kernel under no_grad
+            return functional.gru_cell(x, h, w, backend=self.decoder.backend)
+        return torch._VF.gru_cell(x, h, *w)              # torch.nn.GRUCell's own kernel
+
+    def _scores(self, h, e, c_out):
+        """s_t = O_h h'_t + O_y e(y_{t-1}) + O_c c (c_out = O_c c, [B, V] or broadcastable)."""
+        return self.O_h(h) + self.O_y(e) + c_out
+
+    def forward(self, src, src_lengths, tgt_in, sampling_prob=0.0):
+        """Teacher-forced logits [B, T, V] for target input tgt_in [B, T].
+
+        With ``sampling_prob`` > 0 (training), each step's input is, with that
+        probability per row, the model's own previous prediction (argmax) instead of
+        the ground truth (scheduled sampling, Bengio et al. 2015).
+        """
+        c = self.encode(src, src_lengths)
+        h0 = torch.tanh(self.V_dec(c))
+        c_out = self.O_c(c)
+        if sampling_prob > 0 and self.training:
+            return self._sampled(c, h0, c_out, tgt_in, sampling_prob)
+        e = self.tgt_embed(tgt_in.t())                    # [T, B, E] time-major
+        if self.fused:
+            w_ih, w_hh, *b = self._weights()
+            E = self.embed_size
+            # c's part of every step's input projection, formed once per sentence
+            c_proj = F.linear(c, w_ih[:, E:]).unsqueeze(0)              # [1, B, 3H]
+            out, _ = functional.gru(e, h0.unsqueeze(0), [w_ih[:, :E], w_hh, *b],
+                                    input_bias=c_proj, backend=self.decoder.backend)
+        else:
+            x = torch.cat([e, c.unsqueeze(0).expand(e.shape[0], -1, -1)], dim=2)
+            out, _ = self.decoder(x, h0.unsqueeze(0))
+        return self._scores(out, e, c_out).transpose(0, 1)
+
+    def _sampled(self, c, h, c_out, tgt_in, p):
+        prev, logits = tgt_in[:, 0], []
+        for t in range(tgt_in.shape[1]):
+            if t > 0:
+                own = logits[-1].detach().argmax(-1)
+                coin = torch.rand(own.shape, device=own.device) < p
+                prev = torch.where(coin, own, tgt_in[:, t])
+            e = self.tgt_embed(prev)
+            h = self._cell(torch.cat([e, c], dim=1), h)
+            logits.append(self._scores(h, e, c_out))
+        return torch.stack(logits, dim=1)
+
+    # ------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def generate(self, src, src_lengths, beam=1, max_len=32, length_penalty=1.0):
+        """Beam search (beam 1: greedy), batched over sentences × beams.
+
+        Returns (tokens [B, L] without bos, ending with eos and then 0s; a row that hit
+        ``max_len`` has no eos), scores [B] (the best beam's log-probability divided by
+        its length ** length_penalty). Beams are ranked by total log-probability while
+        they grow; the finished ones are compared length-normalised at the end.
+        """
+        if beam < 1 or max_len < 1:
+            raise ValueError(f"beam and max_len must be >= 1, got {beam} and {max_len}")
+        B, k = src.shape[0], beam
+        c = self.encode(src, src_lengths).repeat_interleave(k, dim=0)     # [N, C], N = B*k
+        h = torch.tanh(self.V_dec(c))
+        c_out = self.O_c(c)
+        scores = c.new_full((B, k), float("-inf"))
+        scores[:, 0] = 0                                  # expand from one beam at first
+        tokens = src.new_zeros(B, k, 0)
+        done = torch.zeros(B, k, dtype=torch.bool, device=src.device)
+        length = torch.zeros(B, k, device=src.device)
+        prev = src.new_full((B * k,), self.bos)
+        rows = torch.arange(B, device=src.device).unsqueeze(1) * k
+        for _ in range(max_len):
+            e = self.tgt_embed(prev)
+            h = self._cell(torch.cat([e, c], dim=1), h)
+            logp = F.log_softmax(self._scores(h, e, c_out), dim=-1).view(B, k, -1)
+            V = logp.shape[-1]
+            # a finished beam only repeats eos (padding later), at no cost
+            logp = torch.where(done.unsqueeze(-1), torch.full_like(logp, float("-inf")), logp)
+            logp[..., self.eos] = torch.where(done, 0.0, logp[..., self.eos])
+            scores, idx = (scores.unsqueeze(-1) + logp).view(B, k * V).topk(k, dim=1)
+            src_beam, tok = idx // V, idx % V
+            pick = (rows + src_beam).view(-1)             # [N] rows of the chosen parents
+            h, prev = h[pick], tok.view(-1)
+            was_done = done.gather(1, src_beam)
+            tokens = torch.cat([tokens.gather(1, src_beam.unsqueeze(-1).expand_as(tokens)),
+                                torch.where(was_done, 0, tok).unsqueeze(-1)], dim=2)
+            length = length.gather(1, src_beam) + (~was_done)
+            done = was_done | (tok == self.eos)
+            if bool(done.all()):
+                break
+        norm = scores / length.clamp(min=1) ** length_penalty
+        best = norm.argmax(dim=1)
+        return tokens[torch.arange(B), best], norm[torch.arange(B), best]
