@@ -9,6 +9,8 @@ Sections (all by default; pick with --sections):
            and the peak memory of fwd+bwd at the large shape.
   charlm   a character-level LSTM language model trained on the Python standard
            library's sources: one step, and tokens/s over an epoch-slice.
+  models   fastrnn.models against the same models built with torch.nn: seq2seq
+           training and decoding, gradient-flow diagnostics overhead (bench/models.py).
 
 Timing: warm-up (JIT) is never timed; providers alternate within every repeat;
 medians over repeats and rounds. In the matrix each provider is also timed alone
@@ -39,7 +41,7 @@ from .harness import (GEMM_N, gemm_gflops, machine_facts, mm_call, progress, sam
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
-SECTIONS = ["matrix", "sweeps", "costs", "charlm"]
+SECTIONS = ["matrix", "sweeps", "costs", "charlm", "models"]
 OURS = "fastrnn-numba"
 ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
 PROBE_FLOPS = 2 * GEMM_N ** 3   # one probe call: torch.mm of GEMM_N² squares (harness.mm_call)
@@ -208,6 +210,16 @@ def charlm_rows(providers, quick, facts):
     return rows
 
 
+def models_rows(quick, facts):
+    from . import models
+    rows = []
+    for metric, unit, values, *extra in models.run(quick):
+        for p, v in values.items():
+            rows.append(_value_row("models", p, metric, round(v, 2), unit, facts,
+                                   **(extra[0] if extra else {})))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +298,9 @@ def run_cpu(args):
     if "charlm" in sections:
         print("character-level LM on the standard library's sources ...", flush=True)
         rows += charlm_rows(providers, args.quick, facts)
+    if "models" in sections:
+        print("fastrnn.models against their torch.nn builds ...", flush=True)
+        rows += models_rows(args.quick, facts)
     gemm, layer_gemm = _gemm_rates(gemm, layer_gemm)
     for r in rows:
         if r.get("gflops") not in (None, ""):

@@ -117,6 +117,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = r["value"]
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
+    out += models_table(rows, ours)
     fp16 = [p for (s, _, _), p in fastest.items() if ours in p and "torch-fp16" in p]
     if fp16:
         out += ["", "## Against torch in fp16 (cuDNN's persistent algorithm)", "",
@@ -131,6 +132,26 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
                 "| case | provider | error |", "|---|---|---|"]
         out += [f"| `{r['metric']}` | {r['provider']} | {r['value']} |" for r in errors]
     return "\n".join(out) + "\n"
+
+
+def models_table(rows, ours):
+    """fastrnn.models against their torch.nn builds: one line per metric, with the
+    speedup (above 1: fastrnn faster; rates and times read the right way round)."""
+    by_metric = {}
+    for r in rows:
+        if r["section"] == "models":
+            by_metric.setdefault((r["metric"], r["unit"]), {})[r["provider"]] = float(r["value"])
+    if not by_metric:
+        return []
+    out = ["", "## Models (fastrnn.models against the same model built with torch.nn)", "",
+           "| what | unit | fastrnn | torch | speedup |", "|---|---|---|---|---|"]
+    for (metric, unit), v in by_metric.items():
+        a, b = v.get(ours), v.get("torch")
+        ratio = "–" if a is None or b is None or not a or not b else \
+            f"**{(a / b if unit.endswith('/s') else b / a):.2f}×**"
+        fmt = lambda x: "–" if x is None else f"{x:.4g}"  # noqa: E731
+        out.append(f"| {metric} | {unit} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    return out
 
 
 def targets(fastest, rows, ours="fastrnn-numba"):

@@ -328,49 +328,71 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
 _STATES = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
 
 
-def _step(cell, be, x, states, w, bias, **opts):
+def _step(cell, be, x, states, w, bias, input_bias=None, **opts):
     """One step through the backend's fused no-autograd launcher ``<cell>_step``
     (decoding under no_grad); None when the call needs autograd or the backend has
-    no such launcher, and the caller then runs a length-1 sequence."""
-    if _needs_grad(x, *states, *w):
+    no such launcher, and the caller then runs a length-1 sequence. ``input_bias``
+    [B, G] joins b_ih as a per-row input bias."""
+    if _needs_grad(x, *states, *w, input_bias):
         return None
     launch = None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
     if launch is None:
         return None
+    b_ih = w[2] if bias else None
+    if input_bias is not None:
+        b_ih = input_bias if b_ih is None else input_bias + b_ih
     return launch(x=x, **dict(zip(_STATES[cell], states)), w_ih=w[0], w_hh=w[1],
-                  b_ih=w[2] if bias else None, b_hh=w[3] if bias else None, **opts)
+                  b_ih=b_ih, b_hh=w[3] if bias else None, **opts)
+
+
+def _cell_input_bias(input_bias, input, weights):
+    # a cell's input_bias [B, G] -> the length-1 sequence's [1, B, G]
+    if input_bias is not None and input_bias.shape != (input.shape[0], weights[0].shape[0]):
+        raise ValueError(f"input_bias must be [{input.shape[0]}, {weights[0].shape[0]}], got "
+                         f"{tuple(input_bias.shape)}")
+    return None if input_bias is None else input_bias.unsqueeze(0)
 
 
 @_entry_point
-def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, backend=None):
-    """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]."""
+def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, input_bias=None,
+             backend=None):
+    """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]. ``input_bias``
+    [B, G] or None: a per-row term added to the input projection (as in :func:`rnn`)."""
     be = backends.select("rnn", input, backend)
-    h = _step("rnn", be, input, [hx], weights, bias, nonlinearity=nonlinearity)
+    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
+    h = _step("rnn", be, input, [hx], weights, bias, input_bias, nonlinearity=nonlinearity)
     if h is None:
         _, h = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, nonlinearity=nonlinearity,
-                   bias=bias, backend=backend)
+                   bias=bias, input_bias=seq_bias,
+                   backend=backend)
         h = h[0]
     return h
 
 
 @_entry_point
-def gru_cell(input, hx, weights, *, bias=True, backend=None):
-    """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]."""
+def gru_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
+    """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]; ``input_bias`` as in
+    :func:`rnn_cell`."""
     be = backends.select("gru", input, backend)
-    h = _step("gru", be, input, [hx], weights, bias)
+    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
+    h = _step("gru", be, input, [hx], weights, bias, input_bias)
     if h is None:
-        _, h = gru(input.unsqueeze(0), hx.unsqueeze(0), weights, bias=bias, backend=backend)
+        _, h = gru(input.unsqueeze(0), hx.unsqueeze(0), weights, bias=bias,
+                   input_bias=seq_bias, backend=backend)
         h = h[0]
     return h
 
 
 @_entry_point
-def lstm_cell(input, hx, weights, *, bias=True, backend=None):
-    """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c')."""
+def lstm_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
+    """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c');
+    ``input_bias`` as in :func:`rnn_cell`."""
     be = backends.select("lstm", input, backend)
-    hc = _step("lstm", be, input, list(hx), weights, bias)
+    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
+    hc = _step("lstm", be, input, list(hx), weights, bias, input_bias)
     if hc is None:
         _, (h, c) = lstm(input.unsqueeze(0), (hx[0].unsqueeze(0), hx[1].unsqueeze(0)), weights,
-                         bias=bias, backend=backend)
+                         bias=bias, input_bias=seq_bias,
+                         backend=backend)
         hc = h[0], c[0]
     return hc

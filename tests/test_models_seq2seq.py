@@ -144,3 +144,28 @@ def test_date_normalisation_reaches_95_percent():
     dates.train(model, data, steps=600)
     acc = dates.accuracy(model, *data["test"], data["tgt_vocab"])
     assert acc >= 0.95, f"held-out exact match {acc:.1%}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_cell_input_bias_on_the_step_kernels(backend, cell, grad):
+    # a per-row input bias through the fused step (no_grad) and the length-1 layer
+    # (grad) equals the torch cell on the bias folded into its input
+    B, I, H = 3, 4, 5
+    dtype = _dtype(backend)
+    twin = {"rnn": torch.nn.RNNCell, "gru": torch.nn.GRUCell, "lstm": torch.nn.LSTMCell}[cell](
+        I + 1, H, dtype=dtype)
+    w_ih, w_hh, b_ih, b_hh = twin.weight_ih, twin.weight_hh, twin.bias_ih, twin.bias_hh
+    x, extra = torch.randn(B, I, dtype=dtype), torch.randn(B, 1, dtype=dtype)
+    state = torch.randn(B, H, dtype=dtype)
+    hx = (state, torch.randn(B, H, dtype=dtype)) if cell == "lstm" else state
+    fn = getattr(functional, f"{cell}_cell")
+    with torch.set_grad_enabled(grad):
+        got = fn(x, hx, [w_ih[:, :I], w_hh, b_ih, b_hh], backend=backend,
+                 input_bias=F.linear(extra, w_ih[:, I:]))
+        ref = twin(torch.cat([x, extra], 1), hx)
+    for a, b in zip(*((got, ref) if cell == "lstm" else ((got,), (ref,)))):
+        assert_close(a, b, _tol(backend), cell)
+    with pytest.raises(ValueError, match="input_bias must be"):
+        fn(x, hx, [w_ih[:, :I], w_hh, b_ih, b_hh], input_bias=torch.zeros(B, 2, dtype=dtype))

@@ -40,7 +40,9 @@ length-1 input use it when no gradient is needed, e.g. decoding under no_grad;
 otherwise a step is a length-1 sequence through the launchers above):
     rnn_step(x [B, I], h [B, H], w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h'
     gru_step(x, h, w_ih, w_hh, b_ih, b_hh) -> h'
-    lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None) -> (h', c')   (biases [G] or None)
+    lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None) -> (h', c')
+    (b_hh [G] or None; b_ih [G], or [B, G]: a per-row input part projected once, as a
+    decoder's context, or None)
 
 Saved for backward by the Functions: the inputs (xproj only for double backward), the
 outputs above and lengths. Weight gradients are one GEMM each outside the kernels:

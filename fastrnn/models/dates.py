@@ -30,7 +30,9 @@ def _render(date, locale, fmt):
 
 
 def formats():
-    """The unambiguous (locale, format) pairs, in a fixed order (see the module doc)."""
+    """-> (the unambiguous (locale, format) pairs in a fixed order (see the module doc),
+    the source Vocab: every character they render, over a probe of dates that meets every
+    month and weekday, so the vocabulary does not depend on the training sample)."""
     probe = [FIRST + datetime.timedelta(days=d) for d in range(0, DAYS, 17)]
     meaning, kept = {}, []
     for locale in LOCALES:
@@ -40,7 +42,7 @@ def formats():
                 continue
             meaning.update(shown)
             kept.append((locale, fmt))
-    return kept
+    return kept, Vocab("".join(meaning))
 
 
 class Vocab:
@@ -103,9 +105,8 @@ def accuracy(model, src, lengths, tgt, tgt_vocab, beam=1, batch=500):
 def build(seed=0, n_train=60000, n_test=2000, layers=None, **model_args):
     """-> (model, data dict) for the task; ``layers`` as in Seq2Seq."""
     from .seq2seq import Seq2Seq
-    pairs = formats()
+    pairs, src_vocab = formats()
     train, test = make_data(n_train, seed, pairs), make_data(n_test, seed + 1, pairs)
-    src_vocab = Vocab("".join(s for s, _ in train))
     tgt_vocab = Vocab(TARGET_CHARS)
     torch.manual_seed(seed)
     args = dict(embed=32, hidden=128, bidirectional=True, bos=BOS, eos=EOS)

@@ -11,6 +11,8 @@ over all steps, and c's part of the decoder's input projection (W_ih[:, E:] c) i
 once per sentence and passed as the layer's ``input_bias`` instead of concatenating c to
 every step's input. Scheduled sampling (``sampling_prob``) feeds the model's own previous
 prediction with that probability: that path steps the fused cell, one step per token.
+In every decoder step, too, c's part of the input projection is formed once per sentence
+(the step kernel's per-row input bias), so a step multiplies e(y_{t-1}) alone.
 Decoding (``generate``): beam search batched over sentences × beams on the fused
 decoding-step kernel, one Python iteration per output token; beam 1 is greedy decoding.
 
@@ -24,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from fastrnn import functional
+from fastrnn import backends, functional
 
 
 class Seq2Seq(nn.Module):
@@ -83,12 +85,24 @@ class Seq2Seq(nn.Module):
     def _weights(self):
         return self.decoder._flat_weights            # w_ih [3H, E+C], w_hh, b_ih, b_hh
 
-    def _cell(self, x, h):
-        """One decoder step: x = [e(y_{t-1}); c] [N, E+C], h [N, H] -> h'."""
-        w = self._weights()
-        if self.fused:                                  # fused step kernel under no_grad
-            return functional.gru_cell(x, h, w, backend=self.decoder.backend)
-        return torch._VF.gru_cell(x, h, *w)              # torch.nn.GRUCell's own kernel
+    def _stepper(self, c):
+        """-> step(e [N, E], h [N, H]) -> h': the decoder cell on input [e; c].
+
+        fastrnn: c's part of the input projection is formed once here and enters every
+        step as the fused step kernel's per-row input bias, so a step multiplies only
+        e (E columns of W_ih, not E + C). torch.nn: GRUCell's kernel on [e; c].
+        """
+        w_ih, w_hh, *b = self._weights()
+        if not self.fused:
+            return lambda e, h: torch._VF.gru_cell(torch.cat([e, c], dim=1), h, w_ih, w_hh, *b)
+        E, backend = self.embed_size, self.decoder.backend
+        if torch.is_grad_enabled() or backends.select("gru", c, backend).name == "reference":
+            # scheduled sampling (autograd) or no step kernel: a length-1 layer call
+            c_proj, w = F.linear(c, w_ih[:, E:]), [w_ih[:, :E], w_hh, *b]
+        else:                                           # step kernel: b_ih joins c's part once
+            c_proj, w = F.linear(c, w_ih[:, E:], b[0]), [w_ih[:, :E].contiguous(), w_hh, None,
+                                                          b[1]]
+        return lambda e, h: functional.gru_cell(e, h, w, input_bias=c_proj, backend=backend)
 
     def _scores(self, h, e, c_out):
         """s_t = O_h h'_t + O_y e(y_{t-1}) + O_c c (c_out = O_c c, [B, V] or broadcastable)."""
@@ -120,6 +134,7 @@ class Seq2Seq(nn.Module):
         return self._scores(out, e, c_out).transpose(0, 1)
 
     def _sampled(self, c, h, c_out, tgt_in, p):
+        step = self._stepper(c)
         prev, logits = tgt_in[:, 0], []
         for t in range(tgt_in.shape[1]):
             if t > 0:
@@ -127,7 +142,7 @@ class Seq2Seq(nn.Module):
                 coin = torch.rand(own.shape, device=own.device) < p
                 prev = torch.where(coin, own, tgt_in[:, t])
             e = self.tgt_embed(prev)
-            h = self._cell(torch.cat([e, c], dim=1), h)
+            h = step(e, h)
             logits.append(self._scores(h, e, c_out))
         return torch.stack(logits, dim=1)
 
@@ -146,7 +161,7 @@ class Seq2Seq(nn.Module):
         B, k = src.shape[0], beam
         c = self.encode(src, src_lengths).repeat_interleave(k, dim=0)     # [N, C], N = B*k
         h = torch.tanh(self.V_dec(c))
-        c_out = self.O_c(c)
+        c_out, step = self.O_c(c), self._stepper(c)
         scores = c.new_full((B, k), float("-inf"))
         scores[:, 0] = 0                                  # expand from one beam at first
         tokens = src.new_zeros(B, k, 0)
@@ -156,7 +171,7 @@ class Seq2Seq(nn.Module):
         rows = torch.arange(B, device=src.device).unsqueeze(1) * k
         for _ in range(max_len):
             e = self.tgt_embed(prev)
-            h = self._cell(torch.cat([e, c], dim=1), h)
+            h = step(e, h)
             logp = F.log_softmax(self._scores(h, e, c_out), dim=-1).view(B, k, -1)
             V = logp.shape[-1]
             # a finished beam only repeats eos (padding later), at no cost

@@ -32,8 +32,9 @@ def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, chunks, out):
         gemm_nt(x[r0:r1], w_ih, a, r1 - r0)
         gemm_nt(h[r0:r1], w_hh, p, r1 - r0)
         for r in range(r1 - r0):
+            rb = r0 + r if b_ih.shape[0] > 1 else 0     # b_ih: [1, G] shared or [B, G] per row
             for j in range(H):
-                v = a[r, j] + p[r, j] + b_ih[j] + b_hh[j]
+                v = a[r, j] + p[r, j] + b_ih[rb, j] + b_hh[j]
                 out[r0 + r, j] = max(v, 0.0) if relu else tanh(v)
 
 
@@ -47,10 +48,11 @@ def gru_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, chunks, out):
         gemm_nt(x[r0:r1], w_ih, gi, r1 - r0)
         gemm_nt(h[r0:r1], w_hh, gh, r1 - r0)
         for r in range(r1 - r0):
+            rb = r0 + r if b_ih.shape[0] > 1 else 0     # b_ih: [1, G] shared or [B, G] per row
             for j in range(H):
-                rg = sigmoid(gi[r, j] + b_ih[j] + gh[r, j] + b_hh[j])
-                zg = sigmoid(gi[r, H + j] + b_ih[H + j] + gh[r, H + j] + b_hh[H + j])
-                ng = tanh(gi[r, 2 * H + j] + b_ih[2 * H + j] + rg * (gh[r, 2 * H + j] + b_hh[2 * H + j]))
+                rg = sigmoid(gi[r, j] + b_ih[rb, j] + gh[r, j] + b_hh[j])
+                zg = sigmoid(gi[r, H + j] + b_ih[rb, H + j] + gh[r, H + j] + b_hh[H + j])
+                ng = tanh(gi[r, 2 * H + j] + b_ih[rb, 2 * H + j] + rg * (gh[r, 2 * H + j] + b_hh[2 * H + j]))
                 out[r0 + r, j] = (1.0 - zg) * ng + zg * h[r0 + r, j]
 
 
@@ -66,11 +68,12 @@ def lstm_step_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, proj, chunks, h_out,
         gemm_nt(x[r0:r1], w_ih, a, r1 - r0)
         gemm_nt(h[r0:r1], w_hh, p, r1 - r0)
         for r in range(r1 - r0):
+            rb = r0 + r if b_ih.shape[0] > 1 else 0     # b_ih: [1, G] shared or [B, G] per row
             for j in range(H):
-                ig = sigmoid(a[r, j] + p[r, j] + b_ih[j] + b_hh[j])
-                fg = sigmoid(a[r, H + j] + p[r, H + j] + b_ih[H + j] + b_hh[H + j])
-                gg = tanh(a[r, 2 * H + j] + p[r, 2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j])
-                og = sigmoid(a[r, 3 * H + j] + p[r, 3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j])
+                ig = sigmoid(a[r, j] + p[r, j] + b_ih[rb, j] + b_hh[j])
+                fg = sigmoid(a[r, H + j] + p[r, H + j] + b_ih[rb, H + j] + b_hh[H + j])
+                gg = tanh(a[r, 2 * H + j] + p[r, 2 * H + j] + b_ih[rb, 2 * H + j] + b_hh[2 * H + j])
+                og = sigmoid(a[r, 3 * H + j] + p[r, 3 * H + j] + b_ih[rb, 3 * H + j] + b_hh[3 * H + j])
                 cv = fg * c[r0 + r, j] + ig * gg
                 c_out[r0 + r, j] = cv
                 m[r, j] = og * tanh(cv)
@@ -90,32 +93,41 @@ def _bias(b, G, like):
     return as_numpy(b) if b is not None else np.zeros(G, as_numpy(like).dtype)
 
 
+def _input_bias(b, G, like):
+    # b_ih as [1, G] (shared) or [B, G] (per row: an input part projected once, e.g. a
+    # decoder's context), so one kernel build reads both
+    return _bias(b, G, like).reshape(-1, G)
+
+
 def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-    """x [B, I], h [B, H], w_ih [H, I], w_hh [H, H], b_ih/b_hh [H] or None -> h' [B, H]."""
+    """x [B, I], h [B, H], w_ih [H, I], w_hh [H, H], b_ih [H] or [B, H] or None, b_hh [H] or
+    None -> h' [B, H]."""
     B, H = h.shape
     out = new_output((B, H), h)
     if B:
         chunks = _chunks(B, H, x.shape[1], H)
         rnn_step_kernel(
-            as_numpy(x), as_numpy(h), as_numpy(w_ih), as_numpy(w_hh), _bias(b_ih, H, h),
+            as_numpy(x), as_numpy(h), as_numpy(w_ih), as_numpy(w_hh), _input_bias(b_ih, H, h),
             _bias(b_hh, H, h), nonlinearity == "relu", chunks, out.numpy())
     return out
 
 
 def gru_step(*, x, h, w_ih, w_hh, b_ih, b_hh):
-    """x [B, I], h [B, H], w_ih [3H, I], w_hh [3H, H], b_ih/b_hh [3H] or None -> h' [B, H]."""
+    """x [B, I], h [B, H], w_ih [3H, I], w_hh [3H, H], b_ih [3H] or [B, 3H] or None, b_hh [3H]
+    or None -> h' [B, H]."""
     B, H = h.shape
     out = new_output((B, H), h)
     if B:
         chunks = _chunks(B, 3 * H, x.shape[1], H)
         gru_step_kernel(
-            as_numpy(x), as_numpy(h), as_numpy(w_ih), as_numpy(w_hh), _bias(b_ih, 3 * H, h),
+            as_numpy(x), as_numpy(h), as_numpy(w_ih), as_numpy(w_hh), _input_bias(b_ih, 3 * H, h),
             _bias(b_hh, 3 * H, h), chunks, out.numpy())
     return out
 
 
 def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
-    """x [B, I], h [B, P], c [B, H], w_ih [4H, I], w_hh [4H, P], b_ih/b_hh [4H] or None,
+    """x [B, I], h [B, P], c [B, H], w_ih [4H, I], w_hh [4H, P], b_ih [4H] or [B, 4H] or None,
+    b_hh [4H] or None,
     w_hr [P, H] or None (P = H) -> (h' [B, P], c' [B, H])."""
     (B, P), H = h.shape, c.shape[1]
     h_out, c_out = new_output((B, P), h), new_output((B, H), h)
@@ -123,7 +135,7 @@ def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
         chunks = _chunks(B, 4 * H, x.shape[1], max(H, P))
         lstm_step_kernel(
             as_numpy(x), as_numpy(h), as_numpy(c), as_numpy(w_ih), as_numpy(w_hh),
-            _bias(b_ih, 4 * H, h), _bias(b_hh, 4 * H, h),
+            _input_bias(b_ih, 4 * H, h), _bias(b_hh, 4 * H, h),
             as_numpy(w_hr) if w_hr is not None else np.zeros((1, 1), as_numpy(h).dtype),
             w_hr is not None, chunks, h_out.numpy(), c_out.numpy())
     return h_out, c_out

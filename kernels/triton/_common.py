@@ -99,10 +99,11 @@ def _input_gate(x_ptr, wx_t_ptr, bias_ptr, q, G, I, H, offs_b, row_ok, offs_u, u
                 dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
                 BKX: tl.constexpr):
     # the fused step's input part of gate q: x [B, I] @ W_ih^T [I, G] (q-th block, this
-    # program's units) + bias
+    # program's units) + bias [B, G] (per row: plan.step_bias)
     return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, G, offs_u, u_ok, 0, dt,
                     PRECISION, False, BB, U, BKX) + \
-        _gate_in(bias_ptr, offs_u[None, :], q, H, u_ok[None, :])
+        _gate_in(bias_ptr, offs_b[:, None].to(tl.int64) * G + offs_u[None, :], q, H,
+                 row_ok[:, None] & u_ok[None, :])
 
 
 @triton.jit

@@ -208,13 +208,16 @@ def interpreter_plan(H, B):
 
 
 def step_bias(b_ih, b_hh, G, like, gru=False):
-    """The input-side bias of a fused step: b_ih + b_hh (GRU: b_hn stays out, inside r * .)."""
-    if b_ih is None:
-        return like.new_zeros(G)
+    """The input-side bias of a fused step, per row [B, G]: b_ih ([G] or [B, G]) + b_hh
+    (GRU: b_hn stays out, inside r * .)."""
+    B = like.shape[0]
+    b = like.new_zeros(B, G) if b_ih is None else b_ih.expand(B, G)
+    if b_hh is None:
+        return b.contiguous()
     if gru:
         H = G // 3
-        return b_ih + torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)])
-    return b_ih + b_hh
+        b_hh = torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)])
+    return (b + b_hh).contiguous()
 
 
 class Run:

@@ -1,0 +1,116 @@
+"""Model-level benchmarks of fastrnn.models (section ``models``): fastrnn against the same
+model built with torch.nn, same weights, same data, providers alternated in every repeat.
+
+- seq2seq training: the date-normalisation model (fastrnn.models.dates: bidirectional GRU
+  encoder, GRU decoder, E=32, H=C=128), one Adam step at batch 128, teacher-forced;
+  target tokens per second.
+- decoding step, at batch 1 and 64 x beam 5 = 320 rows, under no_grad: the GRU cell alone
+  on the same input [e; c] (fastrnn's fused step, functional.gru_cell, against
+  torch.nn.GRUCell), and the model's decoder step (fastrnn folds c's projection into the
+  step kernel's per-row input bias; the torch.nn build runs GRUCell's kernel on [e; c]);
+  and whole beam-search decoding (``Seq2Seq.generate``, encoder included), output tokens
+  per second at batch 1 x beam 1 (greedy) and batch 64 x beam 5.
+"""
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def alternate(fns, repeats, warmup=2, block=1):
+    """{name: median seconds per call}: every callable warmed up, then ``repeats`` turns
+    each, in alternating order (drift hits all alike); a turn is ``block`` calls in a
+    row, timed together, so that short calls are measured in a steady state rather than
+    right after the other provider (whose idle-spinning thread pool slows the next
+    microseconds)."""
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    times = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            for _ in range(block):
+                fns[k]()
+            times[k].append((time.perf_counter() - t0) / block)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _seq2seq_pair():
+    from fastrnn.models import dates
+    ours, data = dates.build(n_train=4000, n_test=640)
+    twin, _ = dates.build(n_train=10, n_test=10, layers=torch.nn)
+    twin.load_state_dict(ours.state_dict())
+    return {"fastrnn-numba": ours, "torch": twin}, data
+
+
+def seq2seq(quick=False):
+    """-> list of (metric, unit, {provider: value}, extra columns)."""
+    models, data = _seq2seq_pair()
+    out = []
+    src, lengths, tgt = data["train"]
+    B = 128
+    s, n, y = src[:B, :int(lengths[:B].max())], lengths[:B], tgt[:B]
+    steps = {}
+    for p, m in models.items():
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+
+        def step(m=m, opt=opt):
+            logits = m(s, n, y[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        steps[p] = step
+    t = alternate(steps, 5 if quick else 20)
+    tokens = B * (y.shape[1] - 1)
+    out.append((f"seq2seq training, target tokens/s (batch {B}, source {s.shape[1]} chars max, "
+                f"target {tokens // B})", "tokens/s", {p: tokens / v for p, v in t.items()}))
+
+    I = models["torch"].embed_size + models["torch"].context_size
+    H = models["torch"].decoder.hidden_size
+    cell = torch.nn.GRUCell(I, H)
+    with torch.no_grad():
+        for src_p, dst in zip(models["fastrnn-numba"].decoder._flat_weights, cell.parameters()):
+            dst.copy_(src_p)
+    from fastrnn import functional
+    w = models["fastrnn-numba"].decoder._flat_weights
+    test_src, test_len, _ = data["test"]
+    for N, label in ((1, "batch 1"), (320, "batch 64 x beam 5")):
+        x, h = torch.randn(N, I), torch.randn(N, H)
+        with torch.no_grad():
+            t = alternate({"fastrnn-numba": lambda: functional.gru_cell(x, h, w),
+                           "torch": lambda: cell(x, h)}, 20 if quick else 100, warmup=20,
+                          block=20)
+            out.append((f"GRUCell step alone ({label}; input [e; c], I={I}, H={H})", "us",
+                        {p: v * 1e6 for p, v in t.items()}))
+            c = models["torch"].encode(test_src[:N], test_len[:N])
+            e = models["torch"].tgt_embed(test_src[:N, 0] % 10 + 3)
+            steps = {p: m._stepper(c) for p, m in models.items()}
+            t = alternate({p: (lambda f=f: f(e, h)) for p, f in steps.items()},
+                          20 if quick else 100, warmup=20, block=20)
+        out.append((f"decoder step of the model ({label}; fastrnn: c folded into a per-row "
+                    "input bias, torch.nn.GRUCell on [e; c])", "us",
+                    {p: v * 1e6 for p, v in t.items()}))
+    test_src, test_len, _ = data["test"]
+    for B, beam in ((1, 1), (64, 5)):
+        calls, toks = {}, {}
+        for p, m in models.items():
+            m.eval()
+
+            def dec(m=m, p=p):
+                tok, _ = m.generate(test_src[:B], test_len[:B], beam=beam, max_len=12)
+                toks[p] = tok.shape[1]
+            calls[p] = dec
+        t = alternate(calls, 5 if quick else 20, block=10 // beam)
+        assert toks["fastrnn-numba"] == toks["torch"]
+        out.append((f"beam decoding (batch {B} x beam {beam}, encoder included), output "
+                    "tokens/s", "tokens/s", {p: B * toks[p] / v for p, v in t.items()}))
+    return out
+
+
+def run(quick=False):
+    """Every model-level measurement: list of (metric, unit, {provider: value})."""
+    return seq2seq(quick)
