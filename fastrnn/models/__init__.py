@@ -4,6 +4,7 @@ Each model takes ``layers=fastrnn`` (default) or ``layers=torch.nn`` to build th
 model, parameter for parameter, from torch's own recurrent modules: the baseline of the
 benchmarks and of the tests.
 """
+from .deep import DeepRNN
 from .seq2seq import Seq2Seq
 
-__all__ = ["Seq2Seq"]
+__all__ = ["DeepRNN", "Seq2Seq"]
