@@ -2,8 +2,9 @@
 
 Corpus: the Python standard library's own sources (every machine with Python has
 them), read as bytes in sorted path order, so the data is the same on every run
-of one Python version. Model (the lecture's char-LM): Embedding(256, 64) ->
-2-layer LSTM(hidden 256) -> Linear(256, 256), cross-entropy on the next byte,
+of one Python version. Model (the lecture's char-LM, fastrnn.models.lm.LanguageModel):
+Embedding(256, 64) -> 2-layer LSTM(hidden 256) -> Linear(256, 256), cross-entropy on the
+next byte,
 SGD. Each provider trains from the same initial weights on the same batches:
 
 - one training step: forward, loss, backward, optimizer step (median of repeats);
@@ -38,28 +39,21 @@ def corpus(max_bytes=4 << 20):
     return torch.frombuffer(bytearray(b"".join(chunks)[:max_bytes]), dtype=torch.uint8).long()
 
 
-class CharLM(torch.nn.Module):
-    def __init__(self, lstm_cls):
-        super().__init__()
-        self.embed = torch.nn.Embedding(VOCAB, EMBED)
-        self.lstm = lstm_cls(EMBED, HIDDEN, num_layers=LAYERS)
-        self.head = torch.nn.Linear(HIDDEN, VOCAB)
-
-    def forward(self, tokens):                      # [T, B] -> logits [T, B, VOCAB]
-        out, _ = self.lstm(self.embed(tokens))
-        return self.head(out)
+def _model(layers):
+    from fastrnn.models.lm import LanguageModel
+    return LanguageModel(VOCAB, "lstm", EMBED, HIDDEN, LAYERS, layers=layers)
 
 
 def models(providers):
     import fastrnn
     torch.manual_seed(0)
-    base = CharLM(torch.nn.LSTM)
+    base = _model(torch.nn)
     out = {}
     for p in providers:
-        m = base if p == "torch" else CharLM(fastrnn.LSTM)
+        m = base if p == "torch" else _model(fastrnn)
         m.load_state_dict(base.state_dict())
         if p != "torch":
-            m.lstm.backend = {"fastrnn-numba": "numba", "reference": "reference"}[p]
+            m.rnn.backend = {"fastrnn-numba": "numba", "reference": "reference"}[p]
         out[p] = m
     return out
 
@@ -75,7 +69,7 @@ def _batch(data, i, T, B):
 
 def _train_step(model, opt, x, y):
     opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+    loss = torch.nn.functional.cross_entropy(model(x)[0].reshape(-1, VOCAB), y.reshape(-1))
     loss.backward()
     opt.step()
     return float(loss.detach())
