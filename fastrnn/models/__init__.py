@@ -5,6 +5,8 @@ model, parameter for parameter, from torch's own recurrent modules: the baseline
 benchmarks and of the tests.
 """
 from .deep import DeepRNN
+from .lm import LanguageModel
+from .output_recurrence import OutputRecurrentRNN
 from .seq2seq import Seq2Seq
 
-__all__ = ["DeepRNN", "Seq2Seq"]
+__all__ = ["DeepRNN", "LanguageModel", "OutputRecurrentRNN", "Seq2Seq"]
