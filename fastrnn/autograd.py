@@ -19,6 +19,48 @@ import torch.nn.functional as F
 from . import reference
 
 
+class StateGradients:
+    """Collects dL/dh_t of every step of every layer call while it is the active recorder
+    (``fastrnn.diagnostics.gradient_flow``): the backward launchers write them as their
+    optional ``grad_states`` output, so the sequence is not run again."""
+
+    active = None                       # the recorder forward calls register with, or None
+
+    def __init__(self):
+        self.entries, self.where = [], {}
+
+    def __enter__(self):
+        StateGradients.active = self
+        return self
+
+    def __exit__(self, *exc):
+        StateGradients.active = None
+
+    def slot(self):
+        self.entries.append(dict(self.where, grad=None))
+        return self, len(self.entries) - 1
+
+    def store(self, index, grad):
+        self.entries[index]["grad"] = grad
+
+
+def _slot():
+    # forward: where this call's dL/dh_t go (the recorder itself is kept on ctx, so the
+    # backward, which may run on autograd's device thread, needs no global)
+    rec = StateGradients.active
+    return None if rec is None else rec.slot()
+
+
+def _states_out(ctx, like):
+    return None if ctx.dh_slot is None else torch.empty_like(like)
+
+
+def _record(ctx, grad_states):
+    if grad_states is not None:
+        rec, index = ctx.dh_slot
+        rec.store(index, grad_states)
+
+
 def _mirrored(t):
     """float64 on the CPU: ask MKL for the mirrored product (b^T a^T)^T. Its dgemm ran
     the layouts torch.mm and autograd's own linear backward pass to it at 33-36
@@ -133,7 +175,7 @@ class RNNFunction(torch.autograd.Function):
             xproj=xproj, h0=h0, w_hh=w_hh, lengths=lengths, reverse=reverse,
             nonlinearity=nonlinearity)
         ctx.save_for_backward(None if xproj_fn else xproj, h0, w_hh, out, lengths)
-        ctx.opts, ctx.xproj_fn = (reverse, nonlinearity, backend), xproj_fn
+        ctx.opts, ctx.xproj_fn, ctx.dh_slot = (reverse, nonlinearity, backend), xproj_fn, _slot()
         return out, h_n
 
     @staticmethod
@@ -145,9 +187,12 @@ class RNNFunction(torch.autograd.Function):
                 lambda x, h, w: reference.rnn_layer(x, h, w, lengths, reverse, nonlinearity),
                 [_saved_xproj(ctx, xproj), h0, w_hh], [grad_out, grad_hn])
             return gx, gh, gw, None, None, None, None, None
+        states = _states_out(ctx, out)
         grad_pre, grad_h0 = backend.kernels().rnn_bwd(
             grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
-            w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
+            w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity,
+            grad_states=states)
+        _record(ctx, states)
         grad_w = None
         if ctx.needs_input_grad[2]:
             grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
@@ -162,7 +207,7 @@ class GRUFunction(torch.autograd.Function):
         out, h_n, gates = backend.kernels().gru_fwd(
             xproj=xproj, h0=h0, w_hh=w_hh, b_hn=b_hn, lengths=lengths, reverse=reverse)
         ctx.save_for_backward(None if xproj_fn else xproj, h0, w_hh, b_hn, out, gates, lengths)
-        ctx.opts, ctx.xproj_fn = (reverse, backend), xproj_fn
+        ctx.opts, ctx.xproj_fn, ctx.dh_slot = (reverse, backend), xproj_fn, _slot()
         return out, h_n
 
     @staticmethod
@@ -174,9 +219,11 @@ class GRUFunction(torch.autograd.Function):
                 lambda x, h, w, b: reference.gru_layer(x, h, w, b, lengths, reverse),
                 [_saved_xproj(ctx, xproj), h0, w_hh, b_hn], [grad_out, grad_hn])
             return (*grads, None, None, None, None)
+        states = _states_out(ctx, out)
         grad_x, grad_hp, grad_h0 = backend.kernels().gru_bwd(
             grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out, h0=h0,
-            gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
+            gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse, grad_states=states)
+        _record(ctx, states)
         grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
             grad_w = _recurrent_weight_grad(grad_hp, out, h0, lengths, reverse)
@@ -195,7 +242,7 @@ class LSTMFunction(torch.autograd.Function):
             xproj=xproj, h0=h0, c0=c0, w_hh=w_hh, w_hr=w_hr, lengths=lengths, reverse=reverse)
         ctx.save_for_backward(None if xproj_fn else xproj, h0, c0, w_hh, w_hr, out, gates,
                               cells, mids, lengths)
-        ctx.opts, ctx.xproj_fn = (reverse, backend), xproj_fn
+        ctx.opts, ctx.xproj_fn, ctx.dh_slot = (reverse, backend), xproj_fn, _slot()
         return out, h_n, c_n
 
     @staticmethod
@@ -207,10 +254,12 @@ class LSTMFunction(torch.autograd.Function):
                 lambda x, h, c, w, wr: reference.lstm_layer(x, h, c, w, wr, lengths, reverse),
                 [_saved_xproj(ctx, xproj), h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn])
             return (*grads, None, None, None, None)
+        states = _states_out(ctx, out)
         grad_pre, grad_h, grad_h0, grad_c0 = backend.kernels().lstm_bwd(
             grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(),
             grad_cn=grad_cn.contiguous(), c0=c0, gates=gates, cells=cells, w_hh=w_hh, w_hr=w_hr,
-            lengths=lengths, reverse=reverse)
+            lengths=lengths, reverse=reverse, grad_states=states)
+        _record(ctx, states)
         grad_w = grad_wr = None
         if ctx.needs_input_grad[3]:
             grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends, reference
-from .autograd import GRUFunction, LSTMFunction, RNNFunction, project
+from .autograd import GRUFunction, LSTMFunction, RNNFunction, StateGradients, project
 
 
 def _device_type(t):
@@ -179,6 +179,8 @@ def _stack(input, states, weights, layer_fn, *, num_layers, bidirectional, dropo
         for d in range(D):
             idx = layer * D + d
             extra = input_bias[d] if layer == 0 and input_bias is not None else None
+            if StateGradients.active is not None:    # fastrnn.diagnostics is recording
+                StateGradients.active.where.update(layer=layer, direction=d)
             out, final = layer_fn(x, [s[idx] for s in states],
                                   weights[idx * per:(idx + 1) * per], reverse=d == 1, extra=extra)
             outs.append(out)

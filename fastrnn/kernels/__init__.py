@@ -35,6 +35,11 @@ LSTM (gates i, f, g, o; P = proj_size or H; xproj carries b_ih + b_hh):
         -> grad_pre [T, B, 4H], grad_h [T, B, P] (dL/dh_t, for dW_hr; empty without a
            projection), grad_h0 [B, P], grad_c0 [B, H]
 
+Every ``<cell>_bwd`` also takes an optional output ``grad_states`` (None, or a contiguous
+[T, B, P] tensor of the gradients' dtype): the kernel writes dL/dh_t of every step into
+it (zero past each length), the gradient it carries back anyway; fastrnn.diagnostics
+reads the gradient flow from it without running the sequence again.
+
 Optional, per cell, one step without autograd (the *Cell modules and the layers on a
 length-1 input use it when no gradient is needed, e.g. decoding under no_grad;
 otherwise a step is a length-1 sequence through the launchers above):

@@ -92,6 +92,16 @@ def running(lengths, rows, b0, nb, nact, s):
     return nact
 
 
+def states_out(grad_states, like):
+    """The kernels' view of a launcher's optional grad_states output (dL/dh_t of every
+    step, for fastrnn.diagnostics), or a [0, 0, 0] stand-in the kernel never writes."""
+    if grad_states is None:
+        return np.empty((0, 0, 0), as_numpy(like).dtype)
+    if not grad_states.is_contiguous() or grad_states.dtype != like.dtype:
+        raise ValueError("grad_states must be a contiguous tensor of the gradients' dtype")
+    return grad_states.numpy()
+
+
 @njit(cache=True, inline="always")
 def zero_tail(a, lengths, b):
     # a [T, B, *]: positions past row b's length are zeros, like pad_packed_sequence

@@ -16,7 +16,8 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
-from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
+from ._common import (KERNEL, as_numpy, batch_plan, gemm_step, running, states_out, step_time,
+                      zero_tail)
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
@@ -71,9 +72,10 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, 
 
 @njit(**KERNEL)
 def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bounds, reverse,
-                   uniform, grad_x, grad_hp, grad_h0):
+                   uniform, keep, grad_x, grad_hp, grad_h0, grad_states):
     # writes grad_x = dL/d xproj and grad_hp = dL/d hp (differs in the n part:
-    # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0
+    # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0;
+    # with ``keep``, grad_states [T, B, H] = dL/dh_t
     T, B, H = out.shape
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
@@ -97,6 +99,8 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
                 for j in range(H):
                     hprev = out[tp, b, j] if s > 0 else h0[b, j]
                     d = grad_out[t, b, j] + dh[r, j]
+                    if keep:
+                        grad_states[t, b, j] = d
                     rg = gates[t, b, j]
                     zg = gates[t, b, H + j]
                     ng = gates[t, b, 2 * H + j]
@@ -121,6 +125,8 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
             grad_h0[b] = dh[r]
             zero_tail(grad_x, lengths, b)
             zero_tail(grad_hp, lengths, b)
+            if keep:
+                zero_tail(grad_states, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers
@@ -140,9 +146,9 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     return out, h_n, gates
 
 
-def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
+def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse, grad_states=None):
     """-> (grad_x [T, B, 3H] = dL/d xproj, grad_hp [T, B, 3H] = dL/d (h @ W_hh^T + [0, 0, b_hn]),
-    grad_h0 [B, H])."""
+    grad_h0 [B, H]); fills the optional output grad_states [T, B, H] with dL/dh_t if given."""
     T, B, H = out.shape
     grad_x, grad_hp, grad_h0 = gru_bwd_outputs(out)
     if B == 0:
@@ -150,5 +156,6 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
     lens, rows, bounds = batch_plan(lengths, B, T)
     gru_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(h0),
                    as_numpy(gates), as_numpy(w_hh.t()), lens, rows, bounds, reverse,
-                   lengths is None, grad_x.numpy(), grad_hp.numpy(), grad_h0.numpy())
+                   lengths is None, grad_states is not None, grad_x.numpy(), grad_hp.numpy(),
+                   grad_h0.numpy(), states_out(grad_states, out))
     return grad_x, grad_hp, grad_h0

@@ -17,7 +17,8 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
-from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
+from ._common import (KERNEL, as_numpy, batch_plan, gemm_step, running, states_out, step_time,
+                      zero_tail)
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
@@ -91,11 +92,12 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
 
 @njit(**KERNEL)
 def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
-                    bounds, reverse, uniform, proj, grad_pre, grad_h, grad_h0, grad_c0):
+                    bounds, reverse, uniform, proj, keep, grad_pre, grad_h, grad_h0, grad_c0):
     # writes grad_pre = dL/d a [T, B, G] and, with a projection, grad_h = dL/d h_t
     # [T, B, P] (for dW_hr), both zero past each length, and grad_h0 [B, P], grad_c0 [B, H].
     # Without a projection dL/dm is grad_out[t] + dh, formed inside the gate loop: no
-    # grad_h and no extra pass over the rows (grad_h is then empty).
+    # grad_h and no extra pass over the rows (grad_h is then empty, unless ``keep`` asks
+    # for dL/dh_t there: the launcher's optional grad_states).
     T, B, P = grad_out.shape
     H = c0.shape[1]
     for ch in prange(bounds.shape[0] - 1):
@@ -135,6 +137,8 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
                     tc = tanh(cells[t, b, k])
                     cprev = cells[tp, b, k] if s > 0 else c0[b, k]
                     dmk = dm[r, k] if proj else grad_out[t, b, k] + dh[r, k]
+                    if keep and not proj:
+                        grad_h[t, b, k] = dmk
                     dct = dc[r, k] + dmk * og * (1.0 - tc * tc)
                     gi = dct * gg * ig * (1.0 - ig)
                     gf = dct * cprev * fg * (1.0 - fg)
@@ -152,7 +156,7 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
             grad_h0[b] = dh[r]
             grad_c0[b] = dc[r]
             zero_tail(grad_pre, lengths, b)
-            if proj:
+            if proj or keep:
                 zero_tail(grad_h, lengths, b)
 
 
@@ -179,17 +183,23 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     return out, h_n, c_n, gates, cells, mids
 
 
-def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse):
+def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse,
+             grad_states=None):
     """-> (grad_pre [T, B, 4H] = dL/d(xproj + h W_hh^T), grad_h [T, B, P] = dL/dh_t (with a
-    projection, else empty), grad_h0 [B, P], grad_c0 [B, H])."""
+    projection, else empty), grad_h0 [B, P], grad_c0 [B, H]); fills the optional output
+    grad_states [T, B, P] with dL/dh_t if given."""
     T, B, P = grad_out.shape
     grad_pre, grad_h, grad_h0, grad_c0 = lstm_bwd_outputs(grad_out, c0, w_hr is not None)
     if B == 0:
         return grad_pre, grad_h, grad_h0, grad_c0
+    keep = grad_states is not None and w_hr is None     # with a projection grad_h is dL/dh_t
+    target = grad_states if keep else grad_h
     lens, rows, bounds = batch_plan(lengths, B, T)
     lstm_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn), as_numpy(c0),
                     as_numpy(gates), as_numpy(cells), as_numpy(w_hh.t()),
                     _proj_weight(w_hr.t() if w_hr is not None else None, grad_out), lens, rows,
-                    bounds, reverse, lengths is None, w_hr is not None, grad_pre.numpy(),
-                    grad_h.numpy(), grad_h0.numpy(), grad_c0.numpy())
+                    bounds, reverse, lengths is None, w_hr is not None, keep, grad_pre.numpy(),
+                    states_out(target, grad_out), grad_h0.numpy(), grad_c0.numpy())
+    if grad_states is not None and w_hr is not None:
+        grad_states.copy_(grad_h)
     return grad_pre, grad_h, grad_h0, grad_c0

@@ -19,7 +19,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
-from ._common import KERNEL, as_numpy, batch_plan, gemm_step, running, step_time, zero_tail
+from ._common import (KERNEL, as_numpy, batch_plan, gemm_step, running, states_out, step_time,
+                      zero_tail)
 from ._gemm import gemm_nt
 from .activations import tanh
 
@@ -63,10 +64,10 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
 
 @njit(**KERNEL)
 def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, reverse, uniform,
-                   relu, grad_pre, grad_h0):
+                   relu, keep, grad_pre, grad_h0, grad_states):
     # grad_out/out [T, B, H], grad_hn [B, H], w_hh_t = W_hh^T [H, H]; writes the
     # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
-    # grad_h0 [B, H]
+    # grad_h0 [B, H]; with ``keep``, grad_states [T, B, H] = dL/dh_t too
     T, B, H = out.shape
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
@@ -84,6 +85,9 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
+                if keep:
+                    for j in range(H):
+                        grad_states[t, b, j] = grad_out[t, b, j] + dh[r, j]
                 if relu:
                     for j in range(H):
                         d = grad_out[t, b, j] + dh[r, j]
@@ -100,6 +104,8 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
             b = rows[b0 + r]
             grad_h0[b] = dh[r]
             zero_tail(grad_pre, lengths, b)
+            if keep:
+                zero_tail(grad_states, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers
@@ -116,8 +122,9 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
     return out, h_n
 
 
-def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
-    """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
+def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity, grad_states=None):
+    """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H]); fills the optional
+    output grad_states [T, B, H] with dL/dh_t if given."""
     T, B, H = out.shape
     grad_pre, grad_h0 = rnn_bwd_outputs(out)
     if B == 0:
@@ -125,5 +132,6 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
     lens, rows, bounds = batch_plan(lengths, B, T)
     rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh.t()),
                    lens, rows, bounds, reverse, lengths is None, nonlinearity == "relu",
-                   grad_pre.numpy(), grad_h0.numpy())
+                   grad_states is not None, grad_pre.numpy(), grad_h0.numpy(),
+                   states_out(grad_states, out))
     return grad_pre, grad_h0

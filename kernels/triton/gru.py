@@ -101,15 +101,15 @@ def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, dt: tl.cons
                  PRECISION, ONCHIP, BB, U, BKH)
 
 
-@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end", "keep"])
 def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr, lengths_ptr,
-                   grad_x_ptr, grad_hp_ptr, grad_h0_ptr, gbuf_ptr, carry_ptr, sync_ptr,
-                   T, B, H, row0, row_end, s_begin, s_end, phases, REVERSE: tl.constexpr,
+                   grad_x_ptr, grad_hp_ptr, grad_h0_ptr, states_ptr, gbuf_ptr, carry_ptr, sync_ptr,
+                   T, B, H, row0, row_end, s_begin, s_end, phases, keep, REVERSE: tl.constexpr,
                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                    BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr):
     # w = W_hh [3H, H]; gbuf [2, B, 3H] exchanges dL/d hp; carry [B, H] fp32 keeps the
     # direct path d * z between per-step launches. Iteration i is step nsteps - 1 - i;
-    # iteration nsteps forms dh0.
+    # iteration nsteps forms dh0. keep != 0: states [T, B, H] gets dL/dh_t.
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)
     dt = grad_out_ptr.dtype.element_ty
@@ -138,6 +138,7 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         d = tl.where(first[:, None], ghn, direct + rec) + \
             tl.load(grad_out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        tl.store(states_ptr + ho, d.to(dt), mask=ma & ((lens * 0 + keep) != 0)[:, None])
         go = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
         r = _gate_in(gates_ptr, go, 0, H, ma)
         z = _gate_in(gates_ptr, go, 1, H, ma)
@@ -191,7 +192,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     return out, h_n, gates
 
 
-def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
+def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse, grad_states=None):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
     T, B, H = out.shape
     grad_x, grad_hp, grad_h0 = gru_bwd_outputs(out)
@@ -202,8 +203,9 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse):
     run.launch(grad_out_ptr=grad_out.contiguous(), grad_hn_ptr=grad_hn.contiguous(), out_ptr=out,
                h0_ptr=h0.contiguous(), gates_ptr=gates, w_ptr=w_hh.contiguous(),
                grad_x_ptr=grad_x, grad_hp_ptr=grad_hp, grad_h0_ptr=grad_h0,
-               gbuf_ptr=run.buffer((2, B, 3 * H)), carry_ptr=run.buffer((B, H), fp32=True))
-    run.zero_past_lengths(grad_x, grad_hp)
+               gbuf_ptr=run.buffer((2, B, 3 * H)), carry_ptr=run.buffer((B, H), fp32=True),
+               **plan.states_args(grad_states, grad_x))
+    run.zero_past_lengths(grad_x, grad_hp, grad_states)
     return grad_x, grad_hp, grad_h0
 
 

@@ -151,17 +151,18 @@ def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt:
                  PRECISION, ONCHIP, BB, UP, BKH)
 
 
-@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end", "keep"])
 def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, cells_ptr, w_ptr,
                     wr_ptr, lengths_ptr, grad_pre_ptr, grad_h_ptr, grad_h0_ptr, grad_c0_ptr,
                     gbuf_ptr, dhbuf_ptr, dcbuf_ptr, sync_ptr, T, B, H, P, row0, row_end,
-                    s_begin, s_end, phases, PROJ: tl.constexpr, REVERSE: tl.constexpr,
+                    s_begin, s_end, phases, keep, PROJ: tl.constexpr, REVERSE: tl.constexpr,
                     PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                     BB: tl.constexpr, U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr,
                     BKH: tl.constexpr):
     # w = W_hh [G, P]; wr = W_hr [P, H]; gbuf [2, B, G] and dhbuf [B, P] exchange buffers;
     # dcbuf [B, H] fp32 carries dc between per-step launches. Iteration i in
     # [s_begin, s_end) is step nsteps - 1 - i; iteration nsteps forms dh0 and dc0.
+    # grad_h gets dL/dh_t with a projection, and without one when keep != 0.
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)                          # cell units: gate gradients, dc
     if PROJ:
@@ -209,6 +210,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
                 tl.store(grad_h_ptr + to, dh.to(dt), mask=map_)
                 tl.store(dhbuf_ptr + po, dh.to(dt), mask=mp)
             else:
+                tl.store(grad_h_ptr + to, dh.to(dt), mask=map_ & ((lens * 0 + keep) != 0)[:, None])
                 dm = dh
         if PROJ:
             _grid_sync(sync, ((i - s_begin) * NBAR + 1) * nu, PERSIST)
@@ -275,7 +277,8 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     return out, h_n, c_n, gates, cells, mids
 
 
-def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse):
+def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse,
+             grad_states=None):
     """Same contract as the Numba launcher (fastrnn/kernels/__init__.py)."""
     T, B, P = grad_out.shape
     H = c0.shape[1]
@@ -289,10 +292,13 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
                grad_cn_ptr=grad_cn.contiguous(), c0_ptr=c0.contiguous(), gates_ptr=gates,
                cells_ptr=cells, w_ptr=w_hh.contiguous(),
                wr_ptr=w_hr.contiguous() if proj else grad_out, grad_pre_ptr=grad_pre,
-               grad_h_ptr=grad_h if proj else grad_pre, grad_h0_ptr=grad_h0,
-               grad_c0_ptr=grad_c0, gbuf_ptr=run.buffer((2, B, 4 * H)),
-               dhbuf_ptr=run.buffer((B, P)), dcbuf_ptr=run.buffer((B, H), fp32=True))
-    run.zero_past_lengths(grad_pre, grad_h if proj else None)
+               grad_h0_ptr=grad_h0, grad_c0_ptr=grad_c0, gbuf_ptr=run.buffer((2, B, 4 * H)),
+               dhbuf_ptr=run.buffer((B, P)), dcbuf_ptr=run.buffer((B, H), fp32=True),
+               **(dict(grad_h_ptr=grad_h, keep=0) if proj else
+                  plan.states_args(grad_states, grad_pre, "grad_h_ptr")))
+    run.zero_past_lengths(grad_pre, grad_h if proj else grad_states)
+    if proj and grad_states is not None:                 # grad_h is dL/dh_t already
+        grad_states.copy_(grad_h)
     return grad_pre, grad_h, grad_h0, grad_c0
 
 

@@ -220,6 +220,17 @@ def step_bias(b_ih, b_hh, G, like, gru=False):
     return (b + b_hh).contiguous()
 
 
+def states_args(grad_states, stand_in, name="states_ptr"):
+    """The backward kernels' optional dL/dh_t output (a launcher's grad_states, for
+    fastrnn.diagnostics): the pointer and the runtime flag ``keep``. Without it the
+    pointer is a stand-in that every store masks off, so both cases share one build."""
+    if grad_states is None:
+        return {name: stand_in, "keep": 0}
+    if not grad_states.is_contiguous() or grad_states.dtype != stand_in.dtype:
+        raise ValueError("grad_states must be a contiguous tensor of the gradients' dtype")
+    return {name: grad_states, "keep": 1}
+
+
 class Run:
     """One launcher call: the plan, the scratch buffers, the launches."""
 

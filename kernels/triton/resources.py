@@ -15,7 +15,7 @@ import torch
 import triton
 
 TRITON_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-SCALARS = ("T", "B", "H", "P", "I", "row0", "row_end", "s_begin", "s_end", "phases")
+SCALARS = ("T", "B", "H", "P", "I", "row0", "row_end", "s_begin", "s_end", "phases", "keep")
 FP32_POINTERS = ("cbuf_ptr", "dcbuf_ptr", "carry_ptr")
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
                          "cuobjdump")

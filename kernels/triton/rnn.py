@@ -73,14 +73,15 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, length
         _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
 
 
-@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
+@triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end", "keep"])
 def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_pre_ptr,
-                   grad_h0_ptr, gbuf_ptr, sync_ptr, T, B, H, row0, row_end, s_begin, s_end,
-                   phases, REVERSE: tl.constexpr, RELU: tl.constexpr, PERSIST: tl.constexpr,
+                   grad_h0_ptr, states_ptr, gbuf_ptr, sync_ptr, T, B, H, row0, row_end, s_begin,
+                   s_end, phases, keep, REVERSE: tl.constexpr, RELU: tl.constexpr, PERSIST: tl.constexpr,
                    ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
                    U: tl.constexpr, BKH: tl.constexpr):
     # w = W_hh [H, H]; gbuf [2, B, H] exchanges the pre-activation gradients g; iteration
-    # i in [s_begin, s_end) is step nsteps - 1 - i, iteration nsteps forms dh0
+    # i in [s_begin, s_end) is step nsteps - 1 - i, iteration nsteps forms dh0; keep != 0:
+    # states [T, B, H] gets dL/dh_t (fastrnn.diagnostics; a runtime flag, so one build)
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)
     dt = grad_out_ptr.dtype.element_ty
@@ -103,6 +104,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         d = tl.where(first[:, None], ghn, rec) + \
             tl.load(grad_out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        tl.store(states_ptr + ho, d.to(dt), mask=ma & ((lens * 0 + keep) != 0)[:, None])
         y = tl.load(out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
         g = tl.where(ma, _act_grad(d, y, RELU), 0.0).to(dt)
         tl.store(grad_pre_ptr + ho, g, mask=ma)
@@ -132,8 +134,9 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
     return out, h_n
 
 
-def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
-    """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H])."""
+def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity, grad_states=None):
+    """-> (grad_pre [T, B, H] = dL/d(xproj) per step, grad_h0 [B, H]); fills the optional
+    output grad_states [T, B, H] with dL/dh_t if given."""
     T, B, H = out.shape
     grad_pre, grad_h0 = rnn_bwd_outputs(out)
     if B == 0:
@@ -142,8 +145,8 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity):
                    REVERSE=reverse, RELU=nonlinearity == "relu")
     run.launch(grad_out_ptr=grad_out.contiguous(), grad_hn_ptr=grad_hn.contiguous(), out_ptr=out,
                w_ptr=w_hh.contiguous(), grad_pre_ptr=grad_pre, grad_h0_ptr=grad_h0,
-               gbuf_ptr=run.buffer((2, B, H)))
-    run.zero_past_lengths(grad_pre)
+               gbuf_ptr=run.buffer((2, B, H)), **plan.states_args(grad_states, grad_pre))
+    run.zero_past_lengths(grad_pre, grad_states)
     return grad_pre, grad_h0
 
 
