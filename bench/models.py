@@ -10,6 +10,11 @@ model built with torch.nn, same weights, same data, providers alternated in ever
   step kernel's per-row input bias; the torch.nn build runs GRUCell's kernel on [e; c]);
   and whole beam-search decoding (``Seq2Seq.generate``, encoder included), output tokens
   per second at batch 1 x beam 1 (greedy) and batch 64 x beam 5.
+- gradient-flow diagnostics: what ``fastrnn.diagnostics.gradient_flow`` costs over a
+  plain forward+backward, as a share of the backward.
+- depth sweep: plain against residual DeepRNN stacks of 2/4/8/16 layers on a byte-level
+  LM: first-layer gradient norm at init, held-out loss after a fixed budget.
+(The language model's tokens/s is the ``charlm`` section.)
 """
 import statistics
 import time
@@ -111,6 +116,95 @@ def seq2seq(quick=False):
     return out
 
 
+def diagnostics(quick=False):
+    """The cost of gradient_flow (dL/dh_t read from the backward kernels) over a plain
+    forward+backward of the same module, fastrnn-numba, per cell at the middle shape."""
+    import fastrnn
+    from fastrnn.diagnostics import gradient_flow
+    T, B, H = 100, 32, 128
+    out = []
+    x = torch.randn(T, B, H)
+    for name, cls in (("rnn", fastrnn.RNN), ("gru", fastrnn.GRU), ("lstm", fastrnn.LSTM)):
+        torch.manual_seed(0)
+        m = cls(H, H)
+        params = list(m.parameters())
+
+        def loss(o):
+            return o[0].square().mean()
+
+        def fwd():
+            with torch.enable_grad():
+                return loss(m(x))
+
+        def plain():
+            torch.autograd.grad(fwd(), params)
+        t = alternate({"forward": fwd, "forward+backward": plain,
+                       "gradient_flow": lambda: gradient_flow(m, x, loss)},
+                      5 if quick else 30, block=2)
+        bwd = t["forward+backward"] - t["forward"]
+        extra = t["gradient_flow"] - t["forward+backward"]
+        out.append((f"gradient_flow overhead, {name} ({T}, {B}, {H}): over the backward "
+                    f"(fwd+bwd {t['forward+backward'] * 1e3:.1f} ms, of which backward "
+                    f"{bwd * 1e3:.1f} ms)", "%", {"fastrnn-numba": 100 * extra / bwd}))
+    return out
+
+
+def _lm_batches(T, B, steps, seed=0):
+    from fastrnn.models.lm import stdlib_corpus
+    text = stdlib_corpus(1 << 19).encode("utf-8", "replace")
+    ids = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps + 1):
+        starts = torch.randint(0, len(ids) - T - 1, (B,), generator=g)
+        seq = torch.stack([ids[i:i + T + 1] for i in starts], dim=1)
+        yield seq[:-1], seq[1:]
+
+
+def depth_sweep(quick=False, depths=(2, 4, 8, 16), cell="gru", H=64, T=64, B=32):
+    """The lecture's claim on residual stacks, measured: a byte-level LM on the standard
+    library's sources (Embedding -> DeepRNN -> Linear), plain against residual, same
+    init seed and batches. Per depth: the gradient norm reaching the first layer (at
+    init, one batch) and the held-out loss after a fixed budget of Adam steps."""
+    from fastrnn.models import DeepRNN
+    steps = 30 if quick else 300
+    out = []
+    held_x, held_y = next(_lm_batches(T, 64, 0, seed=99))
+    for depth in depths:
+        for residual in (False, True):
+            torch.manual_seed(0)
+            embed, deep, head = torch.nn.Embedding(256, H), \
+                DeepRNN(cell, H, H, depth, residual=residual), torch.nn.Linear(H, 256)
+            params = [*embed.parameters(), *deep.parameters(), *head.parameters()]
+            opt = torch.optim.Adam(params, lr=2e-3)
+
+            def loss_of(x, y):
+                logits = head(deep(embed(x))[0])
+                return F.cross_entropy(logits.reshape(-1, 256), y.reshape(-1))
+            first = None
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(_lm_batches(T, B, steps)):
+                if i == steps:
+                    break
+                loss = loss_of(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if first is None:
+                    first = torch.cat([p.grad.flatten() for p in deep.rnns[0].parameters()]).norm()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+            secs = time.perf_counter() - t0
+            with torch.no_grad():
+                held = loss_of(held_x, held_y).item()
+            kind = "residual" if residual else "plain"
+            out.append((f"depth sweep ({cell.upper()} H={H}, byte LM, T={T}, B={B}): depth {depth}, "
+                        f"{kind}: first-layer gradient norm at init", "",
+                        {"fastrnn-numba": first.item()}))
+            out.append((f"depth sweep ({cell.upper()} H={H}, byte LM, T={T}, B={B}): depth {depth}, "
+                        f"{kind}: held-out loss after {steps} steps ({secs:.0f} s)", "nats/byte",
+                        {"fastrnn-numba": held}))
+    return out
+
+
 def run(quick=False):
     """Every model-level measurement: list of (metric, unit, {provider: value})."""
-    return seq2seq(quick)
+    return seq2seq(quick) + diagnostics(quick) + depth_sweep(quick)

@@ -95,15 +95,28 @@ def _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, W, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _input_gate(x_ptr, wx_t_ptr, bias_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok,
+def _input_gate(x_ptr, wx_t_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok,
                 dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
                 BKX: tl.constexpr):
-    # the fused step's input part of gate q: x [B, I] @ W_ih^T [I, G] (q-th block, this
-    # program's units) + bias [B, G] (per row: plan.step_bias)
+    # the fused step's input product for gate q: x [B, I] @ W_ih^T [I, G] (q-th block, this
+    # program's units); the biases come in as the step's xproj [1, B, G] (plan.step_bias)
     return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, G, offs_u, u_ok, 0, dt,
-                    PRECISION, False, BB, U, BKX) + \
-        _gate_in(bias_ptr, offs_b[:, None].to(tl.int64) * G + offs_u[None, :], q, H,
-                 row_ok[:, None] & u_ok[None, :])
+                    PRECISION, False, BB, U, BKX)
+
+
+@triton.jit
+def _x_part(xproj_ptr, xo, ma, q, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u, u_ok,
+            dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
+            BKX: tl.constexpr, FUSE_X: tl.constexpr):
+    # gate q's input part at this step, [BB, U] fp32: xproj's; with FUSE_X (a fused step)
+    # xproj holds the per-row biases and x @ W_ih^T is formed here, the product first so
+    # that the load is not live across it (loading first spilled GRU/LSTM bf16 on sm_90)
+    if FUSE_X:
+        v = _input_gate(x_ptr, wx_t_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok, dt,
+                        PRECISION, BB, U, BKX) + _gate_in(xproj_ptr, xo, q, H, ma)
+    else:
+        v = _gate_in(xproj_ptr, xo, q, H, ma)
+    return v
 
 
 @triton.jit

@@ -15,12 +15,12 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _input_gate, _product, _rows,
-                      _sigmoid, _tanh, _time, _units, _wtile)
+from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, _sigmoid,
+                      _tanh, _time, _units, _wtile, _x_part)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
-def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr,
+def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr,
                    out_ptr, hn_ptr, gates_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end,
                    s_begin, s_end, phases, REVERSE: tl.constexpr, SAVE: tl.constexpr,
                    FUSE_X: tl.constexpr, PERSIST: tl.constexpr, ONCHIP: tl.constexpr,
@@ -58,17 +58,12 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, b_hn_p
             an += tl.dot(h, tn, input_precision=PRECISION)
         ma = act[:, None] & u_ok[None, :]
         xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-        if FUSE_X:
-            xr = _input_gate(x_ptr, wx_t_ptr, bias_ptr, 0, G, I, H, offs_b, row_ok, offs_u, u_ok,
-                             dt, PRECISION, BB, U, BKX)
-            xz = _input_gate(x_ptr, wx_t_ptr, bias_ptr, 1, G, I, H, offs_b, row_ok, offs_u, u_ok,
-                             dt, PRECISION, BB, U, BKX)
-            xn = _input_gate(x_ptr, wx_t_ptr, bias_ptr, 2, G, I, H, offs_b, row_ok, offs_u, u_ok,
-                             dt, PRECISION, BB, U, BKX)
-        else:
-            xr = _gate_in(xproj_ptr, xo, 0, H, ma)
-            xz = _gate_in(xproj_ptr, xo, 1, H, ma)
-            xn = _gate_in(xproj_ptr, xo, 2, H, ma)
+        xr = _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
+                     u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+        xz = _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
+                     u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+        xn = _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
+                     u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         r = _sigmoid(xr + ar)
         z = _sigmoid(xz + az)
         a = an + b_hn
@@ -183,7 +178,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     run = plan.Run(gru_fwd_kernel, "gru", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
                    REVERSE=reverse, SAVE=save)
     run.prefill_final((h_n, h0))
-    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj,
                h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
                b_hn_ptr=xproj.new_zeros(H) if b_hn is None else b_hn.contiguous(), out_ptr=out,
                hn_ptr=h_n, gates_ptr=gates if save else out, hbuf_ptr=run.buffer((2, B, H)),
@@ -218,8 +213,8 @@ def gru_step(*, x, h, w_ih, w_hh, b_ih, b_hh):
         return h_n
     run = plan.Run(gru_fwd_kernel, "gru", "step", x, H=H, P=H, B=B, T=1, lengths=None, I=I,
                    REVERSE=False, SAVE=False)
-    run.launch(xproj_ptr=x, x_ptr=x.contiguous(), wx_t_ptr=w_ih.t().contiguous(),
-               bias_ptr=plan.step_bias(b_ih, b_hh, 3 * H, x, gru=True), h0_ptr=h.contiguous(),
+    run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, 3 * H, x, gru=True), x_ptr=x.contiguous(),
+               wx_t_ptr=w_ih.t().contiguous(), h0_ptr=h.contiguous(),
                w_t_ptr=w_hh.t().contiguous(),
                b_hn_ptr=x.new_zeros(H) if b_hh is None else b_hh[2 * H:].contiguous(),
                out_ptr=out, hn_ptr=h_n, gates_ptr=out, hbuf_ptr=run.buffer((2, B, H)),

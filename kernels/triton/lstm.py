@@ -23,12 +23,12 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _input_gate, _product, _rows,
-                      _sigmoid, _tanh, _time, _units, _wtile)
+from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, _sigmoid,
+                      _tanh, _time, _units, _wtile, _x_part)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
-def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr,
+def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr,
                     lengths_ptr, out_ptr, hn_ptr, cn_ptr, gates_ptr, cells_ptr, mids_ptr,
                     hbuf_ptr, mbuf_ptr, cbuf_ptr, sync_ptr, T, B, H, P, I, row0, row_end,
                     s_begin, s_end, phases, PROJ: tl.constexpr, REVERSE: tl.constexpr,
@@ -38,7 +38,7 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
                     BKX: tl.constexpr):
     # w_t = W_hh^T [P, G]; wr_t = W_hr^T [H, P]; hbuf [2, B, P] and mbuf [B, H] exchange
     # buffers; cbuf [B, H] fp32 carries c between per-step launches. FUSE_X (one step,
-    # T = 1, the *Cell path): the gates' input part is x [B, I] @ W_ih^T + bias, here.
+    # T = 1, the *Cell path): x [B, I] @ W_ih^T is formed here, xproj [1, B, G] = biases.
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)
     dt = out_ptr.dtype.element_ty
@@ -83,20 +83,14 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, c0_ptr, w_t_pt
                 ao += tl.dot(h, to, input_precision=PRECISION)
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-            if FUSE_X:
-                ai += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 0, G, I, H, offs_b, row_ok, offs_u,
-                                   u_ok, dt, PRECISION, BB, U, BKX)
-                af += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 1, G, I, H, offs_b, row_ok, offs_u,
-                                   u_ok, dt, PRECISION, BB, U, BKX)
-                ag += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 2, G, I, H, offs_b, row_ok, offs_u,
-                                   u_ok, dt, PRECISION, BB, U, BKX)
-                ao += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 3, G, I, H, offs_b, row_ok, offs_u,
-                                   u_ok, dt, PRECISION, BB, U, BKX)
-            else:
-                ai += _gate_in(xproj_ptr, xo, 0, H, ma)
-                af += _gate_in(xproj_ptr, xo, 1, H, ma)
-                ag += _gate_in(xproj_ptr, xo, 2, H, ma)
-                ao += _gate_in(xproj_ptr, xo, 3, H, ma)
+            ai += _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+            af += _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+            ag += _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+            ao += _x_part(xproj_ptr, xo, ma, 3, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
             ig, fg, gg, og = _sigmoid(ai), _sigmoid(af), _tanh(ag), _sigmoid(ao)
             c_new = fg * c + ig * gg
             mv = og * _tanh(c_new)                                              # [BB, U]
@@ -266,7 +260,7 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     run = plan.Run(lstm_fwd_kernel, "lstm", "fwd", xproj, H=H, P=P, B=B, T=T, lengths=lengths,
                    PROJ=proj, REVERSE=reverse, SAVE=save)
     run.prefill_final((h_n, h0), (c_n, c0))
-    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj,
                h0_ptr=h0.contiguous(), c0_ptr=c0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
                wr_t_ptr=w_hr.t().contiguous() if proj else xproj, out_ptr=out, hn_ptr=h_n,
                cn_ptr=c_n, gates_ptr=gates if save else out, cells_ptr=cells if save else out,
@@ -315,8 +309,8 @@ def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
         return h_n, c_n
     run = plan.Run(lstm_fwd_kernel, "lstm", "step", x, H=H, P=P, B=B, T=1, lengths=None,
                    I=I, PROJ=proj, REVERSE=False, SAVE=False)
-    run.launch(xproj_ptr=x, x_ptr=x.contiguous(), wx_t_ptr=w_ih.t().contiguous(),
-               bias_ptr=plan.step_bias(b_ih, b_hh, G, x), h0_ptr=h.contiguous(),
+    run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, G, x), x_ptr=x.contiguous(),
+               wx_t_ptr=w_ih.t().contiguous(), h0_ptr=h.contiguous(),
                c0_ptr=c.contiguous(), w_t_ptr=w_hh.t().contiguous(),
                wr_t_ptr=w_hr.t().contiguous() if proj else x, out_ptr=out, hn_ptr=h_n,
                cn_ptr=c_n, gates_ptr=out, cells_ptr=out, mids_ptr=out, hbuf_ptr=run.buffer((2, B, P)),

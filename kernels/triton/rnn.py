@@ -19,8 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (_fwd_step, _gate_in, _grid_sync, _input_gate, _product, _rows, _tanh,
-                      _time, _units, _wtile)
+from ._common import (_fwd_step, _grid_sync, _product, _rows, _tanh, _time, _units, _wtile,
+                      _x_part)
 
 
 @triton.jit
@@ -39,12 +39,12 @@ def _act_grad(d, y, RELU: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
-def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr,
+def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr,
                    hn_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end, s_begin, s_end,
                    phases, REVERSE: tl.constexpr, RELU: tl.constexpr, FUSE_X: tl.constexpr,
                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                    BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKX: tl.constexpr):
-    # w_t = W_hh^T [H, H]; FUSE_X (one step, T = 1): x [B, I] @ W_ih^T + bias here
+    # w_t = W_hh^T [H, H]; FUSE_X (one step, T = 1): x [B, I] @ W_ih^T here, xproj = biases
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)
     dt = out_ptr.dtype.element_ty
@@ -61,11 +61,8 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, bias_ptr, h0_ptr, w_t_ptr, length
                        PRECISION, ONCHIP, BB, U, BKH)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
-        if FUSE_X:
-            acc += _input_gate(x_ptr, wx_t_ptr, bias_ptr, 0, H, I, H, offs_b, row_ok, offs_u, u_ok,
-                               dt, PRECISION, BB, U, BKX)
-        else:
-            acc += _gate_in(xproj_ptr, ho, 0, H, ma)
+        acc += _x_part(xproj_ptr, ho, ma, 0, H, x_ptr, wx_t_ptr, H, I, offs_b, row_ok, offs_u,
+                       u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         y = _act(acc, RELU).to(dt)
         tl.store(out_ptr + ho, y, mask=ma)
         tl.store(dst + so, y, mask=m2)
@@ -127,8 +124,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
     run = plan.Run(rnn_fwd_kernel, "rnn", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
                    REVERSE=reverse, RELU=nonlinearity == "relu")
     run.prefill_final((h_n, h0))
-    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, bias_ptr=xproj,
-               h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
                hbuf_ptr=run.buffer((2, B, H)), FUSE_X=False)
     run.zero_past_lengths(out)
     return out, h_n
@@ -159,8 +155,8 @@ def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
         return h_n
     run = plan.Run(rnn_fwd_kernel, "rnn", "step", x, H=H, P=H, B=B, T=1, lengths=None, I=I,
                    REVERSE=False, RELU=nonlinearity == "relu")
-    run.launch(xproj_ptr=x, x_ptr=x.contiguous(), wx_t_ptr=w_ih.t().contiguous(),
-               bias_ptr=plan.step_bias(b_ih, b_hh, H, x), h0_ptr=h.contiguous(),
+    run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, H, x), x_ptr=x.contiguous(),
+               wx_t_ptr=w_ih.t().contiguous(), h0_ptr=h.contiguous(),
                w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
                hbuf_ptr=run.buffer((2, B, H)), FUSE_X=True)
     return h_n
