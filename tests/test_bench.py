@@ -203,3 +203,28 @@ def test_gpu_report_is_written_when_a_case_fails(monkeypatch, tmp_path):
     finish(rows, 1.0, facts, tmp_path, "gpu")
     report = (tmp_path / "report-gpu.md").read_text()
     assert "forced failure" in report and (tmp_path / "gpu.csv").exists()
+
+
+def test_models_section_rows_and_table(tmp_path, monkeypatch):
+    # the models section's plumbing on stand-in measurements (the real ones take minutes)
+    from bench import models
+    fake = [("seq2seq training, target tokens/s", "tokens/s", {"fastrnn-numba": 300.0,
+                                                                 "torch": 200.0}),
+            ("decoder step", "us", {"fastrnn-numba": 30.0, "torch": 45.0}),
+            ("gradient_flow overhead", "%", {"fastrnn-numba": 4.0})]
+    monkeypatch.setattr(models, "run", lambda quick: fake)
+    main(["--quick", "--sections", "models", "--out", str(tmp_path)])
+    rows = [r for r in csv.DictReader(open(tmp_path / "cpu.csv")) if r["section"] == "models"]
+    assert len(rows) == 5
+    report = (tmp_path / "report.md").read_text()
+    assert "| seq2seq training, target tokens/s | tokens/s | 300 | 200 | **1.50×** |" in report
+    assert "| decoder step | us | 30 | 45 | **1.50×** |" in report
+    assert "| gradient_flow overhead | % | 4 | – | – |" in report
+
+
+def test_alternate_times_every_callable():
+    from bench.models import alternate
+    calls = []
+    t = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
+                  warmup=1, block=2)
+    assert set(t) == {"a", "b"} and calls.count("a") == 1 + 3 * 2
