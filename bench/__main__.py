@@ -215,7 +215,7 @@ def models_rows(quick, facts):
     rows = []
     for metric, unit, values, *extra in models.run(quick):
         for p, v in values.items():
-            rows.append(_value_row("models", p, metric, round(v, 2), unit, facts,
+            rows.append(_value_row("models", p, metric, float(f"{v:.4g}"), unit, facts,
                                    **(extra[0] if extra else {})))
     return rows
 

@@ -118,7 +118,8 @@ def seq2seq(quick=False):
 
 def diagnostics(quick=False):
     """The cost of gradient_flow (dL/dh_t read from the backward kernels) over a plain
-    forward+backward of the same module, fastrnn-numba, per cell at the middle shape."""
+    forward+backward of the same module, fastrnn-numba, per cell at the middle shape
+    (the norms, formed when first read, are not counted: a user reads them or not)."""
     import fastrnn
     from fastrnn.diagnostics import gradient_flow
     T, B, H = 100, 32, 128

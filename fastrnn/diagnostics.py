@@ -17,6 +17,7 @@ Exploding gradients are tamed by clipping their global norm, one line of torch b
 backward and the optimizer step: ``torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)``.
 """
 import argparse
+import functools
 import math
 from dataclasses import dataclass
 
@@ -27,15 +28,25 @@ from .autograd import StateGradients
 
 @dataclass
 class Flow:
-    """||dL/dh_t|| of one layer call, layer and direction. ``norms`` [T]: the norm over the
-    batch and the units at each step t, in the input's time order (the reverse direction
-    too); ``per_row`` [T, B]: each sequence's own."""
+    """dL/dh_t of one layer call, layer and direction, as the backward kernel wrote it:
+    ``grad`` [T, B, P]. ``norms`` [T] (float64): ||dL/dh_t|| over the batch and the units
+    at each step t, in the input's time order (the reverse direction too); ``per_row``
+    [T, B]: each sequence's own. Both are formed when first read, so gradient_flow itself
+    costs only the kernels' extra store."""
     call: int
     module: str
     layer: int
     direction: int
-    norms: torch.Tensor
-    per_row: torch.Tensor
+    grad: torch.Tensor
+
+    @functools.cached_property
+    def per_row(self):
+        # float64: a vanishing gradient's squares underflow float32 (1e-30 and below)
+        return self.grad.double().norm(dim=2)
+
+    @functools.cached_property
+    def norms(self):
+        return self.per_row.norm(dim=1)
 
     @property
     def name(self):
@@ -93,9 +104,8 @@ def gradient_flow(module, input, loss_fn):
     for i, e in enumerate(rec.entries):
         if e["grad"] is None:                       # a call the loss does not depend on
             continue
-        per_row = e["grad"].double().norm(dim=2)                     # [T, B]
         flows.append(Flow(i, e.get("module", ""), e.get("layer", 0), e.get("direction", 0),
-                          per_row.norm(dim=1), per_row))
+                          e["grad"]))
     return flows
 
 

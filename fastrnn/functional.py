@@ -398,3 +398,34 @@ def lstm_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
                          backend=backend)
         hc = h[0], c[0]
     return hc
+
+
+def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **opts):
+    """A decoding loop's step, set up once for many calls with the same weights:
+    -> step(x [B, I], state) -> new state (``state``: h, or (h, c) for "lstm"), equal to
+    ``<cell>_cell(x, state, weights, bias=bias, input_bias=input_bias, **opts)``.
+
+    Under no_grad on a backend with a fused step launcher, the dispatch, the launcher
+    lookup and the bias sum (b_ih + input_bias [B, G]) happen here, once, and each call
+    is the launcher alone: at batch 1 the per-token cost is the step kernel's, not the
+    checks'. Otherwise (gradients, autocast, the reference backend) each call is the
+    cell function.
+    """
+    fn = {"rnn": rnn_cell, "gru": gru_cell, "lstm": lstm_cell}[cell]
+    if cell == "rnn":
+        opts.setdefault("nonlinearity", "tanh")
+    _cell_input_bias(input_bias, like, weights)                  # checked once, up front
+    be = backends.select(cell, like, backend)
+    launch = None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+    if launch is None or torch.is_grad_enabled() or \
+            torch.is_autocast_enabled(_device_type(like)):
+        return lambda x, state: fn(x, state, weights, bias=bias, input_bias=input_bias,
+                                   backend=backend, **opts)
+    b_ih = weights[2] if bias else None
+    if input_bias is not None:
+        b_ih = input_bias if b_ih is None else input_bias + b_ih
+    fixed = dict(w_ih=weights[0], w_hh=weights[1], b_ih=b_ih, b_hh=weights[3] if bias else None,
+                 **opts)
+    if cell == "lstm":
+        return lambda x, state: launch(x=x, h=state[0], c=state[1], **fixed)
+    return lambda x, h: launch(x=x, h=h, **fixed)

@@ -149,7 +149,7 @@ def test_date_normalisation_reaches_95_percent():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_cell_input_bias_on_the_step_kernels(backend, cell, grad):
+def test_cell_input_bias_and_stepper_on_the_step_kernels(backend, cell, grad):
     # a per-row input bias through the fused step (no_grad) and the length-1 layer
     # (grad) equals the torch cell on the bias folded into its input
     B, I, H = 3, 4, 5
@@ -165,7 +165,11 @@ def test_cell_input_bias_on_the_step_kernels(backend, cell, grad):
         got = fn(x, hx, [w_ih[:, :I], w_hh, b_ih, b_hh], backend=backend,
                  input_bias=F.linear(extra, w_ih[:, I:]))
         ref = twin(torch.cat([x, extra], 1), hx)
-    for a, b in zip(*((got, ref) if cell == "lstm" else ((got,), (ref,)))):
+        step = functional.stepper(cell, [w_ih[:, :I], w_hh, b_ih, b_hh], x, backend=backend,
+                                  input_bias=F.linear(extra, w_ih[:, I:]))
+        stepped = step(x, hx)
+    for a, b, c in zip(*((got, ref, stepped) if cell == "lstm" else ((got,), (ref,), (stepped,)))):
         assert_close(a, b, _tol(backend), cell)
+        assert_close(c, b, _tol(backend), f"{cell} stepper")
     with pytest.raises(ValueError, match="input_bias must be"):
         fn(x, hx, [w_ih[:, :I], w_hh, b_ih, b_hh], input_bias=torch.zeros(B, 2, dtype=dtype))

@@ -59,22 +59,25 @@ class OutputRecurrentRNN(nn.Module):
         h, _ = self.rnn(z, None if h0 is None else h0.unsqueeze(0))   # one fused layer call
         return self.out(h)
 
-    def _cell(self, z, h):
+    def _stepper(self, like):
+        """-> step(z, h) -> h': one fused RNN-cell step (torch.nn.RNNCell's kernel for the
+        torch.nn build; no recurrence through h for recurrence="output")."""
         if self.recurrence == "output":
-            return self._f(self.inp(z))
+            return lambda z, h: self._f(self.inp(z))
         w = self.rnn._flat_weights
         if isinstance(self.rnn, fastrnn.RNN):
-            return functional.rnn_cell(z, h, w, nonlinearity=self.nonlinearity,
-                                       backend=self.rnn.backend)
+            return functional.stepper("rnn", w, like, nonlinearity=self.nonlinearity,
+                                      backend=self.rnn.backend)
         cell = torch._VF.rnn_tanh_cell if self.nonlinearity == "tanh" else torch._VF.rnn_relu_cell
-        return cell(z, h, *w)                                     # torch.nn.RNNCell's kernel
+        return lambda z, h: cell(z, h, *w)
 
     def generate(self, o0, steps, x=None, h0=None):
         """Free running: o_{t-1} (starting from o0) is fed back in place of y_{t-1}."""
         h = o0.new_zeros(o0.shape[0], self.hidden_size) if h0 is None else h0
         o, outs = o0, []
+        step = self._stepper(self._inputs(o0, None if x is None else x[0]))
         for t in range(steps):
-            h = self._cell(self._inputs(o, None if x is None else x[t]), h)
+            h = step(self._inputs(o, None if x is None else x[t]), h)
             o = self.out(h)
             outs.append(o)
         return torch.stack(outs)

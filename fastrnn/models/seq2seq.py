@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from fastrnn import backends, functional
+from fastrnn import functional
 
 
 class Seq2Seq(nn.Module):
@@ -95,14 +95,10 @@ class Seq2Seq(nn.Module):
         w_ih, w_hh, *b = self._weights()
         if not self.fused:
             return lambda e, h: torch._VF.gru_cell(torch.cat([e, c], dim=1), h, w_ih, w_hh, *b)
-        E, backend = self.embed_size, self.decoder.backend
-        if torch.is_grad_enabled() or backends.select("gru", c, backend).name == "reference":
-            # scheduled sampling (autograd) or no step kernel: a length-1 layer call
-            c_proj, w = F.linear(c, w_ih[:, E:]), [w_ih[:, :E], w_hh, *b]
-        else:                                           # step kernel: b_ih joins c's part once
-            c_proj, w = F.linear(c, w_ih[:, E:], b[0]), [w_ih[:, :E].contiguous(), w_hh, None,
-                                                          b[1]]
-        return lambda e, h: functional.gru_cell(e, h, w, input_bias=c_proj, backend=backend)
+        E = self.embed_size
+        w_e = w_ih[:, :E] if torch.is_grad_enabled() else w_ih[:, :E].contiguous()
+        return functional.stepper("gru", [w_e, w_hh, *b], c, input_bias=F.linear(c, w_ih[:, E:]),
+                                  backend=self.decoder.backend)
 
     def _scores(self, h, e, c_out):
         """s_t = O_h h'_t + O_y e(y_{t-1}) + O_c c (c_out = O_c c, [B, V] or broadcastable)."""

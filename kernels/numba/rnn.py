@@ -85,19 +85,20 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
-                if keep:
-                    for j in range(H):
-                        grad_states[t, b, j] = grad_out[t, b, j] + dh[r, j]
                 if relu:
                     for j in range(H):
                         d = grad_out[t, b, j] + dh[r, j]
+                        if keep:                    # loop-invariant: LLVM unswitches it
+                            grad_states[t, b, j] = d
                         v = d if out[t, b, j] > 0.0 else 0.0
                         grad_pre[t, b, j] = v
                 else:
                     for j in range(H):
                         y = out[t, b, j]
-                        v = (grad_out[t, b, j] + dh[r, j]) * (1.0 - y * y)
-                        grad_pre[t, b, j] = v
+                        d = grad_out[t, b, j] + dh[r, j]
+                        if keep:
+                            grad_states[t, b, j] = d
+                        grad_pre[t, b, j] = d * (1.0 - y * y)
             # dh = grad_pre[t] @ W_hh
             gemm_step(grad_pre, lengths, rows, b0, nact, s, reverse, uniform, g, w_hh_t, dh)
         for r in range(nb):
