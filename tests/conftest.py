@@ -42,3 +42,14 @@ def assert_close(a, b, tol, what=""):
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
     e = rel_err(a, b)
     assert e <= tol, f"{what}: relative error {e:.2e} > {tol:.0e}"
+
+
+def assert_twins_match(ours, twin, out, ref, tol):
+    """A fastrnn model and its torch.nn build: the same output, and after one backward
+    of the same random gradient through both, every parameter's gradient."""
+    assert_close(out, ref, tol, "output")
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)
+    for (name, p), q in zip(ours.named_parameters(), twin.parameters()):
+        assert_close(p.grad, q.grad, tol, name)

@@ -4,7 +4,7 @@ import torch
 
 from fastrnn.models.output_recurrence import OutputRecurrentRNN, demo
 
-from conftest import assert_close
+from conftest import assert_close, assert_twins_match
 
 BACKENDS = ["numba", "triton", "reference"]
 
@@ -25,13 +25,7 @@ def test_teacher_forced_and_free_running_match_torch_build(backend, recurrence, 
     x = torch.randn(T, B, input_size, dtype=dtype) if input_size else None
     h0 = torch.randn(B, 5, dtype=dtype)
     tol = 1e-4 if backend == "triton" else 1e-10
-    a, b = ours(y_prev, x, h0), twin(y_prev, x, h0)
-    assert_close(a, b, tol, "teacher-forced")
-    g = torch.randn_like(b)
-    a.backward(g)
-    b.backward(g)
-    for (name, p), q in zip(ours.named_parameters(), twin.parameters()):
-        assert_close(p.grad, q.grad, tol, name)
+    assert_twins_match(ours, twin, ours(y_prev, x, h0), twin(y_prev, x, h0), tol)
     for grad in (False, True):                       # fused step kernel, and the autograd path
         with torch.set_grad_enabled(grad):
             fa = ours.generate(y_prev[0], T, x, h0)
