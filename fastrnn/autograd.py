@@ -266,3 +266,106 @@ class LSTMFunction(torch.autograd.Function):
         if w_hr is not None and ctx.needs_input_grad[4]:
             grad_wr = _weight_grad(grad_h, mids)
         return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None, None
+
+
+# ------------------------------------------------------------------ trees
+# Level-batched tree kernels (fastrnn.models.tree): forward bottom-up and
+# back-propagation through structure top-down, one launcher call each; the recurrent
+# weight gradient is then one GEMM over all nodes (or child links).
+def _children_cat(h, forest, N):
+    """[n, N*H]: each node's children's rows of h in their slots, zero where none."""
+    table = forest.child_table(N).to(h.device)
+    padded = torch.cat([h, h.new_zeros(1, h.shape[1])])
+    return padded[torch.where(table < 0, h.shape[0], table)].reshape(h.shape[0], -1)
+
+
+def _children_sum(h, forest):
+    """[n, H]: the sum of each node's children's rows of h."""
+    parents = torch.from_numpy(forest.parent).to(h.device)
+    kids = torch.from_numpy(forest.child_idx).to(h.device)
+    return h.new_zeros(h.shape).index_add_(0, parents[kids], h[kids])
+
+
+class TreeRNNFunction(torch.autograd.Function):
+    """(xproj [n, H], w_hh [H, N*H]) -> h [n, H] over a Forest."""
+
+    @staticmethod
+    def forward(ctx, xproj, w_hh, forest, nonlinearity, backend):
+        h = backend.kernels().tree_rnn_fwd(xproj=xproj.contiguous(), w_hh=w_hh.contiguous(),
+                                           forest=forest.tensors(), nonlinearity=nonlinearity)
+        ctx.save_for_backward(xproj, w_hh, h)
+        ctx.opts = (forest, nonlinearity, backend)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        xproj, w_hh, h = ctx.saved_tensors
+        forest, nonlinearity, backend = ctx.opts
+        if torch.is_grad_enabled():
+            gx, gw = _recompute_grads(lambda x, w: reference.tree_rnn(x, forest, w, nonlinearity),
+                                      [xproj, w_hh], [grad_h])
+            return gx, gw, None, None, None
+        grad_pre = backend.kernels().tree_rnn_bwd(grad_h=grad_h, h=h, w_hh=w_hh,
+                                                  forest=forest.tensors(),
+                                                  nonlinearity=nonlinearity)
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = _mm(grad_pre.t(), _children_cat(h, forest, w_hh.shape[1] // h.shape[1]))
+        return grad_pre, grad_w, None, None, None
+
+
+class NaryTreeLSTMFunction(torch.autograd.Function):
+    """(xproj [n, 4H], w_hh [(3+N)H, N*H]) -> (h, c) [n, H] over a Forest."""
+
+    @staticmethod
+    def forward(ctx, xproj, w_hh, forest, backend):
+        h, c, gates = backend.kernels().nary_tree_lstm_fwd(
+            xproj=xproj.contiguous(), w_hh=w_hh.contiguous(), forest=forest.tensors())
+        ctx.save_for_backward(xproj, w_hh, h, c, gates)
+        ctx.opts = (forest, backend)
+        return h, c
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):
+        xproj, w_hh, h, c, gates = ctx.saved_tensors
+        forest, backend = ctx.opts
+        if torch.is_grad_enabled():
+            gx, gw = _recompute_grads(lambda x, w: reference.nary_tree_lstm(x, forest, w),
+                                      [xproj, w_hh], [grad_h, grad_c])
+            return gx, gw, None, None
+        grad_hh, grad_x = backend.kernels().nary_tree_lstm_bwd(
+            grad_h=grad_h, grad_c=grad_c, c=c, gates=gates, w_hh=w_hh, forest=forest.tensors())
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = _mm(grad_hh.t(), _children_cat(h, forest, w_hh.shape[1] // h.shape[1]))
+        return grad_x, grad_w, None, None
+
+
+class ChildSumTreeLSTMFunction(torch.autograd.Function):
+    """(xproj [n, 4H], w_hh [4H, H]) -> (h, c) [n, H] over a Forest."""
+
+    @staticmethod
+    def forward(ctx, xproj, w_hh, forest, backend):
+        h, c, gates, fgates = backend.kernels().child_sum_tree_lstm_fwd(
+            xproj=xproj.contiguous(), w_hh=w_hh.contiguous(), forest=forest.tensors())
+        ctx.save_for_backward(xproj, w_hh, h, c, gates, fgates)
+        ctx.opts = (forest, backend)
+        return h, c
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):
+        xproj, w_hh, h, c, gates, fgates = ctx.saved_tensors
+        forest, backend = ctx.opts
+        if torch.is_grad_enabled():
+            gx, gw = _recompute_grads(lambda x, w: reference.child_sum_tree_lstm(x, forest, w),
+                                      [xproj, w_hh], [grad_h, grad_c])
+            return gx, gw, None, None
+        grad_iou, grad_f, grad_x = backend.kernels().child_sum_tree_lstm_bwd(
+            grad_h=grad_h, grad_c=grad_c, c=c, gates=gates, fgates=fgates, w_hh=w_hh,
+            forest=forest.tensors())
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            kids = torch.from_numpy(forest.child_idx).to(h.device)
+            grad_w = torch.cat([_mm(grad_iou.t(), _children_sum(h, forest)),
+                                _mm(grad_f.t(), h[kids])])
+        return grad_x, grad_w, None, None

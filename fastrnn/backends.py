@@ -17,7 +17,8 @@ import torch
 log = logging.getLogger("fastrnn")
 
 # Cells whose fused kernels each backend ships. Adding a cell = adding it here.
-_NUMBA_CELLS = {"rnn", "gru", "lstm"}
+_TREES = {"tree_rnn", "nary_tree_lstm", "child_sum_tree_lstm"}    # fastrnn.models.tree
+_NUMBA_CELLS = {"rnn", "gru", "lstm"} | _TREES
 _TRITON_CELLS = {"rnn", "gru", "lstm"}
 
 
@@ -86,7 +87,7 @@ class TritonBackend(Backend):
 
 class ReferenceBackend(Backend):
     name, module = "reference", "fastrnn.reference"
-    cells = frozenset({"rnn", "gru", "lstm"})
+    cells = frozenset({"rnn", "gru", "lstm"} | _TREES)
 
     def is_available(self):
         return True

@@ -102,3 +102,75 @@ def lstm_layer(xproj, h0, c0, w_hh, w_hr=None, lengths=None, reverse=False):
     out, (h, c) = scan(lambda xp, s: lstm_cell(xp, s[0], s[1], w_hh, w_hr),
                        xproj, (h0, c0), lengths, reverse)
     return out, h, c
+
+
+# ---------------------------------------------------------------- trees
+# Per-node recursion over a fastrnn.forest.Forest, one node at a time, children before
+# parents: the oracle of the level-batched tree kernels. ``xproj`` [n, G] is the input
+# projection of every node (W_ih x + b); gate order i, o, u, f.
+def _tree_nodes(forest):
+    for j in forest.order.tolist():
+        a, b = forest.child_ptr[j], forest.child_ptr[j + 1]
+        yield j, forest.child_idx[a:b].tolist(), forest.child_slot[a:b].tolist()
+
+
+def _slots(states, kids, slots, N, like):
+    parts = [like.new_zeros(like.shape[-1])] * N
+    for k, s in zip(kids, slots):
+        parts[s] = states[k]
+    return torch.cat(parts)
+
+
+def tree_rnn(xproj, forest, w_hh, nonlinearity="tanh"):
+    """h_j = f(xproj_j + W_hh [h_{c_1}; ...; h_{c_N}]), a missing child's h zero.
+    w_hh [H, N*H] -> h [n, H]."""
+    H = xproj.shape[1]
+    N = w_hh.shape[1] // H
+    f = torch.tanh if nonlinearity == "tanh" else torch.relu
+    h = [None] * forest.n
+    for j, kids, slots in _tree_nodes(forest):
+        h[j] = f(xproj[j] + w_hh @ _slots(h, kids, slots, N, xproj[j]))
+    return torch.stack(h)
+
+
+def nary_tree_lstm(xproj, forest, w_hh):
+    """Tai et al. (2015), N-ary: with hcat = [h_{c_1}; ...; h_{c_N}] (missing: zero),
+    i, o = sigmoid, u = tanh of xproj_j + U hcat (rows i, o, u), f_l = sigmoid(x_f + U_{f_l}
+    hcat) per slot l, c = i u + sum_l f_l c_l, h = o tanh(c). xproj [n, 4H] (i, o, u, f),
+    w_hh [(3+N)H, N*H] (rows i, o, u, f_1..f_N) -> (h, c) [n, H] each."""
+    H = xproj.shape[1] // 4
+    N = w_hh.shape[1] // H
+    h, c = [None] * forest.n, [None] * forest.n
+    for j, kids, slots in _tree_nodes(forest):
+        hcat = _slots(h, kids, slots, N, xproj[j, :H])
+        ccat = _slots(c, kids, slots, N, xproj[j, :H]).view(N, H)
+        pre = w_hh @ hcat
+        x = xproj[j]
+        i = torch.sigmoid(x[:H] + pre[:H])
+        o = torch.sigmoid(x[H:2 * H] + pre[H:2 * H])
+        u = torch.tanh(x[2 * H:3 * H] + pre[2 * H:3 * H])
+        f = torch.sigmoid(x[3 * H:] + pre[3 * H:].view(N, H))
+        c[j] = i * u + (f * ccat).sum(0)
+        h[j] = o * torch.tanh(c[j])
+    return torch.stack(h), torch.stack(c)
+
+
+def child_sum_tree_lstm(xproj, forest, w_hh):
+    """Tai et al. (2015), Child-Sum: hs = sum of the children's h; i, o = sigmoid and
+    u = tanh of xproj_j + U hs (rows i, o, u); per child k, f_k = sigmoid(x_f + U_f h_k);
+    c = i u + sum_k f_k c_k, h = o tanh(c). xproj [n, 4H] (i, o, u, f), w_hh [4H, H]
+    -> (h, c) [n, H] each."""
+    H = xproj.shape[1] // 4
+    h, c = [None] * forest.n, [None] * forest.n
+    for j, kids, _ in _tree_nodes(forest):
+        x = xproj[j]
+        hs = sum((h[k] for k in kids), x.new_zeros(H))
+        pre = w_hh[:3 * H] @ hs
+        i = torch.sigmoid(x[:H] + pre[:H])
+        o = torch.sigmoid(x[H:2 * H] + pre[H:2 * H])
+        u = torch.tanh(x[2 * H:3 * H] + pre[2 * H:])
+        cj = i * u
+        for k in kids:
+            cj = cj + torch.sigmoid(x[3 * H:] + w_hh[3 * H:] @ h[k]) * c[k]
+        c[j], h[j] = cj, o * torch.tanh(cj)
+    return torch.stack(h), torch.stack(c)

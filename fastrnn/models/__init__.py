@@ -8,5 +8,7 @@ from .deep import DeepRNN
 from .lm import LanguageModel
 from .output_recurrence import OutputRecurrentRNN
 from .seq2seq import Seq2Seq
+from .tree import ChildSumTreeLSTM, NaryTreeLSTM, TreeRNN
 
-__all__ = ["DeepRNN", "LanguageModel", "OutputRecurrentRNN", "Seq2Seq"]
+__all__ = ["ChildSumTreeLSTM", "DeepRNN", "LanguageModel", "NaryTreeLSTM", "OutputRecurrentRNN",
+           "Seq2Seq", "TreeRNN"]

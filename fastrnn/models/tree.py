@@ -1,0 +1,121 @@
+"""Recursive (tree) networks on level-batched fused kernels.
+
+    TreeRNN (Socher et al. 2011)      h_j = f(W_ih x_j + W_hh [h_{c_1}; ...; h_{c_N}] + b)
+    NaryTreeLSTM (Tai et al. 2015)    ordered children, N fixed, a forget gate per slot
+    ChildSumTreeLSTM (Tai et al. 2015) any number of children, gates from their summed h,
+                                      a forget gate per child
+
+A missing child's h (and c) is zero, so a leaf's h is f(W_ih x_j + b): leaves come from
+the input (an embedding of the node's label, say). A batch of trees is a
+``fastrnn.Forest`` (parent index per node; ``Forest.from_trees`` builds it from nested
+tuples, ``ast`` trees or nltk.Tree-like objects), and every module takes node features
+x [n, I] and the forest, and returns every node's h (and c) [n, H]; the roots' are
+``h[forest.roots]``.
+
+Per module: the input projection of all nodes is one GEMM; then the backend's kernel
+runs the whole forest bottom-up, a level of nodes per product (Numba: one call), and the
+backward top-down (one call), with the recurrent weight's gradient one GEMM over all
+nodes. ``backend`` as for the layers ("numba", "reference" = the per-node recursion of
+``fastrnn.reference``; no Triton tree kernels yet: CUDA tensors fall back to it).
+Gate order of the LSTMs: i, o, u, f.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import backends, reference
+from ..autograd import ChildSumTreeLSTMFunction, NaryTreeLSTMFunction, TreeRNNFunction
+from ..forest import Forest, ForestError
+
+
+class _TreeModule(nn.Module):
+    backend = None
+    _cell = ""
+
+    def _init(self, input_size, hidden_size, G, K, bias):
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(*K))
+        self.bias = nn.Parameter(torch.empty(G)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # as torch's recurrent layers: U(-1/sqrt(H), 1/sqrt(H)) for every parameter
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def _prepare(self, x, forest, arity=None):
+        """Checks before any kernel runs; -> (xproj [n, G], backend)."""
+        if not isinstance(forest, Forest):
+            raise TypeError(f"forest must be a fastrnn.Forest, got {type(forest).__name__}")
+        if x.dim() != 2 or x.shape != (forest.n, self.input_size):
+            raise ValueError(f"x must be [{forest.n}, {self.input_size}] (one row per node), got "
+                             f"{tuple(x.shape)}")
+        if arity is not None and forest.arity > arity:
+            raise ForestError(f"a node has {forest.arity} children: more than {arity} for an "
+                              f"{arity}-ary {type(self).__name__}")
+        xproj = F.linear(x, self.weight_ih, self.bias)
+        return xproj, backends.select(self._cell, xproj, self.backend)
+
+
+class TreeRNN(_TreeModule):
+    """h_j = f(W_ih x_j + W_hh [h_{c_1}; ...; h_{c_N}] + b), children in slots 0..N-1.
+
+    Parameters: weight_ih [H, I], weight_hh [H, N*H], bias [H]. forward(x, forest) -> h."""
+
+    _cell = "tree_rnn"
+
+    def __init__(self, input_size, hidden_size, arity=2, nonlinearity="tanh", bias=True):
+        super().__init__()
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.arity, self.nonlinearity = arity, nonlinearity
+        self._init(input_size, hidden_size, hidden_size, (hidden_size, arity * hidden_size),
+                   bias)
+
+    def forward(self, x, forest):
+        xproj, be = self._prepare(x, forest, self.arity)
+        if be.name == "reference":
+            return reference.tree_rnn(xproj, forest, self.weight_hh, self.nonlinearity)
+        return TreeRNNFunction.apply(xproj, self.weight_hh, forest, self.nonlinearity, be)
+
+
+class NaryTreeLSTM(_TreeModule):
+    """Tai et al.'s N-ary Tree-LSTM. Parameters: weight_ih [4H, I] (i, o, u, f), weight_hh
+    [(3+N)H, N*H] (rows i, o, u, then f for each slot), bias [4H].
+    forward(x, forest) -> (h, c)."""
+
+    _cell = "nary_tree_lstm"
+
+    def __init__(self, input_size, hidden_size, arity=2, bias=True):
+        super().__init__()
+        self.arity = arity
+        self._init(input_size, hidden_size, 4 * hidden_size,
+                   ((3 + arity) * hidden_size, arity * hidden_size), bias)
+
+    def forward(self, x, forest):
+        xproj, be = self._prepare(x, forest, self.arity)
+        if be.name == "reference":
+            return reference.nary_tree_lstm(xproj, forest, self.weight_hh)
+        return NaryTreeLSTMFunction.apply(xproj, self.weight_hh, forest, be)
+
+
+class ChildSumTreeLSTM(_TreeModule):
+    """Tai et al.'s Child-Sum Tree-LSTM. Parameters: weight_ih [4H, I] (i, o, u, f),
+    weight_hh [4H, H] (U_i, U_o, U_u, U_f), bias [4H]. forward(x, forest) -> (h, c)."""
+
+    _cell = "child_sum_tree_lstm"
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__()
+        self._init(input_size, hidden_size, 4 * hidden_size, (4 * hidden_size, hidden_size),
+                   bias)
+
+    def forward(self, x, forest):
+        xproj, be = self._prepare(x, forest)
+        if be.name == "reference":
+            return reference.child_sum_tree_lstm(xproj, forest, self.weight_hh)
+        return ChildSumTreeLSTMFunction.apply(xproj, self.weight_hh, forest, be)

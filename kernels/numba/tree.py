@@ -1,0 +1,386 @@
+"""Level-batched tree kernels (TreeRNN, N-ary and Child-Sum Tree-LSTM), forward and
+back-propagation through structure, each ONE call over the whole forest.
+
+Dimension legend: n nodes (every tree of the batch), E child links, H hidden, N arity
+(child slots of an N-ary node), NH = N*H, G gates. The schedule comes from
+fastrnn.forest.Forest: ``order`` lists the nodes by height, level l is
+order[level_ptr[l]:level_ptr[l+1]], node j's children are child_idx[child_ptr[j]:
+child_ptr[j+1]] (edge ids) in slots child_slot[...].
+
+Forward goes up one level at a time: a level's nodes are split into row chunks across
+threads, each chunk gathers its nodes' children and does ONE product with the recurrent
+weight for all of them (``gemm_nt``), then the gates. Backward comes down one level at a
+time: a node's dL/dh (and dL/dc) is complete when its level starts, since its only
+parent sits on a higher level and was done before; a chunk forms its gate gradients,
+one product sends them back to the children, and each child's gradient is written by
+its one parent's thread only (no atomics, deterministic). Weight gradients are GEMMs
+over all nodes outside (fastrnn/autograd.py).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import new_output
+from ._common import KERNEL, as_numpy, num_threads
+from ._gemm import gemm_nt
+from .activations import sigmoid, tanh
+
+PARALLEL_WORK = 1 << 16     # a level's rows x weight size above which its rows are split
+
+
+@njit(cache=True)
+def _chunks(m, work, threads):
+    return min(m, threads) if m * work >= PARALLEL_WORK else 1
+
+
+@njit(cache=True)
+def _gather(states, order, r0, r1, child_ptr, child_idx, child_slot, H, buf):
+    # buf [r1 - r0, N*H] = each node's children's rows of states in their slots, else 0
+    buf[:] = 0.0
+    for r in range(r1 - r0):
+        j = order[r0 + r]
+        for e in range(child_ptr[j], child_ptr[j + 1]):
+            s = child_slot[e] * H
+            buf[r, s:s + H] = states[child_idx[e]]
+
+
+# ------------------------------------------------------------------ TreeRNN
+@njit(**KERNEL)
+def tree_rnn_fwd_kernel(xproj, w_hh, order, level_ptr, child_ptr, child_idx, child_slot,
+                        relu, threads, h):
+    # xproj [n, H], w_hh [H, NH] -> h [n, H]
+    n, H = h.shape
+    NH = w_hh.shape[1]
+    for lev in range(len(level_ptr) - 1):
+        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+        nch = _chunks(a1 - a0, NH * H, threads)
+        for q in prange(nch):
+            r0 = a0 + q * (a1 - a0) // nch
+            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            pre = np.zeros((r1 - r0, H), h.dtype)
+            if lev > 0:                              # leaves (level 0) have no children
+                buf = np.empty((r1 - r0, NH), h.dtype)
+                _gather(h, order, r0, r1, child_ptr, child_idx, child_slot, H, buf)
+                gemm_nt(buf, w_hh, pre, r1 - r0)
+            for r in range(r1 - r0):
+                j = order[r0 + r]
+                for k in range(H):
+                    v = xproj[j, k] + pre[r, k]
+                    h[j, k] = max(v, 0.0) if relu else tanh(v)
+
+
+@njit(**KERNEL)
+def tree_rnn_bwd_kernel(h, w_hh_t, order, level_ptr, child_ptr, child_idx, child_slot, relu,
+                        threads, dh, grad_pre):
+    # dh [n, H] holds dL/dh from outside on entry and gains each parent's part on the way
+    # down; w_hh_t = W_hh^T [NH, H]; -> grad_pre [n, H] = dL/d xproj
+    n, H = h.shape
+    NH = w_hh_t.shape[0]
+    for lev in range(len(level_ptr) - 2, -1, -1):
+        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+        nch = _chunks(a1 - a0, NH * H, threads)
+        for q in prange(nch):
+            r0 = a0 + q * (a1 - a0) // nch
+            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            g = np.empty((r1 - r0, H), h.dtype)
+            for r in range(r1 - r0):
+                j = order[r0 + r]
+                for k in range(H):
+                    y = h[j, k]
+                    v = dh[j, k] * (1.0 - y * y) if not relu else (dh[j, k] if y > 0.0 else 0.0)
+                    g[r, k] = v
+                    grad_pre[j, k] = v
+            if lev > 0:
+                back = np.empty((r1 - r0, NH), h.dtype)
+                gemm_nt(g, w_hh_t, back, r1 - r0)       # g @ W_hh: the children's part
+                for r in range(r1 - r0):
+                    j = order[r0 + r]
+                    for e in range(child_ptr[j], child_ptr[j + 1]):
+                        s = child_slot[e] * H
+                        dh[child_idx[e]] += back[r, s:s + H]
+
+
+# ------------------------------------------------------------ N-ary Tree-LSTM
+@njit(**KERNEL)
+def nary_fwd_kernel(xproj, w_hh, order, level_ptr, child_ptr, child_idx, child_slot, threads,
+                    h, c, gates):
+    # xproj [n, 4H] (i, o, u, f), w_hh [(3+N)H, NH] (rows i, o, u, f_1..f_N)
+    # -> h, c [n, H]; gates [n, (3+N)H] = i, o, u, f_1..f_N after their activations
+    n, H = h.shape
+    NH = w_hh.shape[1]
+    N = NH // H
+    GH = w_hh.shape[0]
+    for lev in range(len(level_ptr) - 1):
+        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+        nch = _chunks(a1 - a0, NH * GH, threads)
+        for q in prange(nch):
+            r0 = a0 + q * (a1 - a0) // nch
+            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            pre = np.zeros((r1 - r0, GH), h.dtype)
+            cb = np.zeros((r1 - r0, NH), h.dtype)
+            if lev > 0:
+                hb = np.empty((r1 - r0, NH), h.dtype)
+                _gather(h, order, r0, r1, child_ptr, child_idx, child_slot, H, hb)
+                _gather(c, order, r0, r1, child_ptr, child_idx, child_slot, H, cb)
+                gemm_nt(hb, w_hh, pre, r1 - r0)
+            for r in range(r1 - r0):
+                j = order[r0 + r]
+                for k in range(H):
+                    ig = sigmoid(xproj[j, k] + pre[r, k])
+                    og = sigmoid(xproj[j, H + k] + pre[r, H + k])
+                    ug = tanh(xproj[j, 2 * H + k] + pre[r, 2 * H + k])
+                    cv = ig * ug
+                    gates[j, k], gates[j, H + k], gates[j, 2 * H + k] = ig, og, ug
+                    for s in range(N):
+                        fg = sigmoid(xproj[j, 3 * H + k] + pre[r, (3 + s) * H + k])
+                        gates[j, (3 + s) * H + k] = fg
+                        cv += fg * cb[r, s * H + k]
+                    c[j, k] = cv
+                    h[j, k] = og * tanh(cv)
+
+
+@njit(**KERNEL)
+def nary_bwd_kernel(c, gates, w_hh_t, order, level_ptr, child_ptr, child_idx, child_slot,
+                    threads, dh, dc, grad_hh, grad_x):
+    # dh, dc [n, H]: dL/dh, dL/dc from outside on entry, plus each parent's part on the
+    # way down; w_hh_t = W_hh^T [NH, (3+N)H]. -> grad_hh [n, (3+N)H] = dL/d (U hcat) per
+    # gate, grad_x [n, 4H] = dL/d xproj (f: summed over the slots)
+    n, H = c.shape
+    NH, GH = w_hh_t.shape
+    N = NH // H
+    for lev in range(len(level_ptr) - 2, -1, -1):
+        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+        nch = _chunks(a1 - a0, NH * GH, threads)
+        for q in prange(nch):
+            r0 = a0 + q * (a1 - a0) // nch
+            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            cb = np.zeros((r1 - r0, NH), c.dtype)
+            if lev > 0:
+                _gather(c, order, r0, r1, child_ptr, child_idx, child_slot, H, cb)
+            g = np.empty((r1 - r0, GH), c.dtype)
+            dcb = np.zeros((r1 - r0, NH), c.dtype)
+            for r in range(r1 - r0):
+                j = order[r0 + r]
+                for k in range(H):
+                    ig, og, ug = gates[j, k], gates[j, H + k], gates[j, 2 * H + k]
+                    tc = tanh(c[j, k])
+                    dct = dc[j, k] + dh[j, k] * og * (1.0 - tc * tc)
+                    gi = dct * ug * ig * (1.0 - ig)
+                    go = dh[j, k] * tc * og * (1.0 - og)
+                    gu = dct * ig * (1.0 - ug * ug)
+                    g[r, k], g[r, H + k], g[r, 2 * H + k] = gi, go, gu
+                    grad_x[j, k], grad_x[j, H + k], grad_x[j, 2 * H + k] = gi, go, gu
+                    gfs = 0.0
+                    for s in range(N):
+                        fg = gates[j, (3 + s) * H + k]
+                        gf = dct * cb[r, s * H + k] * fg * (1.0 - fg)
+                        g[r, (3 + s) * H + k] = gf
+                        gfs += gf
+                        dcb[r, s * H + k] = dct * fg
+                    grad_x[j, 3 * H + k] = gfs
+                grad_hh[j] = g[r]
+            if lev > 0:
+                back = np.empty((r1 - r0, NH), c.dtype)
+                gemm_nt(g, w_hh_t, back, r1 - r0)
+                for r in range(r1 - r0):
+                    j = order[r0 + r]
+                    for e in range(child_ptr[j], child_ptr[j + 1]):
+                        s = child_slot[e] * H
+                        dh[child_idx[e]] += back[r, s:s + H]
+                        dc[child_idx[e]] += dcb[r, s:s + H]
+
+
+# --------------------------------------------------------- Child-Sum Tree-LSTM
+@njit(cache=True)
+def _edges(order, r0, r1, child_ptr):
+    # the child links of nodes order[r0:r1], in node then slot order
+    m = 0
+    for r in range(r0, r1):
+        m += child_ptr[order[r] + 1] - child_ptr[order[r]]
+    out = np.empty(m, np.int64)
+    m = 0
+    for r in range(r0, r1):
+        j = order[r]
+        for e in range(child_ptr[j], child_ptr[j + 1]):
+            out[m] = e
+            m += 1
+    return out
+
+
+@njit(**KERNEL)
+def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_idx, threads,
+                         h, c, gates, fgates):
+    # xproj [n, 4H] (i, o, u, f); w_iou [3H, H], w_f [H, H] -> h, c [n, H],
+    # gates [n, 3H] (i, o, u activated), fgates [E, H] (f of every child link)
+    n, H = h.shape
+    for lev in range(len(level_ptr) - 1):
+        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+        nch = _chunks(a1 - a0, 4 * H * H, threads)
+        for q in prange(nch):
+            r0 = a0 + q * (a1 - a0) // nch
+            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            m = r1 - r0
+            hs = np.zeros((m, H), h.dtype)
+            pre = np.zeros((m, 3 * H), h.dtype)
+            edges = _edges(order, r0, r1, child_ptr)
+            fpre = np.empty((len(edges), H), h.dtype)
+            if len(edges):
+                hk = np.empty((len(edges), H), h.dtype)
+                for x in range(len(edges)):
+                    hk[x] = h[child_idx[edges[x]]]
+                gemm_nt(hk, w_f, fpre, len(edges))       # U_f h_k for every child link
+                for r in range(m):
+                    j = order[r0 + r]
+                    for e in range(child_ptr[j], child_ptr[j + 1]):
+                        hs[r] += h[child_idx[e]]
+                gemm_nt(hs, w_iou, pre, m)
+            x = 0
+            for r in range(m):
+                j = order[r0 + r]
+                for k in range(H):
+                    ig = sigmoid(xproj[j, k] + pre[r, k])
+                    og = sigmoid(xproj[j, H + k] + pre[r, H + k])
+                    ug = tanh(xproj[j, 2 * H + k] + pre[r, 2 * H + k])
+                    gates[j, k], gates[j, H + k], gates[j, 2 * H + k] = ig, og, ug
+                    c[j, k] = ig * ug
+                for e in range(child_ptr[j], child_ptr[j + 1]):
+                    kid = child_idx[e]
+                    for k in range(H):
+                        fg = sigmoid(xproj[j, 3 * H + k] + fpre[x, k])
+                        fgates[e, k] = fg
+                        c[j, k] += fg * c[kid, k]
+                    x += 1
+                for k in range(H):
+                    h[j, k] = gates[j, H + k] * tanh(c[j, k])
+
+
+@njit(**KERNEL)
+def child_sum_bwd_kernel(c, gates, fgates, w_iou_t, w_f_t, order, level_ptr, child_ptr,
+                         child_idx, threads, dh, dc, grad_iou, grad_f, grad_x):
+    # dh, dc as in nary_bwd_kernel; w_iou_t = U_iou^T [H, 3H], w_f_t = U_f^T [H, H]
+    # -> grad_iou [n, 3H] = dL/d (U_iou hs), grad_f [E, H] = dL/d (U_f h_k) per link,
+    #    grad_x [n, 4H] = dL/d xproj
+    n, H = c.shape
+    for lev in range(len(level_ptr) - 2, -1, -1):
+        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+        nch = _chunks(a1 - a0, 4 * H * H, threads)
+        for q in prange(nch):
+            r0 = a0 + q * (a1 - a0) // nch
+            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            m = r1 - r0
+            g = np.empty((m, 3 * H), c.dtype)
+            edges = _edges(order, r0, r1, child_ptr)
+            gf = np.empty((len(edges), H), c.dtype)
+            dct = np.empty(H, c.dtype)
+            x = 0
+            for r in range(m):
+                j = order[r0 + r]
+                for k in range(H):
+                    ig, og, ug = gates[j, k], gates[j, H + k], gates[j, 2 * H + k]
+                    tc = tanh(c[j, k])
+                    dct[k] = dc[j, k] + dh[j, k] * og * (1.0 - tc * tc)
+                    g[r, k] = dct[k] * ug * ig * (1.0 - ig)
+                    g[r, H + k] = dh[j, k] * tc * og * (1.0 - og)
+                    g[r, 2 * H + k] = dct[k] * ig * (1.0 - ug * ug)
+                    grad_x[j, 3 * H + k] = 0.0
+                for e in range(child_ptr[j], child_ptr[j + 1]):
+                    kid = child_idx[e]
+                    for k in range(H):
+                        fg = fgates[e, k]
+                        v = dct[k] * c[kid, k] * fg * (1.0 - fg)
+                        gf[x, k] = v
+                        grad_f[e, k] = v
+                        grad_x[j, 3 * H + k] += v
+                        dc[kid, k] += dct[k] * fg
+                    x += 1
+                grad_iou[j] = g[r]
+                grad_x[j, :3 * H] = g[r]
+            if len(edges):
+                back = np.empty((m, H), c.dtype)
+                gemm_nt(g, w_iou_t, back, m)             # dL/d hs, shared by the children
+                bf = np.empty((len(edges), H), c.dtype)
+                gemm_nt(gf, w_f_t, bf, len(edges))       # each link's own f path
+                x = 0
+                for r in range(m):
+                    j = order[r0 + r]
+                    for e in range(child_ptr[j], child_ptr[j + 1]):
+                        dh[child_idx[e]] += back[r] + bf[x]
+                        x += 1
+
+
+# ----------------------------------------------------------------- launchers
+def _schedule(forest):
+    return (forest["order"].numpy(), forest["level_ptr"].numpy(), forest["child_ptr"].numpy(),
+            forest["child_idx"].numpy())
+
+
+def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
+    """xproj [n, H], w_hh [H, N*H], forest (Forest.tensors()) -> h [n, H]."""
+    h = new_output(xproj.shape, xproj)
+    order, lp, cp, ci = _schedule(forest)
+    tree_rnn_fwd_kernel(as_numpy(xproj), as_numpy(w_hh), order, lp, cp, ci,
+                        forest["child_slot"].numpy(), nonlinearity == "relu", num_threads(),
+                        h.numpy())
+    return h
+
+
+def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
+    """-> grad_pre [n, H] = dL/d xproj (dL/dh of every node: grad_h plus its parent's part)."""
+    dh = grad_h.contiguous().clone()
+    grad_pre = new_output(h.shape, h)
+    order, lp, cp, ci = _schedule(forest)
+    tree_rnn_bwd_kernel(as_numpy(h), as_numpy(w_hh.t()), order, lp, cp, ci,
+                        forest["child_slot"].numpy(), nonlinearity == "relu", num_threads(),
+                        dh.numpy(), grad_pre.numpy())
+    return grad_pre
+
+
+def nary_fwd(*, xproj, w_hh, forest):
+    """xproj [n, 4H], w_hh [(3+N)H, N*H] -> (h, c [n, H], gates [n, (3+N)H])."""
+    n, H = xproj.shape[0], xproj.shape[1] // 4
+    h, c = new_output((n, H), xproj), new_output((n, H), xproj)
+    gates = new_output((n, w_hh.shape[0]), xproj)
+    order, lp, cp, ci = _schedule(forest)
+    nary_fwd_kernel(as_numpy(xproj), as_numpy(w_hh), order, lp, cp, ci,
+                    forest["child_slot"].numpy(), num_threads(), h.numpy(), c.numpy(),
+                    gates.numpy())
+    return h, c, gates
+
+
+def nary_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
+    """-> (grad_hh [n, (3+N)H] = dL/d (W_hh hcat), grad_x [n, 4H] = dL/d xproj)."""
+    dh, dc = grad_h.contiguous().clone(), grad_c.contiguous().clone()
+    grad_hh = new_output((c.shape[0], w_hh.shape[0]), c)
+    grad_x = new_output((c.shape[0], 4 * c.shape[1]), c)
+    order, lp, cp, ci = _schedule(forest)
+    nary_bwd_kernel(as_numpy(c), as_numpy(gates), as_numpy(w_hh.t()), order, lp, cp, ci,
+                    forest["child_slot"].numpy(), num_threads(), dh.numpy(), dc.numpy(),
+                    grad_hh.numpy(), grad_x.numpy())
+    return grad_hh, grad_x
+
+
+def child_sum_fwd(*, xproj, w_hh, forest):
+    """xproj [n, 4H], w_hh [4H, H] -> (h, c [n, H], gates [n, 3H], fgates [E, H])."""
+    n, H = xproj.shape[0], xproj.shape[1] // 4
+    h, c = new_output((n, H), xproj), new_output((n, H), xproj)
+    gates = new_output((n, 3 * H), xproj)
+    fgates = new_output((len(forest["child_idx"]), H), xproj)
+    order, lp, cp, ci = _schedule(forest)
+    child_sum_fwd_kernel(as_numpy(xproj), as_numpy(w_hh[:3 * H]), as_numpy(w_hh[3 * H:]),
+                         order, lp, cp, ci, num_threads(), h.numpy(), c.numpy(), gates.numpy(),
+                         fgates.numpy())
+    return h, c, gates, fgates
+
+
+def child_sum_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
+    """-> (grad_iou [n, 3H] = dL/d (U_iou hs), grad_f [E, H] = dL/d (U_f h_k) per child
+    link, grad_x [n, 4H] = dL/d xproj)."""
+    n, H = c.shape
+    dh, dc = grad_h.contiguous().clone(), grad_c.contiguous().clone()
+    grad_iou, grad_f = new_output((n, 3 * H), c), new_output(fgates.shape, c)
+    grad_x = new_output((n, 4 * H), c)
+    order, lp, cp, ci = _schedule(forest)
+    child_sum_bwd_kernel(as_numpy(c), as_numpy(gates), as_numpy(fgates),
+                         as_numpy(w_hh[:3 * H].t()), as_numpy(w_hh[3 * H:].t()), order, lp, cp,
+                         ci, num_threads(), dh.numpy(), dc.numpy(), grad_iou.numpy(),
+                         grad_f.numpy(), grad_x.numpy())
+    return grad_iou, grad_f, grad_x

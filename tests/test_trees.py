@@ -1,0 +1,148 @@
+"""Tree nets: the level-batched kernels against the per-node recursion of fastrnn.reference,
+on outputs and every gradient, over forests of every shape; the forest's checks."""
+import ast
+import random
+
+import pytest
+import torch
+
+from fastrnn import Forest, ForestError
+from fastrnn.models import ChildSumTreeLSTM, NaryTreeLSTM, TreeRNN
+
+from conftest import assert_close
+
+
+def _random_tree(rng, n, max_children):
+    # parent of node i (i >= 1) drawn among earlier nodes that still have room
+    parent, kids = [-1], [0]
+    for i in range(1, n):
+        room = [j for j in range(i) if kids[j] < max_children]
+        p = rng.choice(room)
+        parent.append(p)
+        kids[p] += 1
+        kids.append(0)
+    return parent
+
+
+def _forest(kind, arity=2):
+    """A named forest: one batch mixing single leaves, chains, full and skewed trees."""
+    rng = random.Random(7)
+    if kind == "leaf":
+        return Forest([-1])
+    if kind == "chain":
+        return Forest([-1] + list(range(19)))                  # depth = nodes
+    if kind == "full":
+        return Forest([-1] + [(i - 1) // 2 for i in range(1, 31)])
+    if kind == "skewed":                                      # a comb: every left child a leaf
+        parent = [-1]
+        for d in range(12):
+            parent += [2 * d, 2 * d]
+        return Forest(parent)
+    if kind == "wide":                                        # 0-20 children (Child-Sum)
+        parent = [-1] + [0] * 20 + [1] * 3 + [2] * 7
+        return Forest(parent)
+    # "mixed": a batch of all of the above plus random trees, numbered one after another
+    parents = []
+    for part in ([-1], [-1, 0, 1, 2], [-1, 0, 0, 1, 1, 2, 2],
+                 _random_tree(rng, 40, arity), _random_tree(rng, 9, arity), [-1, 0]):
+        base = len(parents)
+        parents += [p + base if p >= 0 else -1 for p in part]
+    return Forest(parents)
+
+
+KINDS = ["leaf", "chain", "full", "skewed", "mixed"]
+MODELS = [("tree_rnn", lambda: TreeRNN(3, 5)), ("tree_rnn relu", lambda: TreeRNN(3, 5, 3, "relu")),
+          ("nary", lambda: NaryTreeLSTM(3, 5)), ("nary3", lambda: NaryTreeLSTM(3, 5, arity=3)),
+          ("child_sum", lambda: ChildSumTreeLSTM(3, 5))]
+
+
+def _run(model, x, forest, backend):
+    model.backend = backend
+    for p in model.parameters():
+        p.grad = None
+    leaf = x.clone().requires_grad_()
+    out = model(leaf, forest)
+    out = out if isinstance(out, tuple) else (out,)
+    g = torch.Generator().manual_seed(1)
+    torch.autograd.backward(out, [torch.randn(t.shape, generator=g, dtype=torch.float64)
+                                  .to(t.dtype) for t in out])
+    return [t.detach() for t in out] + [leaf.grad] + [p.grad.clone() for p in model.parameters()]
+
+
+# nodes with 0-20 children ("wide") exist for Child-Sum only: an N-ary net refuses them
+CASES = [(name, make, kind) for name, make in MODELS for kind in KINDS] + \
+    [("child_sum", MODELS[-1][1], "wide")]
+
+
+@pytest.mark.parametrize("name,make,kind", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_numba_kernels_match_the_per_node_recursion(name, make, kind):
+    model = make().double()
+    forest = _forest(kind, getattr(model, "arity", 2))
+    x = torch.randn(forest.n, 3, dtype=torch.float64)
+    got, ref = _run(model, x, forest, "numba"), _run(model, x, forest, "reference")
+    names = ["h", "c"][:len(got) - 5] + ["x", "weight_ih", "weight_hh", "bias"]
+    for what, a, b in zip(names, got, ref):
+        assert_close(a, b, 1e-12, what)
+
+
+@pytest.mark.parametrize("cls", [TreeRNN, NaryTreeLSTM, ChildSumTreeLSTM])
+def test_gradcheck_float64(cls):
+    forest = _forest("mixed")
+    model = cls(2, 3).double()
+    model.backend = "numba"
+    x = torch.randn(forest.n, 2, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in model.named_parameters()]
+
+    def f(x, *ps):
+        return torch.func.functional_call(model, dict(zip(names, ps)), (x, forest))
+    ps = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *ps))
+
+
+def test_float32():
+    forest = _forest("mixed")
+    for make in (lambda: TreeRNN(3, 5), lambda: ChildSumTreeLSTM(3, 5)):
+        model = make()
+        x = torch.randn(forest.n, 3)
+        got, ref = _run(model, x, forest, "numba"), _run(model.double(), x.double(), forest,
+                                                         "reference")
+        for a, b in zip(got, ref):
+            assert_close(a, b, 2e-5)
+
+
+def test_forest_from_trees_nested_ast_and_nltk_like():
+    class Tree(list):                        # nltk.Tree's interface: label() and children
+        def __init__(self, label, kids):
+            super().__init__(kids)
+            self._label = label
+
+        def label(self):
+            return self._label
+    f, labels = Forest.from_trees([("S", ("NP", "I"), ("VP", "run")), Tree("S", ["a", "b"]),
+                                   ast.parse("x = 1")])
+    assert labels[:7] == ["S", "NP", "I", "VP", "run", "S", "a"]
+    assert labels[8:] == ["Module", "Assign", "Name", "Store", "Constant"]
+    assert f.parent.tolist()[:8] == [-1, 0, 1, 0, 3, -1, 5, 5]
+    assert f.roots.tolist() == [0, 5, 8] and f.levels == 4
+
+
+@pytest.mark.parametrize("parent,message", [
+    ([-1, 2, 1], "cycle"), ([-1, 5], "out of range"), ([0], "its own parent"), ([], "at least one"),
+])
+def test_bad_forests_fail_before_any_kernel(parent, message):
+    with pytest.raises(ForestError, match=message):
+        Forest(parent)
+
+
+def test_two_parents_and_too_many_children():
+    with pytest.raises(ForestError, match="two parents"):
+        Forest.from_children([[1, 2], [2], []])
+    with pytest.raises(ForestError, match="out of range"):
+        Forest.from_children([[1, 7], []])
+    forest = Forest([-1, 0, 0, 0])
+    with pytest.raises(ForestError, match="3 children: more than 2"):
+        TreeRNN(3, 4)(torch.randn(4, 3), forest)
+    with pytest.raises(ForestError, match="more than 2"):
+        Forest([-1, 0, 0, 0], max_children=2)
+    with pytest.raises(ValueError, match="one row per node"):
+        ChildSumTreeLSTM(3, 4)(torch.randn(5, 3), forest)
