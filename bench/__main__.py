@@ -11,6 +11,8 @@ Sections (all by default; pick with --sections):
            library's sources: one step, and tokens/s over an epoch-slice.
   models   fastrnn.models against the same models built with torch.nn: seq2seq
            training and decoding, gradient-flow diagnostics overhead (bench/models.py).
+  trees    tree nets on the standard library's ASTs: the level-batched kernels against
+           the per-node reference and level-batched PyTorch (bench/trees.py).
 
 Timing: warm-up (JIT) is never timed; providers alternate within every repeat;
 medians over repeats and rounds. In the matrix each provider is also timed alone
@@ -41,7 +43,7 @@ from .harness import (GEMM_N, gemm_gflops, machine_facts, mm_call, progress, sam
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
-SECTIONS = ["matrix", "sweeps", "costs", "charlm", "models"]
+SECTIONS = ["matrix", "sweeps", "costs", "charlm", "models", "trees"]
 OURS = "fastrnn-numba"
 ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
 PROBE_FLOPS = 2 * GEMM_N ** 3   # one probe call: torch.mm of GEMM_N² squares (harness.mm_call)
@@ -210,12 +212,12 @@ def charlm_rows(providers, quick, facts):
     return rows
 
 
-def models_rows(quick, facts):
-    from . import models
+def models_rows(quick, facts, section="models"):
+    from . import models, trees
     rows = []
-    for metric, unit, values, *extra in models.run(quick):
+    for metric, unit, values, *extra in {"models": models, "trees": trees}[section].run(quick):
         for p, v in values.items():
-            rows.append(_value_row("models", p, metric, float(f"{v:.4g}"), unit, facts,
+            rows.append(_value_row(section, p, metric, float(f"{v:.4g}"), unit, facts,
                                    **(extra[0] if extra else {})))
     return rows
 
@@ -301,6 +303,9 @@ def run_cpu(args):
     if "models" in sections:
         print("fastrnn.models against their torch.nn builds ...", flush=True)
         rows += models_rows(args.quick, facts)
+    if "trees" in sections:
+        print("tree nets on the standard library's ASTs ...", flush=True)
+        rows += models_rows(args.quick, facts, "trees")
     gemm, layer_gemm = _gemm_rates(gemm, layer_gemm)
     for r in rows:
         if r.get("gflops") not in (None, ""):

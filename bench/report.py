@@ -118,6 +118,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
     out += models_table(rows, ours)
+    out += trees_table(rows, ours)
     fp16 = [p for (s, _, _), p in fastest.items() if ours in p and "torch-fp16" in p]
     if fp16:
         out += ["", "## Against torch in fp16 (cuDNN's persistent algorithm)", "",
@@ -151,6 +152,26 @@ def models_table(rows, ours):
             f"**{(a / b if unit.endswith('/s') else b / a):.2f}×**"
         fmt = lambda x: "–" if x is None else f"{x:.4g}"  # noqa: E731
         out.append(f"| {metric} | {unit} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    return out
+
+
+def trees_table(rows, ours):
+    """Tree nets: nodes/s per provider, and fastrnn's speedup over each baseline."""
+    by_metric = {}
+    for r in rows:
+        if r["section"] == "trees":
+            by_metric.setdefault(r["metric"], {})[r["provider"]] = float(r["value"])
+    if not by_metric:
+        return []
+    out = ["", "## Trees (nodes/s; speedup = fastrnn's rate over the baseline's)", "",
+           "| case | fastrnn | torch-levels | reference | vs torch-levels | vs reference |",
+           "|---|---|---|---|---|---|"]
+    for metric, v in by_metric.items():
+        a = v.get(ours)
+        cells = [f"{v[p]:,.0f}" if p in v else "–" for p in (ours, "torch-levels", "reference")]
+        ratios = [f"**{a / v[p]:.1f}×**" if a and v.get(p) else "–"
+                  for p in ("torch-levels", "reference")]
+        out.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
     return out
 
 

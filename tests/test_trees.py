@@ -146,3 +146,18 @@ def test_two_parents_and_too_many_children():
         Forest([-1, 0, 0, 0], max_children=2)
     with pytest.raises(ValueError, match="one row per node"):
         ChildSumTreeLSTM(3, 4)(torch.randn(5, 3), forest)
+
+
+def test_the_benchmarks_level_batched_baselines_match_the_reference():
+    from bench.trees import _level_batched_child_sum, _level_batched_tree_rnn
+    from fastrnn import reference
+    forest, H = _forest("mixed"), 5
+    g = torch.Generator().manual_seed(2)
+    xproj = torch.randn(forest.n, 4 * H, generator=g, dtype=torch.float64)
+    w_cs = torch.randn(4 * H, H, generator=g, dtype=torch.float64) / 3
+    w_rnn = torch.randn(H, 2 * H, generator=g, dtype=torch.float64) / 3
+    for a, b in zip(_level_batched_child_sum(xproj, forest, w_cs),
+                    reference.child_sum_tree_lstm(xproj, forest, w_cs)):
+        assert_close(a, b, 1e-12, "child-sum")
+    assert_close(_level_batched_tree_rnn(xproj[:, :H], forest, w_rnn),
+                 reference.tree_rnn(xproj[:, :H], forest, w_rnn), 1e-12, "tree rnn")

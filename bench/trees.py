@@ -1,0 +1,146 @@
+"""Section ``trees``: the tree nets' kernels on real forests, the ASTs of the standard
+library's functions (fastrnn.models.ast_task), batches of 1, 32 and 256 trees.
+
+Providers, same weights and inputs: fastrnn-numba (the level-batched kernels), torch-levels
+(the same level-by-level schedule in plain PyTorch: per level one gather of the
+children, index_add for the sums, one matmul; autograd for the backward), and reference
+(fastrnn.reference: one node at a time, the usual recursive code). Nodes per second,
+forward and forward+backward, ChildSumTreeLSTM and TreeRNN (binary: the ASTs' nodes with
+more than two children are cut to their first two), H = 128 on 64-wide embeddings. The
+level-batched baselines are checked against the reference in tests/test_trees.py.
+"""
+import ast
+
+import numpy as np
+import torch
+
+from fastrnn import Forest, reference
+from fastrnn.models import ChildSumTreeLSTM, TreeRNN
+
+from .models import alternate
+
+
+def _level_batched_child_sum(xproj, forest, w_hh):
+    """Child-Sum Tree-LSTM level by level in plain PyTorch (the bench's baseline)."""
+    H = w_hh.shape[1]
+    inv = torch.empty(forest.n, dtype=torch.int64)
+    inv[torch.from_numpy(forest.order)] = torch.arange(forest.n)
+    parent = torch.from_numpy(forest.parent)
+    kids_all = torch.from_numpy(forest.child_idx)
+    hs_, cs_ = [], []
+    for lev in range(forest.levels):
+        a0, a1 = forest.level_ptr[lev], forest.level_ptr[lev + 1]
+        nodes = torch.from_numpy(forest.order[a0:a1])
+        x = xproj[nodes]
+        pre = torch.zeros(len(nodes), 3 * H, dtype=x.dtype)
+        fc = torch.zeros(len(nodes), H, dtype=x.dtype)
+        if lev:
+            h_so_far, c_so_far = torch.cat(hs_), torch.cat(cs_)
+            lo, hi = forest.child_ptr[nodes.numpy()], forest.child_ptr[nodes.numpy() + 1]
+            kids = kids_all[torch.from_numpy(np.concatenate(
+                [np.arange(a, b) for a, b in zip(lo, hi)]).astype(np.int64))]
+            local = inv[parent[kids]] - a0                     # the parent's row in this level
+            hk, ck = h_so_far[inv[kids]], c_so_far[inv[kids]]
+            hsum = torch.zeros(len(nodes), H, dtype=x.dtype).index_add(0, local, hk)
+            pre = hsum @ w_hh[:3 * H].t()
+            f = torch.sigmoid(x[local, 3 * H:] + hk @ w_hh[3 * H:].t())
+            fc = fc.index_add(0, local, f * ck)
+        i = torch.sigmoid(x[:, :H] + pre[:, :H])
+        o = torch.sigmoid(x[:, H:2 * H] + pre[:, H:2 * H])
+        u = torch.tanh(x[:, 2 * H:3 * H] + pre[:, 2 * H:])
+        c = i * u + fc
+        hs_.append(o * torch.tanh(c))
+        cs_.append(c)
+    out = torch.cat(hs_)
+    return out[inv], torch.cat(cs_)[inv]
+
+
+def _level_batched_tree_rnn(xproj, forest, w_hh):
+    """TreeRNN level by level in plain PyTorch: per level one gather of the children into
+    their slots and one matmul."""
+    H = xproj.shape[1]
+    N = w_hh.shape[1] // H
+    inv = torch.empty(forest.n, dtype=torch.int64)
+    inv[torch.from_numpy(forest.order)] = torch.arange(forest.n)
+    table = forest.child_table(N)
+    hs_ = []
+    for lev in range(forest.levels):
+        a0, a1 = forest.level_ptr[lev], forest.level_ptr[lev + 1]
+        nodes = torch.from_numpy(forest.order[a0:a1])
+        pre = xproj[nodes]
+        if lev:
+            so_far = torch.cat(hs_ + [xproj.new_zeros(1, H)])        # last row: no child
+            slots = table[nodes]
+            rows = torch.where(slots < 0, len(so_far) - 1, inv[slots.clamp(min=0)])
+            pre = pre + so_far[rows].reshape(len(nodes), N * H) @ w_hh.t()
+        hs_.append(torch.tanh(pre))
+    return torch.cat(hs_)[inv]
+
+
+def _binary(fn):
+    # the tree of fn with every node's children cut to its first two
+    out = []
+    stack = [(fn, -1)]
+    while stack:
+        node, up = stack.pop()
+        me = len(out)
+        out.append(up)
+        kids = list(ast.iter_child_nodes(node))[:2]
+        stack.extend((k, me) for k in reversed(kids))
+    return out
+
+
+def _forests(quick):
+    from fastrnn.models.ast_task import functions
+    data = functions(per_family=40 if quick else 60)
+    out = {}
+    for B in (1, 32) if quick else (1, 32, 256):
+        fns = [fn for _, fn in data[:B]]
+        cs, _ = Forest.from_trees(fns)
+        parents = []
+        for fn in fns:
+            p = _binary(fn)
+            base = len(parents)
+            parents += [q + base if q >= 0 else -1 for q in p]
+        out[B] = (cs, Forest(parents))
+    return out
+
+
+def run(quick=False):
+    """-> list of (metric, unit, {provider: nodes/s})."""
+    torch.manual_seed(0)
+    E, H = 64, 128
+    cs_model, rnn_model = ChildSumTreeLSTM(E, H), TreeRNN(E, H)
+    rows = []
+    for B, (cs_forest, bin_forest) in _forests(quick).items():
+        for name, model, forest, ref, levels in (
+                ("ChildSumTreeLSTM", cs_model, cs_forest, reference.child_sum_tree_lstm,
+                 _level_batched_child_sum),
+                ("TreeRNN (binary)", rnn_model, bin_forest, reference.tree_rnn,
+                 _level_batched_tree_rnn)):
+            x = torch.randn(forest.n, E)
+            w_ih, w_hh, b = model.weight_ih, model.weight_hh, model.bias
+            model.backend = "numba"
+
+            def first(out):
+                return out[0] if isinstance(out, tuple) else out
+            fns = {"fastrnn-numba": lambda: first(model(x, forest)),
+                   "reference": lambda: first(ref(torch.nn.functional.linear(x, w_ih, b), forest,
+                                                  w_hh))}
+            fns["torch-levels"] = lambda: first(levels(torch.nn.functional.linear(
+                x, w_ih, b), forest, w_hh))
+            for mode in ("fwd", "fwdbwd"):
+                if mode == "fwd":
+                    calls = {p: (lambda f=f: torch.no_grad()(f)()) for p, f in fns.items()}
+                else:
+                    calls = {p: (lambda f=f: f().sum().backward()) for p, f in fns.items()}
+                reps = 3 if quick or B == 256 else 10
+                if B == 256:      # the per-node reference takes seconds there: time it less
+                    t = alternate({p: c for p, c in calls.items() if p != "reference"}, reps)
+                    t.update(alternate({"reference": calls["reference"]}, 1, warmup=0))
+                else:
+                    t = alternate(calls, reps)
+                rows.append((f"{name}, {B} AST trees ({forest.n} nodes, {forest.levels} levels), "
+                             f"{'forward' if mode == 'fwd' else 'forward+backward'}",
+                             "nodes/s", {p: forest.n / v for p, v in t.items()}))
+    return rows
