@@ -28,8 +28,28 @@ PARALLEL_WORK = 1 << 16     # a level's rows x weight size above which its rows 
 
 
 @njit(cache=True)
-def _chunks(m, work, threads):
+def _chunks(level_ptr, lev, work, threads):
+    # how many row chunks (threads) level lev is split into
+    m = level_ptr[lev + 1] - level_ptr[lev]
     return min(m, threads) if m * work >= PARALLEL_WORK else 1
+
+
+@njit(cache=True, inline="always")
+def _rows(level_ptr, lev, q, nch):
+    # chunk q of nch of level lev: positions [r0, r1) of ``order``
+    a0, a1 = level_ptr[lev], level_ptr[lev + 1]
+    return a0 + q * (a1 - a0) // nch, a0 + (q + 1) * (a1 - a0) // nch
+
+
+@njit(cache=True)
+def _scatter(back, order, r0, r1, child_ptr, child_idx, child_slot, H, dst):
+    # dst[child] += its slot's part of its parent's row of back [r1 - r0, N*H]; each child
+    # has one parent, so a chunk writes only its own nodes' children
+    for r in range(r1 - r0):
+        j = order[r0 + r]
+        for e in range(child_ptr[j], child_ptr[j + 1]):
+            s = child_slot[e] * H
+            dst[child_idx[e]] += back[r, s:s + H]
 
 
 @njit(cache=True)
@@ -43,6 +63,15 @@ def _gather(states, order, r0, r1, child_ptr, child_idx, child_slot, H, buf):
             buf[r, s:s + H] = states[child_idx[e]]
 
 
+@njit(cache=True)
+def _child_product(states, w, order, r0, r1, child_ptr, child_idx, child_slot, H, pre):
+    # pre [r1 - r0, M] = [children's rows of states in their slots] @ w^T, w [M, N*H]:
+    # one product for all of the chunk's nodes
+    buf = np.empty((r1 - r0, w.shape[1]), states.dtype)
+    _gather(states, order, r0, r1, child_ptr, child_idx, child_slot, H, buf)
+    gemm_nt(buf, w, pre, r1 - r0)
+
+
 # ------------------------------------------------------------------ TreeRNN
 @njit(**KERNEL)
 def tree_rnn_fwd_kernel(xproj, w_hh, order, level_ptr, child_ptr, child_idx, child_slot,
@@ -51,16 +80,13 @@ def tree_rnn_fwd_kernel(xproj, w_hh, order, level_ptr, child_ptr, child_idx, chi
     n, H = h.shape
     NH = w_hh.shape[1]
     for lev in range(len(level_ptr) - 1):
-        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
-        nch = _chunks(a1 - a0, NH * H, threads)
+        nch = _chunks(level_ptr, lev, NH * H, threads)
         for q in prange(nch):
-            r0 = a0 + q * (a1 - a0) // nch
-            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            r0, r1 = _rows(level_ptr, lev, q, nch)
             pre = np.zeros((r1 - r0, H), h.dtype)
             if lev > 0:                              # leaves (level 0) have no children
-                buf = np.empty((r1 - r0, NH), h.dtype)
-                _gather(h, order, r0, r1, child_ptr, child_idx, child_slot, H, buf)
-                gemm_nt(buf, w_hh, pre, r1 - r0)
+                _child_product(h, w_hh, order, r0, r1, child_ptr, child_idx, child_slot, H,
+                               pre)
             for r in range(r1 - r0):
                 j = order[r0 + r]
                 for k in range(H):
@@ -76,11 +102,9 @@ def tree_rnn_bwd_kernel(h, w_hh_t, order, level_ptr, child_ptr, child_idx, child
     n, H = h.shape
     NH = w_hh_t.shape[0]
     for lev in range(len(level_ptr) - 2, -1, -1):
-        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
-        nch = _chunks(a1 - a0, NH * H, threads)
+        nch = _chunks(level_ptr, lev, NH * H, threads)
         for q in prange(nch):
-            r0 = a0 + q * (a1 - a0) // nch
-            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            r0, r1 = _rows(level_ptr, lev, q, nch)
             g = np.empty((r1 - r0, H), h.dtype)
             for r in range(r1 - r0):
                 j = order[r0 + r]
@@ -92,11 +116,7 @@ def tree_rnn_bwd_kernel(h, w_hh_t, order, level_ptr, child_ptr, child_idx, child
             if lev > 0:
                 back = np.empty((r1 - r0, NH), h.dtype)
                 gemm_nt(g, w_hh_t, back, r1 - r0)       # g @ W_hh: the children's part
-                for r in range(r1 - r0):
-                    j = order[r0 + r]
-                    for e in range(child_ptr[j], child_ptr[j + 1]):
-                        s = child_slot[e] * H
-                        dh[child_idx[e]] += back[r, s:s + H]
+                _scatter(back, order, r0, r1, child_ptr, child_idx, child_slot, H, dh)
 
 
 # ------------------------------------------------------------ N-ary Tree-LSTM
@@ -110,18 +130,15 @@ def nary_fwd_kernel(xproj, w_hh, order, level_ptr, child_ptr, child_idx, child_s
     N = NH // H
     GH = w_hh.shape[0]
     for lev in range(len(level_ptr) - 1):
-        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
-        nch = _chunks(a1 - a0, NH * GH, threads)
+        nch = _chunks(level_ptr, lev, NH * GH, threads)
         for q in prange(nch):
-            r0 = a0 + q * (a1 - a0) // nch
-            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            r0, r1 = _rows(level_ptr, lev, q, nch)
             pre = np.zeros((r1 - r0, GH), h.dtype)
             cb = np.zeros((r1 - r0, NH), h.dtype)
             if lev > 0:
-                hb = np.empty((r1 - r0, NH), h.dtype)
-                _gather(h, order, r0, r1, child_ptr, child_idx, child_slot, H, hb)
+                _child_product(h, w_hh, order, r0, r1, child_ptr, child_idx, child_slot, H,
+                               pre)
                 _gather(c, order, r0, r1, child_ptr, child_idx, child_slot, H, cb)
-                gemm_nt(hb, w_hh, pre, r1 - r0)
             for r in range(r1 - r0):
                 j = order[r0 + r]
                 for k in range(H):
@@ -148,11 +165,9 @@ def nary_bwd_kernel(c, gates, w_hh_t, order, level_ptr, child_ptr, child_idx, ch
     NH, GH = w_hh_t.shape
     N = NH // H
     for lev in range(len(level_ptr) - 2, -1, -1):
-        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
-        nch = _chunks(a1 - a0, NH * GH, threads)
+        nch = _chunks(level_ptr, lev, NH * GH, threads)
         for q in prange(nch):
-            r0 = a0 + q * (a1 - a0) // nch
-            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            r0, r1 = _rows(level_ptr, lev, q, nch)
             cb = np.zeros((r1 - r0, NH), c.dtype)
             if lev > 0:
                 _gather(c, order, r0, r1, child_ptr, child_idx, child_slot, H, cb)
@@ -181,12 +196,8 @@ def nary_bwd_kernel(c, gates, w_hh_t, order, level_ptr, child_ptr, child_idx, ch
             if lev > 0:
                 back = np.empty((r1 - r0, NH), c.dtype)
                 gemm_nt(g, w_hh_t, back, r1 - r0)
-                for r in range(r1 - r0):
-                    j = order[r0 + r]
-                    for e in range(child_ptr[j], child_ptr[j + 1]):
-                        s = child_slot[e] * H
-                        dh[child_idx[e]] += back[r, s:s + H]
-                        dc[child_idx[e]] += dcb[r, s:s + H]
+                _scatter(back, order, r0, r1, child_ptr, child_idx, child_slot, H, dh)
+                _scatter(dcb, order, r0, r1, child_ptr, child_idx, child_slot, H, dc)
 
 
 # --------------------------------------------------------- Child-Sum Tree-LSTM
@@ -213,11 +224,9 @@ def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_i
     # gates [n, 3H] (i, o, u activated), fgates [E, H] (f of every child link)
     n, H = h.shape
     for lev in range(len(level_ptr) - 1):
-        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
-        nch = _chunks(a1 - a0, 4 * H * H, threads)
+        nch = _chunks(level_ptr, lev, 4 * H * H, threads)
         for q in prange(nch):
-            r0 = a0 + q * (a1 - a0) // nch
-            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            r0, r1 = _rows(level_ptr, lev, q, nch)
             m = r1 - r0
             hs = np.zeros((m, H), h.dtype)
             pre = np.zeros((m, 3 * H), h.dtype)
@@ -261,11 +270,9 @@ def child_sum_bwd_kernel(c, gates, fgates, w_iou_t, w_f_t, order, level_ptr, chi
     #    grad_x [n, 4H] = dL/d xproj
     n, H = c.shape
     for lev in range(len(level_ptr) - 2, -1, -1):
-        a0, a1 = level_ptr[lev], level_ptr[lev + 1]
-        nch = _chunks(a1 - a0, 4 * H * H, threads)
+        nch = _chunks(level_ptr, lev, 4 * H * H, threads)
         for q in prange(nch):
-            r0 = a0 + q * (a1 - a0) // nch
-            r1 = a0 + (q + 1) * (a1 - a0) // nch
+            r0, r1 = _rows(level_ptr, lev, q, nch)
             m = r1 - r0
             g = np.empty((m, 3 * H), c.dtype)
             edges = _edges(order, r0, r1, child_ptr)
