@@ -119,6 +119,14 @@ def main(args):
         r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
     rows += [dict(section="errors", provider=p, metric=c, value=e, unit="", **facts)
              for c, p, e in errors]
+    try:                                  # the tree nets' level kernels on the same card
+        from .trees import run as trees
+        rows += [dict(section="trees", provider=p, metric=m, value=round(v, 1), unit=u, **facts)
+                 for m, u, vals in trees(quick=False, device="cuda") for p, v in vals.items()]
+    except Exception as e:                # noqa: BLE001 - reported, not hidden
+        errors.append(("trees", "fastrnn-triton", repr(e)))
+        rows.append(dict(section="errors", provider="fastrnn-triton", metric="trees",
+                         value=repr(e), unit="", **facts))
     rows.append(dict(section="gemm", provider="torch", metric="torch.mm 8192² bf16",
                      value=round(gemm, 1), unit="GFLOP/s", **facts))
     finish(rows, gemm, facts, Path(args.out), "gpu")

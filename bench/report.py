@@ -167,8 +167,9 @@ def trees_table(rows, ours):
            "| case | fastrnn | torch-levels | reference | vs torch-levels | vs reference |",
            "|---|---|---|---|---|---|"]
     for metric, v in by_metric.items():
-        a = v.get(ours)
-        cells = [f"{v[p]:,.0f}" if p in v else "–" for p in (ours, "torch-levels", "reference")]
+        a = v.get(ours, v.get("fastrnn-triton"))
+        cells = [f"{a:,.0f}" if a else "–"] + \
+            [f"{v[p]:,.0f}" if p in v else "–" for p in ("torch-levels", "reference")]
         ratios = [f"**{a / v[p]:.1f}×**" if a and v.get(p) else "–"
                   for p in ("torch-levels", "reference")]
         out.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")

@@ -106,11 +106,16 @@ def _forests(quick):
     return out
 
 
-def run(quick=False):
-    """-> list of (metric, unit, {provider: nodes/s})."""
+def run(quick=False, device="cpu"):
+    """-> list of (metric, unit, {provider: nodes/s}). On CUDA (``python -m bench --gpu``)
+    fastrnn runs the Triton kernels ("fastrnn-triton") and the per-node reference is left
+    out at 256 trees."""
     torch.manual_seed(0)
     E, H = 64, 128
-    cs_model, rnn_model = ChildSumTreeLSTM(E, H), TreeRNN(E, H)
+    cs_model, rnn_model = ChildSumTreeLSTM(E, H).to(device), TreeRNN(E, H).to(device)
+    ours, backend = ("fastrnn-triton", "triton") if device == "cuda" else \
+        ("fastrnn-numba", "numba")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []
     for B, (cs_forest, bin_forest) in _forests(quick).items():
         for name, model, forest, ref, levels in (
@@ -118,26 +123,27 @@ def run(quick=False):
                  _level_batched_child_sum),
                 ("TreeRNN (binary)", rnn_model, bin_forest, reference.tree_rnn,
                  _level_batched_tree_rnn)):
-            x = torch.randn(forest.n, E)
+            x = torch.randn(forest.n, E, device=device)
             w_ih, w_hh, b = model.weight_ih, model.weight_hh, model.bias
-            model.backend = "numba"
+            model.backend = backend
 
             def first(out):
                 return out[0] if isinstance(out, tuple) else out
-            fns = {"fastrnn-numba": lambda: first(model(x, forest)),
+            fns = {ours: lambda: first(model(x, forest)),
                    "reference": lambda: first(ref(torch.nn.functional.linear(x, w_ih, b), forest,
                                                   w_hh))}
             fns["torch-levels"] = lambda: first(levels(torch.nn.functional.linear(
                 x, w_ih, b), forest, w_hh))
             for mode in ("fwd", "fwdbwd"):
                 if mode == "fwd":
-                    calls = {p: (lambda f=f: torch.no_grad()(f)()) for p, f in fns.items()}
+                    calls = {p: (lambda f=f: (torch.no_grad()(f)(), sync())) for p, f in fns.items()}
                 else:
-                    calls = {p: (lambda f=f: f().sum().backward()) for p, f in fns.items()}
+                    calls = {p: (lambda f=f: (f().sum().backward(), sync())) for p, f in fns.items()}
                 reps = 3 if quick or B == 256 else 10
                 if B == 256:      # the per-node reference takes seconds there: time it less
                     t = alternate({p: c for p, c in calls.items() if p != "reference"}, reps)
-                    t.update(alternate({"reference": calls["reference"]}, 1, warmup=0))
+                    if device == "cpu":
+                        t.update(alternate({"reference": calls["reference"]}, 1, warmup=0))
                 else:
                     t = alternate(calls, reps)
                 rows.append((f"{name}, {B} AST trees ({forest.n} nodes, {forest.levels} levels), "

@@ -19,7 +19,7 @@ log = logging.getLogger("fastrnn")
 # Cells whose fused kernels each backend ships. Adding a cell = adding it here.
 _TREES = {"tree_rnn", "nary_tree_lstm", "child_sum_tree_lstm"}    # fastrnn.models.tree
 _NUMBA_CELLS = {"rnn", "gru", "lstm"} | _TREES
-_TRITON_CELLS = {"rnn", "gru", "lstm"}
+_TRITON_CELLS = {"rnn", "gru", "lstm"} | _TREES
 
 
 class Backend:

@@ -9,7 +9,8 @@ device's figures, with its own occupancy arithmetic:
   - no configuration that can be launched spills or exceeds 255 registers or the
     shared memory a block may use;
   - every persistent grid fits on the device at once (else its barrier deadlocks).
-The per-step fallback and the fused decoding steps are compiled too.
+The per-step fallback, the fused decoding steps and the tree kernels (one launch per
+level, one tiling) are compiled too.
 
 Run as a script (``python tests/aot_check.py``) WITHOUT TRITON_INTERPRET; prints one
 line per plan and exits 1 on any violation.
@@ -19,7 +20,7 @@ import sys
 import torch
 import triton
 
-from fastrnn.kernels.triton import gru, lstm, plan, rnn
+from fastrnn.kernels.triton import gru, lstm, plan, rnn, tree
 from fastrnn.kernels.triton.resources import usage
 
 KERNELS = {  # (cell, direction, projection) -> kernel
@@ -28,6 +29,13 @@ KERNELS = {  # (cell, direction, projection) -> kernel
     ("lstm", "fwd", False): lstm.lstm_fwd_kernel, ("lstm", "bwd", False): lstm.lstm_bwd_kernel,
     ("lstm", "fwd", True): lstm.lstm_fwd_kernel, ("lstm", "bwd", True): lstm.lstm_bwd_kernel,
 }
+TREE_KERNELS = (tree.tree_rnn_fwd_kernel, tree.tree_rnn_bwd_kernel, tree.nary_fwd_kernel,
+                tree.nary_bwd_kernel, tree.child_sum_fwd_kernel, tree.child_sum_bwd_kernel)
+
+
+def tree_arities(kernel):
+    """The arities a tree kernel is built for (Child-Sum: any number of children, one build)."""
+    return (2, 3) if "N" in kernel.arg_names else (None,)
 # (H, B): bench/matrix.py's standard shapes and sweeps, the FlashRNN shape, large batches
 SHAPES = sorted({(32, 8), (128, 32), (512, 64), (768, 16), (768, 64), (1024, 16),
                  (512, 256), (512, 1024)} | {(h, 32) for h in (32, 64, 256, 1024)} |
@@ -84,6 +92,21 @@ def main():
                     ok = u is not None and u["spills"] == 0 and u["regs"] <= 255
                     bad += not ok
                     print(f"{'ok ' if ok else 'BAD'} {name} {cell} step {str(dtype)[6:]} {u}")
+    # the tree kernels: one launch per level, one fixed tiling (tree.BB x tree.U programs)
+    for name, dev in plan.DEVICES.items():
+        for kernel in TREE_KERNELS:
+            for dtype in DTYPES:
+                for N in tree_arities(kernel):
+                    consts = dict(N=N, RELU=False, PRECISION=plan.precision(dtype), BB=tree.BB,
+                                  U=tree.U, BK=tree._bk(dtype, kernel))
+                    consts = {k: v for k, v in consts.items() if k in kernel.arg_names}
+                    u = usage(kernel, dtype, consts, tree.NUM_WARPS, dev["arch"])
+                    ok = u is not None and u["spills"] == 0 and u["regs"] <= 255 and \
+                        u["shared"] <= dev["smem_block"]
+                    bad += not ok
+                    lines += 1
+                    print(f"{'ok ' if ok else 'BAD'} {name} sm_{dev['arch']} {kernel.__name__} "
+                          f"{str(dtype)[6:]} N={N} {u}", flush=True)
     print(f"{lines} plans checked, {bad} bad")
     return 1 if bad else 0
 

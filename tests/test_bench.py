@@ -228,3 +228,14 @@ def test_alternate_times_every_callable():
     t = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
                   warmup=1, block=2)
     assert set(t) == {"a", "b"} and calls.count("a") == 1 + 3 * 2
+
+
+def test_trees_section_rows_and_table(tmp_path, monkeypatch):
+    from bench import trees
+    fake = [("ChildSumTreeLSTM, 32 AST trees, forward+backward", "nodes/s",
+             {"fastrnn-numba": 3000.0, "torch-levels": 1000.0, "reference": 100.0})]
+    monkeypatch.setattr(trees, "run", lambda quick: fake)
+    main(["--quick", "--sections", "trees", "--out", str(tmp_path)])
+    report = (tmp_path / "report.md").read_text()
+    assert "| ChildSumTreeLSTM, 32 AST trees, forward+backward | 3,000 | 1,000 | 100 | **3.0×** " \
+        "| **30.0×** |" in report

@@ -177,3 +177,25 @@ def test_ast_task_tree_lstm_beats_the_bag_of_node_types():
     tree, _, _ = task.run(task.TreeClassifier(len(labels), len(task.FAMILIES)), train, test,
                           labels, 400, log=None)
     assert tree > bag + 0.03, f"tree {tree:.1%} vs bag {bag:.1%}"
+
+
+TRITON_MODELS = [("tree_rnn", lambda: TreeRNN(3, 20)),
+                 ("tree_rnn relu 3", lambda: TreeRNN(3, 20, 3, "relu")),
+                 ("nary", lambda: NaryTreeLSTM(3, 20)), ("nary3", lambda: NaryTreeLSTM(3, 20, 3)),
+                 ("child_sum", lambda: ChildSumTreeLSTM(3, 20))]
+TRITON_CASES = [(n, m, k) for n, m in TRITON_MODELS for k in KINDS] + \
+    [("child_sum", TRITON_MODELS[-1][1], "wide")]
+
+
+@pytest.mark.parametrize("name,make,kind", TRITON_CASES, ids=[f"{c[0]}-{c[2]}" for c in TRITON_CASES])
+def test_triton_kernels_match_the_per_node_recursion(name, make, kind):
+    # under TRITON_INTERPRET=1 (conftest): one launch per level, programs one by one;
+    # H=20: two unit blocks, one of them partial
+    model = make()
+    forest = _forest(kind, getattr(model, "arity", 2))
+    x = torch.randn(forest.n, 3)
+    got = _run(model, x, forest, "triton")
+    ref = _run(model.double(), x.double(), forest, "reference")
+    names = ["h", "c"][:len(got) - 5] + ["x", "weight_ih", "weight_hh", "bias"]
+    for what, a, b in zip(names, got, ref):
+        assert_close(a, b, 2e-5, what)

@@ -22,10 +22,13 @@ def test_every_plan_compiles_without_spills_and_fits_the_device_at_once():
                        timeout=1500)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
     lines = r.stdout.splitlines()
-    from aot_check import KERNELS, SHAPES
-    # 2 devices x 8 kernels x (fp32 and bf16 over every shape + fp16 at 2), and the fused
-    # steps of the 4 forward kernels in 3 dtypes on both devices
-    plans = len(plan_devices()) * len(KERNELS) * (2 * len(SHAPES) + 2)
+    from aot_check import KERNELS, SHAPES, TREE_KERNELS, tree_arities
+    # 2 devices x 8 kernels x (fp32 and bf16 over every shape + fp16 at 2), the tree
+    # kernels (2 devices x each x 3 dtypes x its arities), and the fused steps of the 4
+    # forward kernels in 3 dtypes on both devices
+    devices = len(plan_devices())
+    plans = devices * len(KERNELS) * (2 * len(SHAPES) + 2) + \
+        devices * 3 * sum(len(tree_arities(k)) for k in TREE_KERNELS)
     assert lines[-1] == f"{plans} plans checked, 0 bad"
     assert sum(line.startswith("ok ") for line in lines) == plans + 2 * 4 * 3, r.stdout
     # the FlashRNN shape persists over many programs on both cards

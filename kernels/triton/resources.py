@@ -15,8 +15,10 @@ import torch
 import triton
 
 TRITON_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-SCALARS = ("T", "B", "H", "P", "I", "row0", "row_end", "s_begin", "s_end", "phases", "keep")
-FP32_POINTERS = ("cbuf_ptr", "dcbuf_ptr", "carry_ptr")
+SCALARS = ("T", "B", "H", "P", "I", "row0", "row_end", "s_begin", "s_end", "phases", "keep",
+           "a0", "a1", "maxdeg")
+FP32_POINTERS = ("cbuf_ptr", "dcbuf_ptr", "carry_ptr", "dh_ptr")
+INT64_POINTERS = ("lengths_ptr", "table_ptr", "order_ptr", "child_ptr_ptr", "child_idx_ptr")
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
                          "cuobjdump")
 
@@ -28,7 +30,7 @@ def signature(kernel, dtype, consts):
             sig[name] = "constexpr"
         elif name in SCALARS:
             sig[name] = "i32"
-        elif name == "lengths_ptr":
+        elif name in INT64_POINTERS:
             sig[name] = "*i64"
         elif name == "sync_ptr":
             sig[name] = "*i32"
