@@ -229,7 +229,7 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
                 return h.unsqueeze(0), h
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None          # both biases enter before f
-        if be.name != "reference" and not _needs_grad(x, h0[0], *w):
+        if be.name != "reference" and not _needs_grad(x, h0[0], *w, extra):
             return _infer(be.kernels().rnn_fwd, x, w_ih, b, extra, {"h0": h0[0]}, lengths,
                           reverse, w_hh=w_hh, nonlinearity=nonlinearity)
         xproj = _xproj(x, w_ih, b, extra)            # one GEMM for all steps
@@ -270,7 +270,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
             # the r and z parts of b_hh can be pre-summed; b_hn must stay inside r * (.)
             b = w[2] + torch.cat([w[3][:2 * H], w[3].new_zeros(H)])
             b_hn = w[3][2 * H:]
-        if be.name != "reference" and not _needs_grad(x, h0[0], *w):
+        if be.name != "reference" and not _needs_grad(x, h0[0], *w, extra):
             return _infer(be.kernels().gru_fwd, x, w_ih, b, extra, {"h0": h0[0]}, lengths,
                           reverse, w_hh=w_hh, b_hn=b_hn)
         xproj = _xproj(x, w_ih, b, extra)
@@ -307,7 +307,7 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
                 return hc[0].unsqueeze(0), hc
         w_ih, w_hh = w[0], w[1]
         b = (w[2] + w[3]) if bias else None
-        if be.name != "reference" and not _needs_grad(x, *state, *w):
+        if be.name != "reference" and not _needs_grad(x, *state, *w, extra):
             out, h, c = _infer(be.kernels().lstm_fwd, x, w_ih, b, extra,
                                {"h0": state[0], "c0": state[1]}, lengths, reverse,
                                w_hh=w_hh, w_hr=w_hr)

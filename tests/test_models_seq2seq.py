@@ -169,3 +169,19 @@ def test_cell_input_bias_and_stepper_on_the_step_kernels(backend, cell, grad):
         assert_close(c, b, _tol(backend), f"{cell} stepper")
     with pytest.raises(ValueError, match="input_bias must be"):
         fn(x, hx, [w_ih[:, :I], w_hh, b_ih, b_hh], input_bias=torch.zeros(B, 2, dtype=dtype))
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_input_bias_gets_its_gradient_when_only_it_requires_one(backend):
+    # frozen weights and input, a trainable context: autograd must still run the layer
+    T, B, I, C, H = 4, 3, 2, 3, 5
+    gru = torch.nn.GRU(I + C, H, dtype=torch.float64).requires_grad_(False)
+    w_ih, w_hh, b_ih, b_hh = gru._flat_weights
+    x, h0 = torch.randn(T, B, I, dtype=torch.float64), torch.zeros(1, B, H, dtype=torch.float64)
+    c = torch.randn(B, C, dtype=torch.float64, requires_grad=True)
+    out, _ = functional.gru(x, h0, [w_ih[:, :I], w_hh, b_ih, b_hh], backend=backend,
+                            input_bias=F.linear(c, w_ih[:, I:]).unsqueeze(0))
+    (got,) = torch.autograd.grad(out.square().sum(), c)
+    ref_out, _ = gru(torch.cat([x, c.expand(T, B, C)], 2), h0)
+    (ref,) = torch.autograd.grad(ref_out.square().sum(), c)
+    assert_close(got, ref, 1e-12, "dL/dc")
