@@ -18,9 +18,8 @@ from fastrnn.models import lm
 
 
 def _train(a):
-    text = lm.read_text(a.text) if a.text else lm.stdlib_corpus(a.max_chars)
-    if a.text and a.max_chars:
-        text = text[:a.max_chars]
+    text = lm.read_text(a.text)[:a.max_chars] if a.text else \
+        lm.stdlib_corpus(a.max_chars or (1 << 20))
     tokens = lm.tokenize(text, a.level)
     vocab = lm.Vocab(tokens, max_size=a.vocab_size)
     ids = vocab.encode(tokens)
@@ -64,8 +63,9 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model, checkpoint every epoch")
     t.add_argument("--text", help="a UTF-8 text file (default: the standard library's sources)")
-    t.add_argument("--max-chars", type=int, default=1 << 20,
-                   help="use at most this many characters (default 1 Mi)")
+    t.add_argument("--max-chars", type=int, default=None,
+                   help="use at most this many characters (default: all of --text; 1 Mi of "
+                        "the standard library's sources)")
     t.add_argument("--level", choices=["char", "word"], default="char")
     t.add_argument("--cell", choices=list(lm.CELLS), default="lstm")
     t.add_argument("--layers", type=int, default=2)
