@@ -35,6 +35,7 @@ setup(
                  "matplotlib>=3.7"],
         # the date-normalisation task (fastrnn.models.dates) renders dates with CLDR data
         "models": ["babel>=2.10"],
-        "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "threadpoolctl>=3.1"],
+        "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "threadpoolctl>=3.1",
+                  "babel>=2.10"],             # the models section trains the date task
     },
 )
