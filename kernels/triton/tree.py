@@ -23,12 +23,23 @@ BB, U, NUM_WARPS = 16, 16, 4        # every level: 16 nodes x 16 units per progr
 
 
 @triton.jit
-def _level_rows(order_ptr, a0, a1, BB: tl.constexpr):
-    # [BB] nodes of this program (its row block: program id 1, units are id 0, as in the
-    # layer kernels): order[a0 + block], and whether each exists
+def _tile(order_ptr, a0, a1, H, BB: tl.constexpr, U: tl.constexpr):
+    # this program's [BB] nodes (its row block: program id 1, units are id 0, as in the
+    # layer kernels) = order[a0 + block] and whether each exists; its [U] units and
+    # whether each exists; the [BB, U] mask of both
     pos = a0 + tl.program_id(1).to(tl.int64) * BB + tl.arange(0, BB)
     ok = pos < a1
-    return tl.load(order_ptr + pos, mask=ok, other=0), ok
+    offs_u, u_ok = _units(H, U)
+    return tl.load(order_ptr + pos, mask=ok, other=0), ok, offs_u, u_ok, \
+        ok[:, None] & u_ok[None, :]
+
+
+@triton.jit
+def _slot_child(table_ptr, nodes, ok, s, N: tl.constexpr):
+    # each node's child in slot s: (its row, 0 where none; whether it exists)
+    kid = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
+    has = ok & (kid >= 0)
+    return tl.where(has, kid, 0), has
 
 
 @triton.jit
@@ -54,17 +65,14 @@ def tree_rnn_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, a0, a1,
                         N: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr,
                         BB: tl.constexpr, U: tl.constexpr, BK: tl.constexpr):
     # w_t = W_hh^T [NH, H]; table [n, N] child per slot (-1: none)
-    nodes, ok = _level_rows(order_ptr, a0, a1, BB)
-    offs_u, u_ok = _units(H, U)
+    nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = h_ptr.dtype.element_ty
-    m2 = ok[:, None] & u_ok[None, :]
     ho = nodes[:, None] * H + offs_u[None, :]
     acc = tl.load(xproj_ptr + ho, mask=m2, other=0.0).to(tl.float32)
     for s in tl.static_range(N):
-        kids = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
-        has = ok & (kids >= 0)
-        acc += _product(h_ptr, H, 0, H, tl.where(has, kids, 0), has, w_t_ptr, s * H * H, H,
-                        offs_u, u_ok, 0, dt, PRECISION, False, BB, U, BK)
+        row, has = _slot_child(table_ptr, nodes, ok, s, N)
+        acc += _product(h_ptr, H, 0, H, row, has, w_t_ptr, s * H * H, H, offs_u, u_ok, 0, dt,
+                        PRECISION, False, BB, U, BK)
     tl.store(h_ptr + ho, _act(acc, RELU).to(dt), mask=m2)
 
 
@@ -74,17 +82,14 @@ def tree_rnn_bwd_kernel(dh_ptr, h_ptr, w_ptr, table_ptr, order_ptr, grad_pre_ptr
                         BB: tl.constexpr, U: tl.constexpr, BK: tl.constexpr):
     # w = W_hh [H, NH]; dh [n, H] fp32: dL/dh, complete for this level's nodes, gains
     # their children's parts here
-    nodes, ok = _level_rows(order_ptr, a0, a1, BB)
-    offs_u, u_ok = _units(H, U)
+    nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = h_ptr.dtype.element_ty
-    m2 = ok[:, None] & u_ok[None, :]
     ho = nodes[:, None] * H + offs_u[None, :]
     y = tl.load(h_ptr + ho, mask=m2, other=0.0).to(tl.float32)
     g = _act_grad(tl.load(dh_ptr + ho, mask=m2, other=0.0), y, RELU)
     tl.store(grad_pre_ptr + ho, g.to(dt), mask=m2)
     for s in tl.static_range(N):
-        kids = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
-        has = ok & (kids >= 0)
+        row, has = _slot_child(table_ptr, nodes, ok, s, N)
         acc = tl.zeros((BB, U), tl.float32)
         for k0 in range(0, H, BK):               # g over all H, recomputed from own rows
             ks = k0 + tl.arange(0, BK)
@@ -94,7 +99,7 @@ def tree_rnn_bwd_kernel(dh_ptr, h_ptr, w_ptr, table_ptr, order_ptr, grad_pre_ptr
                            tl.load(h_ptr + ko, mask=mk, other=0.0).to(tl.float32), RELU)
             acc += tl.dot(gk.to(dt), _wtile(w_ptr, s * H, N * H, k0, H, offs_u, u_ok, BK),
                           input_precision=PRECISION)
-        co = tl.where(has, kids, 0)[:, None] * H + offs_u[None, :]
+        co = row[:, None] * H + offs_u[None, :]
         mc = has[:, None] & u_ok[None, :]
         tl.store(dh_ptr + co, tl.load(dh_ptr + co, mask=mc, other=0.0) + acc, mask=mc)
 
@@ -164,23 +169,32 @@ def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gate
                     U: tl.constexpr, BK: tl.constexpr):
     # xproj [n, 4H] (i, o, u, f); w_t = W_hh^T [NH, (3+N)H] (columns i, o, u, f_1..f_N);
     # -> h, c [n, H], gates [n, (3+N)H] after their activations
-    nodes, ok = _level_rows(order_ptr, a0, a1, BB)
-    offs_u, u_ok = _units(H, U)
+    nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = h_ptr.dtype.element_ty
     GH = (3 + N) * H
-    m2 = ok[:, None] & u_ok[None, :]
     xo = nodes[:, None] * (4 * H) + offs_u[None, :]
     go = nodes[:, None] * GH + offs_u[None, :]
     ho = nodes[:, None] * H + offs_u[None, :]
+    xf = tl.load(xproj_ptr + xo + 3 * H, mask=m2, other=0.0).to(tl.float32)
+    fc = tl.zeros((BB, U), tl.float32)
+    for s in tl.static_range(N):                 # the forget gate of slot s, from every slot
+        af = xf
+        for l in tl.static_range(N):
+            rl, hl = _slot_child(table_ptr, nodes, ok, l, N)
+            af += _product(h_ptr, H, 0, H, rl, hl, w_t_ptr, l * H * GH + (3 + s) * H, GH,
+                           offs_u, u_ok, 0, dt, PRECISION, False, BB, U, BK)
+        f = tl.sigmoid(af)
+        tl.store(gates_ptr + go + (3 + s) * H, f.to(dt), mask=m2)
+        rs, hs = _slot_child(table_ptr, nodes, ok, s, N)
+        fc += f * tl.load(c_ptr + rs[:, None] * H + offs_u[None, :],
+                          mask=hs[:, None] & u_ok[None, :], other=0.0).to(tl.float32)
+    # i, o, u after the forget gates, so that their accumulators are not live across that
+    # loop (the other order spilled the 16-bit builds on sm_90)
     ai = tl.load(xproj_ptr + xo, mask=m2, other=0.0).to(tl.float32)
     ao = tl.load(xproj_ptr + xo + H, mask=m2, other=0.0).to(tl.float32)
     au = tl.load(xproj_ptr + xo + 2 * H, mask=m2, other=0.0).to(tl.float32)
-    xf = tl.load(xproj_ptr + xo + 3 * H, mask=m2, other=0.0).to(tl.float32)
-    fc = tl.zeros((BB, U), tl.float32)
-    for s in tl.static_range(N):                 # slot s: its children's part of every gate
-        kids = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
-        has = ok & (kids >= 0)
-        rows = tl.where(has, kids, 0)
+    for s in tl.static_range(N):                 # slot s: its children's part of i, o, u
+        rows, has = _slot_child(table_ptr, nodes, ok, s, N)
         w_off = s * H * GH
         ai += _product(h_ptr, H, 0, H, rows, has, w_t_ptr, w_off, GH, offs_u, u_ok, 0, dt,
                        PRECISION, False, BB, U, BK)
@@ -188,20 +202,6 @@ def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gate
                        PRECISION, False, BB, U, BK)
         au += _product(h_ptr, H, 0, H, rows, has, w_t_ptr, w_off + 2 * H, GH, offs_u, u_ok, 0,
                        dt, PRECISION, False, BB, U, BK)
-    for s in tl.static_range(N):                 # the forget gate of slot s, from every slot
-        af = xf
-        for l in tl.static_range(N):
-            kl = tl.load(table_ptr + nodes * N + l, mask=ok, other=-1)
-            hl = ok & (kl >= 0)
-            af += _product(h_ptr, H, 0, H, tl.where(hl, kl, 0), hl, w_t_ptr,
-                           l * H * GH + (3 + s) * H, GH, offs_u, u_ok, 0, dt, PRECISION, False,
-                           BB, U, BK)
-        f = tl.sigmoid(af)
-        tl.store(gates_ptr + go + (3 + s) * H, f.to(dt), mask=m2)
-        ks = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
-        mk = (ok & (ks >= 0))[:, None] & u_ok[None, :]
-        fc += f * tl.load(c_ptr + tl.where(ks >= 0, ks, 0)[:, None] * H + offs_u[None, :],
-                          mask=mk, other=0.0).to(tl.float32)
     i, o, u = tl.sigmoid(ai), tl.sigmoid(ao), _tanh(au)
     c = i * u + fc
     tl.store(gates_ptr + go, i.to(dt), mask=m2)
@@ -231,9 +231,7 @@ def _slot_forget_grad(gates_ptr, c_ptr, table_ptr, nodes, ok, cols, m, dct, s, H
     # slot s's (g_f, f, child row, child exists): g_f = dL/dc_t c_child f (1 - f)
     f = tl.load(gates_ptr + nodes[:, None] * GH + (3 + s) * H + cols[None, :], mask=m,
                 other=0.0).to(tl.float32)
-    kid = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
-    has = ok & (kid >= 0)
-    row = tl.where(has, kid, 0)
+    row, has = _slot_child(table_ptr, nodes, ok, s, N)
     cc = tl.load(c_ptr + row[:, None] * H + cols[None, :], mask=m & has[:, None],
                  other=0.0).to(tl.float32)
     return dct * cc * f * (1.0 - f), f, row, has
@@ -265,12 +263,10 @@ def nary_bwd_kernel(c_ptr, gates_ptr, w_ptr, table_ptr, order_ptr, dh_ptr, dc_pt
                     BB: tl.constexpr, U: tl.constexpr, BK: tl.constexpr):
     # w = W_hh [(3+N)H, NH]; dh, dc [n, H] fp32, complete for this level, gain the
     # children's parts here. -> grad_hh [n, (3+N)H] (dL/d (W_hh hcat)), grad_x [n, 4H]
-    nodes, ok = _level_rows(order_ptr, a0, a1, BB)
-    offs_u, u_ok = _units(H, U)
+    nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = c_ptr.dtype.element_ty
     GH = (3 + N) * H
     NH = N * H
-    m2 = ok[:, None] & u_ok[None, :]
     dct, gi, go_, gu = _nary_gate_grads(gates_ptr, c_ptr, dh_ptr, dc_ptr, nodes, offs_u, m2,
                                         H, GH)
     ro = nodes[:, None] * GH + offs_u[None, :]
@@ -355,10 +351,8 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
                          BK: tl.constexpr):
     # xproj [n, 4H] (i, o, u, f); w_t = W_hh^T [H, 4H]; maxdeg: the most children of a node
     # of this level. -> h, c [n, H], gates [n, 3H] (i, o, u), fgates [E, H] per child link
-    nodes, ok = _level_rows(order_ptr, a0, a1, BB)
-    offs_u, u_ok = _units(H, U)
+    nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = h_ptr.dtype.element_ty
-    m2 = ok[:, None] & u_ok[None, :]
     xo = nodes[:, None] * (4 * H) + offs_u[None, :]
     ai = tl.load(xproj_ptr + xo, mask=m2, other=0.0).to(tl.float32)
     ao = tl.load(xproj_ptr + xo + H, mask=m2, other=0.0).to(tl.float32)
@@ -406,10 +400,8 @@ def child_sum_bwd_kernel(c_ptr, gates_ptr, fgates_ptr, w_ptr, child_ptr_ptr, chi
                          U: tl.constexpr, BK: tl.constexpr):
     # w = W_hh [4H, H]; dh, dc [n, H] fp32 as in nary_bwd_kernel. -> grad_iou [n, 3H],
     # grad_f [E, H] per child link, grad_x [n, 4H]
-    nodes, ok = _level_rows(order_ptr, a0, a1, BB)
-    offs_u, u_ok = _units(H, U)
+    nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = c_ptr.dtype.element_ty
-    m2 = ok[:, None] & u_ok[None, :]
     dct, gi, go_, gu = _nary_gate_grads(gates_ptr, c_ptr, dh_ptr, dc_ptr, nodes, offs_u, m2,
                                         H, 3 * H)
     ro = nodes[:, None] * (3 * H) + offs_u[None, :]
