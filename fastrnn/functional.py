@@ -337,14 +337,24 @@ def _step(cell, be, x, states, w, bias, input_bias=None, **opts):
     [B, G] joins b_ih as a per-row input bias."""
     if _needs_grad(x, *states, *w, input_bias):
         return None
-    launch = None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+    launch = _step_launcher(cell, be)
     if launch is None:
         return None
+    return launch(x=x, **dict(zip(_STATES[cell], states)), **_step_weights(w, bias, input_bias),
+                  **opts)
+
+
+def _step_launcher(cell, be):
+    # the backend's fused no-autograd step, or None (the reference has none)
+    return None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+
+
+def _step_weights(w, bias, input_bias):
+    # a step launcher's weight arguments; input_bias [B, G] joins b_ih per row
     b_ih = w[2] if bias else None
     if input_bias is not None:
         b_ih = input_bias if b_ih is None else input_bias + b_ih
-    return launch(x=x, **dict(zip(_STATES[cell], states)), w_ih=w[0], w_hh=w[1],
-                  b_ih=b_ih, b_hh=w[3] if bias else None, **opts)
+    return dict(w_ih=w[0], w_hh=w[1], b_ih=b_ih, b_hh=w[3] if bias else None)
 
 
 def _cell_input_bias(input_bias, input, weights):
@@ -416,16 +426,12 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **
         opts.setdefault("nonlinearity", "tanh")
     _cell_input_bias(input_bias, like, weights)                  # checked once, up front
     be = backends.select(cell, like, backend)
-    launch = None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+    launch = _step_launcher(cell, be)
     if launch is None or torch.is_grad_enabled() or \
             torch.is_autocast_enabled(_device_type(like)):
         return lambda x, state: fn(x, state, weights, bias=bias, input_bias=input_bias,
                                    backend=backend, **opts)
-    b_ih = weights[2] if bias else None
-    if input_bias is not None:
-        b_ih = input_bias if b_ih is None else input_bias + b_ih
-    fixed = dict(w_ih=weights[0], w_hh=weights[1], b_ih=b_ih, b_hh=weights[3] if bias else None,
-                 **opts)
+    fixed = dict(_step_weights(weights, bias, input_bias), **opts)   # the bias sum, once
     if cell == "lstm":
         return lambda x, state: launch(x=x, h=state[0], c=state[1], **fixed)
     return lambda x, h: launch(x=x, h=h, **fixed)
