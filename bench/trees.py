@@ -5,8 +5,8 @@ Providers, same weights and inputs: fastrnn-numba (the level-batched kernels), t
 (the same level-by-level schedule in plain PyTorch: per level one gather of the
 children, index_add for the sums, one matmul; autograd for the backward), and reference
 (fastrnn.reference: one node at a time, the usual recursive code). Nodes per second,
-forward and forward+backward, ChildSumTreeLSTM and TreeRNN (binary: the ASTs' nodes with
-more than two children are cut to their first two), H = 128 on 64-wide embeddings. The
+forward and forward+backward, ChildSumTreeLSTM and TreeRNN (binary: the same ASTs in their
+left-child right-sibling form, every node kept), H = 128 on 64-wide embeddings. The
 level-batched baselines are checked against the reference in tests/test_trees.py.
 """
 import ast
@@ -78,16 +78,19 @@ def _level_batched_tree_rnn(xproj, forest, w_hh):
 
 
 def _binary(fn):
-    # the tree of fn with every node's children cut to its first two
-    out = []
-    stack = [(fn, -1)]
-    while stack:
-        node, up = stack.pop()
-        me = len(out)
-        out.append(up)
-        kids = list(ast.iter_child_nodes(node))[:2]
-        stack.extend((k, me) for k in reversed(kids))
-    return out
+    """The tree made binary without dropping a node (left-child right-sibling): a
+    node's first child goes in its slot 0, each further child in slot 1 of the sibling
+    before it. -> (parent, slot) lists, nodes in breadth-first order."""
+    nodes, kids = [fn], []
+    for node in nodes:                       # grows while it runs: every node once
+        ks = list(ast.iter_child_nodes(node))
+        kids.append(range(len(nodes), len(nodes) + len(ks)))
+        nodes.extend(ks)
+    parent, slot = [-1] * len(nodes), [0] * len(nodes)
+    for me, ks in enumerate(kids):
+        for i, k in enumerate(ks):
+            parent[k], slot[k] = (me, 0) if i == 0 else (k - 1, 1)
+    return parent, slot
 
 
 def _forests(quick):
@@ -97,12 +100,13 @@ def _forests(quick):
     for B in (1, 32) if quick else (1, 32, 256):
         fns = [fn for _, fn in data[:B]]
         cs, _ = Forest.from_trees(fns)
-        parents = []
+        parents, slots = [], []
         for fn in fns:
-            p = _binary(fn)
+            p, sl = _binary(fn)
             base = len(parents)
             parents += [q + base if q >= 0 else -1 for q in p]
-        out[B] = (cs, Forest(parents))
+            slots += sl
+        out[B] = (cs, Forest(parents, slots))
     return out
 
 

@@ -105,6 +105,16 @@ class Forest:
                                  child_slot=t(self.child_slot))
         return self._tensors
 
+    def links(self, slot=None):
+        """(parents, children): int64 CPU tensors of the child links in edge order, only
+        those in ``slot`` if given; made once per slot."""
+        cache = self.__dict__.setdefault("_links", {})
+        if slot not in cache:
+            kids = self.child_idx if slot is None else self.child_idx[self.child_slot == slot]
+            cache[slot] = (torch.from_numpy(self.parent[kids].copy()),
+                           torch.from_numpy(np.ascontiguousarray(kids)))
+        return cache[slot]
+
     def child_table(self, arity):
         """[n, arity] child index per slot, -1 where a node has no child in a slot."""
         table = np.full((self.n, arity), -1, dtype=np.int64)

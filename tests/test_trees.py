@@ -199,3 +199,18 @@ def test_triton_kernels_match_the_per_node_recursion(name, make, kind):
     names = ["h", "c"][:len(got) - 5] + ["x", "weight_ih", "weight_hh", "bias"]
     for what, a, b in zip(names, got, ref):
         assert_close(a, b, 2e-5, what)
+
+
+def test_the_benchmarks_binary_form_keeps_every_ast_node():
+    # left-child right-sibling: slot 0 = first child, slot 1 = next sibling
+    import ast
+    from bench.trees import _binary
+    fn = ast.parse("def f(a, b):\n    x = a + b\n    return g(x, 1, 2)\n").body[0]
+    parent, slot = _binary(fn)
+    nodes = list(ast.walk(fn))
+    assert len(parent) == len(nodes)
+    forest = Forest(parent, slot)
+    assert forest.arity == 2 and list(forest.roots) == [0]
+    kids = list(ast.iter_child_nodes(fn))            # arguments, Assign, Return
+    assert parent[1:4] == [0, 1, 2] and slot[1:4] == [0, 1, 1]
+    assert len(kids) == 3
