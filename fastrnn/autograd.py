@@ -285,10 +285,12 @@ def _slot_weight_grad(grad_rows, h, forest, N):
     return torch.cat(parts, 1)
 
 
-def _children_sum(h, forest):
-    """[n, H]: the sum of each node's children's rows of h."""
-    parents, kids = (t.to(h.device) for t in forest.links())
-    return h.new_zeros(h.shape).index_add_(0, parents, h.index_select(0, kids))
+def _children_sums(h, forest):
+    """(nodes, sums [len(nodes), H]): the nodes with children and the sum of each one's
+    children's rows of h (a leaf's sum is zero, so the GEMMs that use it skip leaves)."""
+    nodes, rows = (t.to(h.device) for t in forest.inner())
+    kids = forest.links()[1].to(h.device)
+    return nodes, h.new_zeros(len(nodes), h.shape[1]).index_add_(0, rows, h.index_select(0, kids))
 
 
 class TreeRNNFunction(torch.autograd.Function):
@@ -370,7 +372,8 @@ class ChildSumTreeLSTMFunction(torch.autograd.Function):
             forest=forest.tensors())
         grad_w = None
         if ctx.needs_input_grad[1]:
+            nodes, sums = _children_sums(h, forest)
             kids = forest.links()[1].to(h.device)
-            grad_w = torch.cat([_mm(grad_iou.t(), _children_sum(h, forest)),
+            grad_w = torch.cat([_mm(grad_iou.index_select(0, nodes).t(), sums),
                                 _mm(grad_f.t(), h.index_select(0, kids))])
         return grad_x, grad_w, None, None

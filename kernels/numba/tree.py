@@ -231,11 +231,12 @@ def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_i
         for q in prange(nch):
             r0, r1 = _rows(level_ptr, lev, q, nch)
             m = r1 - r0
-            hs = np.zeros((m, H), h.dtype)
-            pre = np.zeros((m, 3 * H), h.dtype)
             edges = _edges(order, r0, r1, child_ptr)
             fpre = np.empty((len(edges), H), h.dtype)
+            # leaves (a chunk without links is all leaves) share one zero row of pre
+            pre = np.zeros((m if len(edges) else 1, 3 * H), h.dtype)
             if len(edges):
+                hs = np.zeros((m, H), h.dtype)
                 hk = np.empty((len(edges), H), h.dtype)
                 x = 0
                 for r in range(m):
@@ -249,7 +250,7 @@ def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_i
             for r in range(m):
                 j = order[r0 + r]
                 cj = c[j]
-                _cs_node_fwd(xproj[j], pre[r], gates[j], cj, H)
+                _cs_node_fwd(xproj[j], pre[min(r, len(pre) - 1)], gates[j], cj, H)
                 for e in range(child_ptr[j], child_ptr[j + 1]):
                     _cs_link_fwd(xproj[j, 3 * H:], fpre[x], c[child_idx[e]], fgates[e], cj)
                     x += 1
