@@ -15,7 +15,7 @@ x [n, I] and the forest, and returns every node's h (and c) [n, H]; the roots' a
 Per module: the input projection of all nodes is one GEMM; then the backend's kernel
 runs the whole forest bottom-up, a level of nodes per product (Numba: one call; Triton:
 one launch per level), and the backward top-down the same way, with the recurrent
-weight's gradient one GEMM over all nodes. ``backend`` as for the layers ("numba",
+weight's gradient GEMMs over the child links. ``backend`` as for the layers ("numba",
 "triton", or "reference" = the per-node recursion of ``fastrnn.reference``).
 Gate order of the LSTMs: i, o, u, f.
 """

@@ -259,7 +259,7 @@ def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_i
 
 # The per-row loops of the Child-Sum kernels work on 1-D rows, and their constants
 # have the rows' dtype: a float literal (1.0) would turn float32 math into float64
-# (half-width vectors plus conversions; 1.5x slower measured on the elementwise pass).
+# (half-width vectors plus conversions; 1.4x slower measured on the elementwise pass).
 @njit(cache=True, inline="always")
 def _copy_add(src, dst, acc):
     for k in range(src.shape[0]):
