@@ -100,8 +100,29 @@ REGISTRY = {b.name: b for b in (TritonBackend(), NumbaBackend(), ReferenceBacken
 _logged = set()
 
 
+def recording(tensor):
+    """True while a tracer or exporter records the call: torch.jit.trace and the
+    TorchScript ONNX exporter (a trace), torch.export and the dynamo ONNX exporter
+    (is_exporting), or any other symbolic tensor (FakeTensor, FunctionalTensor: a
+    tensor subclass, whose data a kernel cannot read). ~0.5 us; torch.onnx.
+    is_in_onnx_export would add 2.3 us per call, and both its exporters are caught
+    above. A PackedSequence is judged by its data."""
+    data = getattr(tensor, "data", tensor) if not isinstance(tensor, torch.Tensor) else tensor
+    return (not (type(data) is torch.Tensor or type(data) is torch.nn.Parameter)
+            or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
 def select(cell, tensor, backend=None):
-    """Return the Backend that runs ``cell`` on tensors like ``tensor``."""
+    """Return the Backend that runs ``cell`` on tensors like ``tensor``. While a tracer
+    or exporter records (``recording``) that is the reference: plain PyTorch ops, which
+    trace into a real graph (the kernels would be baked in as constants, or fail on
+    symbolic tensors); the drop-in layers go one better and run torch's own op then."""
+    if recording(tensor):
+        if backend not in (None, "reference"):
+            raise RuntimeError(f"fastrnn backend {backend!r} cannot run while torch traces or "
+                               "exports (its kernels need real tensors); use backend="
+                               "'reference' or leave it unset")
+        return REGISTRY["reference"]
     requested = backend or os.environ.get("FASTRNN_BACKEND") or None
     if requested is not None:
         if requested not in REGISTRY:

@@ -5,11 +5,19 @@ checks are torch's own (inherited); ``forward`` normalises the input the way
 torch does (batch_first, unbatched 2-D, PackedSequence -> padded + lengths) and
 calls ``fastrnn.functional``. ``backend`` can be set per module
 (``module.backend = "reference"``) or per process (``FASTRNN_BACKEND``).
+
+Deployment: while a tracer or exporter records a module (``_recording``), its forward
+is torch's own, on the same parameters, so the graph holds torch's recurrent op
+(ONNX LSTM/GRU/RNN, aten.lstm, ...) and never the kernels' outputs as constants; the
+kernels cannot run on the tracers' symbolic tensors anyway. ``torch.jit.script``
+scripts the torch twin (``__prepare_scriptable__``), and ``to_torch(model)`` swaps
+every fastrnn layer of a model for its twin explicitly.
 """
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional
+from .backends import recording as _recording
 
 
 def _unpack(data, batch_sizes):
@@ -27,7 +35,56 @@ def _unpack(data, batch_sizes):
     return data.new_zeros(T, B, data.shape[1]).index_put((valid,), data), lengths, valid
 
 
-class _SequenceMixin:
+def _onnx_exporting():
+    """torch.onnx.is_in_onnx_export, read so that Dynamo (the dynamo exporter's strict
+    pass) sees the flags' values: it folds the public function to False."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:                 # another torch's layout: the public function
+        return torch.onnx.is_in_onnx_export()
+    return bool(_flags._is_onnx_exporting or GLOBALS.in_onnx_export)
+
+
+_TWINS = {}       # fastrnn module class -> its torch.nn class
+
+
+def _twin(module):
+    """The torch.nn module that computes what ``module`` does, on the same Parameter
+    objects (shared, not copied), with the same hooks and training flag."""
+    cls = _TWINS[type(module)]
+    twin = cls.__new__(cls)
+    for k, v in module.__dict__.items():
+        if k != "backend":
+            twin.__dict__[k] = v.copy() if isinstance(v, (dict, list)) else v
+    return twin
+
+
+def to_torch(model):
+    """Replace every fastrnn layer and cell in ``model`` by its torch.nn twin (weights
+    shared: training either one trains both). Returns the converted model: the twin
+    itself when ``model`` is a fastrnn layer, else ``model``, changed in place. For
+    deployment paths that need torch's modules (TorchScript, quantization, ...)."""
+    if type(model) in _TWINS:
+        return _twin(model)
+    for name, child in list(model.named_children()):
+        setattr(model, name, to_torch(child))
+    return model
+
+
+class _Deployable:
+    """torch.jit.script(module) scripts the torch twin (see ``to_torch``)."""
+
+    def __init_subclass__(cls, twin=None, **kw):
+        super().__init_subclass__(**kw)
+        if twin is not None:
+            _TWINS[cls] = twin
+
+    def __prepare_scriptable__(self):
+        return _twin(self)
+
+
+class _SequenceMixin(_Deployable):
     """Shared forward plumbing of the sequence modules (torch.nn.RNNBase subclasses)."""
 
     backend = None
@@ -97,10 +154,12 @@ class _SequenceMixin:
         return h if permutation is None else h.index_select(1, permutation)
 
 
-class RNN(_SequenceMixin, torch.nn.RNN):
+class RNN(_SequenceMixin, torch.nn.RNN, twin=torch.nn.RNN):
     """Drop-in ``torch.nn.RNN`` running on fastrnn's fused kernels."""
 
     def forward(self, input, hx=None):
+        if _recording(input):
+            return super().forward(input, hx)
         self._update_flat_weights()
         x, (h0,), lengths, restore = self._normalise(
             input, None if hx is None else (hx,), (self.hidden_size,))
@@ -113,12 +172,14 @@ class RNN(_SequenceMixin, torch.nn.RNN):
         return out, h_n
 
 
-class GRU(_SequenceMixin, torch.nn.GRU):
+class GRU(_SequenceMixin, torch.nn.GRU, twin=torch.nn.GRU):
     """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels."""
 
     _cell_name = "GRU"
 
     def forward(self, input, hx=None):
+        if _recording(input):
+            return super().forward(input, hx)
         self._update_flat_weights()
         x, (h0,), lengths, restore = self._normalise(
             input, None if hx is None else (hx,), (self.hidden_size,))
@@ -130,12 +191,19 @@ class GRU(_SequenceMixin, torch.nn.GRU):
         return out, h_n
 
 
-class LSTM(_SequenceMixin, torch.nn.LSTM):
+class LSTM(_SequenceMixin, torch.nn.LSTM, twin=torch.nn.LSTM):
     """Drop-in ``torch.nn.LSTM`` (proj_size included) running on fastrnn's fused kernels."""
 
     _cell_name = "LSTM"
 
     def forward(self, input, hx=None):
+        if _recording(input):
+            if self.proj_size and _onnx_exporting():
+                # torch's TorchScript exporter refuses this; its dynamo exporter writes a
+                # graph that onnxruntime rejects (initial c of the projected size)
+                raise RuntimeError("ONNX has no LSTM with projections (proj_size > 0): export "
+                                   "the model with torch.export instead")
+            return super().forward(input, hx)
         self._update_flat_weights()
         x, (h0, c0), lengths, restore = self._normalise(
             input, hx, (self.proj_size or self.hidden_size, self.hidden_size))
@@ -200,35 +268,41 @@ def _cell_weights(cell):
     return [params[n] if params.get(n) is not None else getattr(cell, n) for n in names]
 
 
-class RNNCell(torch.nn.RNNCell):
+class RNNCell(_Deployable, torch.nn.RNNCell, twin=torch.nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
 
     def forward(self, input, hx=None):
+        if _recording(input):
+            return super().forward(input, hx)
         x, (h,), weights, batched = _cell_inputs(self, input, [hx])
         h = functional.rnn_cell(x, h, weights, nonlinearity=self.nonlinearity,
                                 bias=self.bias, backend=self.backend)
         return h if batched else h[0]
 
 
-class GRUCell(torch.nn.GRUCell):
+class GRUCell(_Deployable, torch.nn.GRUCell, twin=torch.nn.GRUCell):
     """Drop-in ``torch.nn.GRUCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
 
     def forward(self, input, hx=None):
+        if _recording(input):
+            return super().forward(input, hx)
         x, (h,), weights, batched = _cell_inputs(self, input, [hx])
         h = functional.gru_cell(x, h, weights, bias=self.bias, backend=self.backend)
         return h if batched else h[0]
 
 
-class LSTMCell(torch.nn.LSTMCell):
+class LSTMCell(_Deployable, torch.nn.LSTMCell, twin=torch.nn.LSTMCell):
     """Drop-in ``torch.nn.LSTMCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
 
     def forward(self, input, hx=None):
+        if _recording(input):
+            return super().forward(input, hx)
         states = [None, None] if hx is None else list(hx)
         x, (h, c), weights, batched = _cell_inputs(self, input, states)
         h, c = functional.lstm_cell(x, (h, c), weights, bias=self.bias,

@@ -47,8 +47,17 @@ class _TreeModule(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(f"{type(self).__name__} cannot be scripted: it takes a fastrnn.Forest, "
+                           "a Python object whose level schedule is computed on the host for "
+                           "each batch of trees")
+
     def _prepare(self, x, forest, arity=None):
         """Checks before any kernel runs; -> (xproj [n, G], backend)."""
+        if backends.recording(x):
+            raise RuntimeError(f"{type(self).__name__} cannot be traced or exported: its tree "
+                               "structure (the Forest) is host data, and a traced graph would "
+                               "hold one batch's trees as constants")
         if not isinstance(forest, Forest):
             raise TypeError(f"forest must be a fastrnn.Forest, got {type(forest).__name__}")
         if x.dim() != 2 or x.shape != (forest.n, self.input_size):
