@@ -10,5 +10,5 @@ from .forest import Forest, ForestError  # noqa: E402
 from . import models  # noqa: E402  (the lecture's models, on the layers above)
 from .models import ChildSumTreeLSTM, NaryTreeLSTM, TreeRNN  # noqa: E402
 
-__all__ = ["RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "to_torch", "Forest", "ForestError",
-           "TreeRNN", "NaryTreeLSTM", "ChildSumTreeLSTM", "models", "__version__"]
+__all__ = ["RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "to_torch", "Forest",
+           "ForestError", "TreeRNN", "NaryTreeLSTM", "ChildSumTreeLSTM", "models", "__version__"]

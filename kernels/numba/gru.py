@@ -16,8 +16,8 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
-from ._common import (KERNEL, as_numpy, batch_plan, gemm_step, running, states_out, step_time,
-                      zero_tail)
+from ._common import (KERNEL, ROW, as_numpy, batch_plan, copy_row, gemm_step, running, states_out,
+                      step_time, zero_tail)
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
@@ -30,10 +30,23 @@ def _fwd_cell(x, p, b_hn, h, o, j, H):
     zg = sigmoid(x[H + j] + p[H + j])
     a = p[2 * H + j] + b_hn[j]
     ng = tanh(x[2 * H + j] + rg * a)
-    v = (1.0 - zg) * ng + zg * h[j]
+    v = (h.dtype.type(1) - zg) * ng + zg * h[j]
     h[j] = v
     o[j] = v
     return rg, zg, ng, a
+
+
+# per-row loops as functions of their own: see lstm.py
+@njit(**ROW)
+def _fwd_row_save(x, p, b_hn, h, o, g, H):
+    for j in range(H):
+        g[j], g[H + j], g[2 * H + j], g[3 * H + j] = _fwd_cell(x, p, b_hn, h, o, j, H)
+
+
+@njit(**ROW)
+def _fwd_row(x, p, b_hn, h, o, H):
+    for j in range(H):
+        _fwd_cell(x, p, b_hn, h, o, j, H)
 
 
 @njit(**KERNEL)
@@ -47,7 +60,7 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, 
         h = np.empty((nb, H), out.dtype)            # [nb, H] running state
         hp = np.empty((nb, 3 * H), out.dtype)       # [nb, G] h @ W_hh^T
         for r in range(nb):
-            h[r] = h0[rows[b0 + r]]
+            copy_row(h[r], h0[rows[b0 + r]])
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
@@ -56,17 +69,13 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, 
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
                 x, p, hr, o = xproj[t, b], hp[r], h[r], out[t, b]
-                if save:        # two loops: see lstm.py's forward
-                    g = gates[t, b]
-                    for j in range(H):
-                        g[j], g[H + j], g[2 * H + j], g[3 * H + j] = _fwd_cell(
-                            x, p, b_hn, hr, o, j, H)
+                if save:        # two row functions: see lstm.py's forward
+                    _fwd_row_save(x, p, b_hn, hr, o, gates[t, b], H)
                 else:
-                    for j in range(H):
-                        _fwd_cell(x, p, b_hn, hr, o, j, H)
+                    _fwd_row(x, p, b_hn, hr, o, H)
         for r in range(nb):
             b = rows[b0 + r]
-            h_n[b] = h[r]
+            copy_row(h_n[b], h[r])
             zero_tail(out, lengths, b)
 
 
@@ -77,6 +86,7 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
     # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0;
     # with ``keep``, grad_states [T, B, H] = dL/dh_t
     T, B, H = out.shape
+    one = grad_out.dtype.type(1)
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
         nb = b1 - b0
@@ -87,7 +97,7 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
         g = np.empty((nb, 3 * H), out.dtype)        # [nb, G] gathered grad_hp rows (varlen)
         back = np.empty((nb, H), out.dtype)         # [nb, H] g @ W_hh
         for r in range(nb):
-            dh[r] = grad_hn[rows[b0 + r]]
+            copy_row(dh[r], grad_hn[rows[b0 + r]])
         nact = 0
         for s in range(lengths[rows[b0]] - 1, -1, -1):
             nact = running(lengths, rows, b0, nb, nact, s)
@@ -105,9 +115,9 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
                     zg = gates[t, b, H + j]
                     ng = gates[t, b, 2 * H + j]
                     a = gates[t, b, 3 * H + j]
-                    dn = d * (1.0 - zg) * (1.0 - ng * ng)          # dL/d n_pre
-                    dzp = d * (hprev - ng) * zg * (1.0 - zg)
-                    drp = dn * a * rg * (1.0 - rg)
+                    dn = d * (one - zg) * (one - ng * ng)          # dL/d n_pre
+                    dzp = d * (hprev - ng) * zg * (one - zg)
+                    drp = dn * a * rg * (one - rg)
                     grad_x[t, b, j] = drp
                     grad_x[t, b, H + j] = dzp
                     grad_x[t, b, 2 * H + j] = dn
@@ -122,7 +132,7 @@ def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bou
                     dh[r, j] = back[r, j] + dz_h[r, j]
         for r in range(nb):
             b = rows[b0 + r]
-            grad_h0[b] = dh[r]
+            copy_row(grad_h0[b], dh[r])
             zero_tail(grad_x, lengths, b)
             zero_tail(grad_hp, lengths, b)
             if keep:

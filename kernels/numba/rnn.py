@@ -19,8 +19,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
-from ._common import (KERNEL, as_numpy, batch_plan, gemm_step, running, states_out, step_time,
-                      zero_tail)
+from ._common import (KERNEL, as_numpy, batch_plan, copy_row, gemm_step, running, states_out,
+                      step_time, zero_tail)
 from ._gemm import gemm_nt
 from .activations import tanh
 
@@ -30,6 +30,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
     # xproj [T, B, H], h0 [B, H], w_hh [H, H], lengths/rows [B],
     # bounds [C+1]; writes out [T, B, H] (zero past each length) and h_n [B, H]
     T, B, H = xproj.shape
+    zero = xproj.dtype.type(0)
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
         nb = b1 - b0
@@ -38,7 +39,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
         h = np.empty((nb, H), xproj.dtype)          # [nb, H] running state
         acc = np.empty((nb, H), xproj.dtype)        # [nb, H] h @ W_hh^T
         for r in range(nb):
-            h[r] = h0[rows[b0 + r]]
+            copy_row(h[r], h0[rows[b0 + r]])
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
@@ -48,7 +49,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
                 t = step_time(s, lengths[b], reverse)
                 if relu:
                     for j in range(H):
-                        v = max(acc[r, j] + xproj[t, b, j], 0.0)
+                        v = max(acc[r, j] + xproj[t, b, j], zero)
                         h[r, j] = v
                         out[t, b, j] = v
                 else:
@@ -58,7 +59,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
                         out[t, b, j] = v
         for r in range(nb):
             b = rows[b0 + r]
-            h_n[b] = h[r]
+            copy_row(h_n[b], h[r])
             zero_tail(out, lengths, b)
 
 
@@ -69,6 +70,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
     # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
     # grad_h0 [B, H]; with ``keep``, grad_states [T, B, H] = dL/dh_t too
     T, B, H = out.shape
+    zero, one = grad_out.dtype.type(0), grad_out.dtype.type(1)
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
         nb = b1 - b0
@@ -77,7 +79,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
         dh = np.empty((nb, H), out.dtype)           # [nb, H] dL/dh carried back
         g = np.empty((nb, H), out.dtype)            # [nb, H] gathered grad_pre rows (varlen)
         for r in range(nb):
-            dh[r] = grad_hn[rows[b0 + r]]
+            copy_row(dh[r], grad_hn[rows[b0 + r]])
         nact = 0
         for s in range(lengths[rows[b0]] - 1, -1, -1):
             # rows join when s reaches their last step; they start from grad_hn
@@ -90,7 +92,7 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
                         d = grad_out[t, b, j] + dh[r, j]
                         if keep:                    # loop-invariant: LLVM unswitches it
                             grad_states[t, b, j] = d
-                        v = d if out[t, b, j] > 0.0 else 0.0
+                        v = d if out[t, b, j] > zero else zero
                         grad_pre[t, b, j] = v
                 else:
                     for j in range(H):
@@ -98,12 +100,12 @@ def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, revers
                         d = grad_out[t, b, j] + dh[r, j]
                         if keep:
                             grad_states[t, b, j] = d
-                        grad_pre[t, b, j] = d * (1.0 - y * y)
+                        grad_pre[t, b, j] = d * (one - y * y)
             # dh = grad_pre[t] @ W_hh
             gemm_step(grad_pre, lengths, rows, b0, nact, s, reverse, uniform, g, w_hh_t, dh)
         for r in range(nb):
             b = rows[b0 + r]
-            grad_h0[b] = dh[r]
+            copy_row(grad_h0[b], dh[r])
             zero_tail(grad_pre, lengths, b)
             if keep:
                 zero_tail(grad_states, lengths, b)
