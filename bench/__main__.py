@@ -184,8 +184,9 @@ def costs_rows(providers, quick, facts):
     floor, cold = costs.cold_start([p for p in providers if p != "reference"], quick)
     rows.append(_value_row("coldstart", "none", "interpreter + import torch", round(floor, 3),
                            "s", facts))
-    for p, cache, total, own in cold:
-        what = f"first LSTM forward{'' if cache == 'n/a' else f', {cache} Numba cache'}"
+    for p, cell, mode, cache, total, own in cold:
+        call = "forward" if mode == "fwd" else "forward+backward"
+        what = f"first {cell.upper()} {call}{'' if cache == 'n/a' else f', {cache} Numba cache'}"
         rows.append(_value_row("coldstart", p, f"{what}: total", round(total, 3), "s", facts))
         rows.append(_value_row("coldstart", p, f"{what}: after import torch", round(own, 3),
                                "s", facts))

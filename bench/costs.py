@@ -3,12 +3,13 @@
 Both run in fresh child processes (``python -m bench.costs <what> <provider>``),
 which print one JSON line.
 
-Cold start: wall time from launching a fresh interpreter to the first forward
-result of an LSTM (T=100, B=32, I=H=128), and the provider's own part of it:
-everything after ``import torch``, which every PyTorch user pays anyway (import,
-kernel load or compilation, first forward), timed inside the child. fastrnn is measured with an empty
-Numba cache (a new NUMBA_CACHE_DIR: every kernel the forward needs is compiled)
-and again with that cache warm.
+Cold start: wall time from launching a fresh interpreter to the first result of a
+layer (T=100, B=32, I=H=128, float32): an LSTM forward, and a forward+backward of
+each of LSTM, GRU and RNN; and the provider's own part of it: everything after
+``import torch``, which every PyTorch user pays anyway (import, kernel load or
+compilation, the call), timed inside the child. fastrnn is measured with an empty
+Numba cache (a new NUMBA_CACHE_DIR per case: every kernel the call needs is
+compiled) and again with that cache warm.
 
 Memory: the rise of the process's peak resident memory during the first
 forward+backward at the large shape, and (in another child) during the first
@@ -41,33 +42,39 @@ def _child(what, provider, env=None):
     return wall, json.loads(out.stdout.strip().splitlines()[-1])
 
 
+COLD_CASES = (("lstm", "fwd"), ("lstm", "fwdbwd"), ("gru", "fwdbwd"), ("rnn", "fwdbwd"))
+
+
 def cold_start(providers, quick=False):
-    """-> (floor_s, [(provider, numba cache, total_s, own_s)]). total: wall time of a
-    fresh process up to the first forward result; own: the part after ``import
-    torch`` (the provider's import, kernel load or compilation and the forward),
-    timed inside the child, so process start-up noise does not enter it; floor: a
-    fresh process that imports torch and stops. Best of ``n`` launches, except the
-    empty-cache one (a single launch by nature)."""
+    """-> (floor_s, [(provider, cell, mode, numba cache, total_s, own_s)]). total: wall
+    time of a fresh process up to the first result; own: the part after ``import
+    torch`` (the provider's import, kernel load or compilation and the call), timed
+    inside the child, so process start-up noise does not enter it; floor: a fresh
+    process that imports torch and stops. Best of ``n`` launches, except the
+    empty-cache one (a single launch by nature). ``quick``: the LSTM forward only."""
     n = 1 if quick else 3
 
-    def best(p, env=None, runs=n):
+    def best(what, p, env=None, runs=n):
         walls, owns = zip(*((w, j["own_s"]) for w, j in
-                            (_child("coldstart", p, env) for _ in range(runs))))
+                            (_child(what, p, env) for _ in range(runs))))
         return min(walls), min(owns)
 
-    floor = best("none")[0]
+    floor = best("coldstart", "none")[0]
     rows = []
-    with tempfile.TemporaryDirectory() as cache:
-        for p in providers:
-            if p != "fastrnn-numba":
-                runs = [("n/a", None)]
-            elif quick:     # the source tree's cache, which the timed cases have filled
-                runs = [("warm", None)]
-            else:
-                env = {"NUMBA_CACHE_DIR": cache}
-                runs = [("empty", env), ("warm", env)]
-            for label, env in runs:
-                rows.append((p, label, *best(p, env, 1 if label == "empty" else n)))
+    for cell, mode in COLD_CASES[:1] if quick else COLD_CASES:
+        what = f"coldstart-{cell}-{mode}"
+        with tempfile.TemporaryDirectory() as cache:
+            for p in providers:
+                if p != "fastrnn-numba":
+                    runs = [("n/a", None)]
+                elif quick:     # the source tree's cache, which the timed cases have filled
+                    runs = [("warm", None)]
+                else:
+                    env = {"NUMBA_CACHE_DIR": cache}
+                    runs = [("empty", env), ("warm", env)]
+                for label, env in runs:
+                    rows.append((p, cell, mode, label,
+                                 *best(what, p, env, 1 if label == "empty" else n)))
     return floor, rows
 
 
@@ -78,24 +85,30 @@ def memory(providers, mode="fwdbwd"):
 
 
 # ------------------------------------------------------------- child side
-def _layer(provider, H):
+def _layer(provider, H, cell="lstm"):
     import torch
+    name = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell]
     if provider == "torch":
-        return torch.nn.LSTM(H, H)
+        return getattr(torch.nn, name)(H, H)
     import fastrnn
-    m = fastrnn.LSTM(H, H)
+    m = getattr(fastrnn, name)(H, H)
     m.backend = {"fastrnn-numba": "numba", "reference": "reference"}[provider]
     return m
 
 
 def _child_main(what, provider):
-    if what == "coldstart":
+    if what.startswith("coldstart"):
         import torch
         t0 = time.perf_counter()                # after the interpreter and import torch
         if provider != "none":
+            _, cell, mode = what.split("-")
             T, B, H = COLD_SHAPE
-            m = _layer(provider, H)
-            out, _ = m(torch.randn(T, B, H))
+            m = _layer(provider, H, cell)
+            x = torch.randn(T, B, H, requires_grad=mode == "fwdbwd")
+            out, _ = m(x)
+            if mode == "fwdbwd":
+                out.sum().backward()
+                float(x.grad[0, 0, 0])          # the gradient exists
             float(out.detach()[-1, 0, 0])       # the result exists
         print(json.dumps({"own_s": time.perf_counter() - t0}))
         return

@@ -31,6 +31,7 @@ TARGETS = [(2, "rnn_tanh:f32:fwdbwd:100:8:32", "speedup", 5.0),
 # can reach at all (the report's header).
 LAYER_GEMM = (256 * 64, 512, 4 * 512)
 COLD_START_TARGET_S = 1.0   # issue 4: fresh process to first forward, warm cache, after torch
+EMPTY_CACHE_TARGET_S = 8.0  # issue 16: LSTM fwd+bwd, empty Numba cache, after import torch
 SWEEPS = {  # around the middle shape; forward+backward
     "T": [16, 64, 256, 1024, 4096],
     "H": [32, 64, 128, 256, 512, 1024],

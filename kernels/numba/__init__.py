@@ -10,6 +10,7 @@ a handful of tensors, so pausing costs nothing later. The collector is left as f
 """
 import functools
 import gc
+import logging
 
 
 def _gc_paused(run, *args, **kwargs):
@@ -28,10 +29,45 @@ def _import_kernels():
     return gru, lstm, rnn, step, tree
 
 
+class _FirstCompile:
+    """Says once per process, on stderr through the ``fastrnn.compile`` logger, that a
+    fastrnn kernel is being compiled (seconds, on first use in an environment) and where
+    it is cached. Silence it with ``logging.getLogger("fastrnn.compile").setLevel(
+    logging.ERROR)``; ``python -m fastrnn.precompile`` builds the cache ahead of time."""
+
+    told = False
+
+    def notify(self, ev):
+        d = ev.data["dispatcher"]
+        if self.told or not d.py_func.__module__.startswith(__name__):
+            return
+        self.told = True
+        logging.getLogger("fastrnn.compile").warning(
+            "fastrnn: compiling Numba kernels for this call (first use here: seconds); they "
+            "are cached in %s and load in under a second from then on (python -m "
+            "fastrnn.precompile builds them ahead of time)", d._cache.cache_path)
+
+
+def _listen():
+    from numba.core import event
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            _notice.notify(ev)
+
+        def on_end(self, ev):
+            pass
+    event.register("numba:compile", Listener())
+
+
+_notice = _FirstCompile()
+
+
 def _launcher(run):
     return functools.wraps(run)(functools.partial(_gc_paused, run))
 
 
+_listen()
 gru, lstm, rnn, step, tree = _gc_paused(_import_kernels)
 rnn_fwd, rnn_bwd = _launcher(rnn.rnn_fwd), _launcher(rnn.rnn_bwd)
 gru_fwd, gru_bwd = _launcher(gru.gru_fwd), _launcher(gru.gru_bwd)
