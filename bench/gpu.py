@@ -44,13 +44,13 @@ def gpu_cases():
     LSTM at large batches, projected LSTM, and the decoding step at batch 1 and 64."""
     T, B, H = FLASHRNN_SHAPE
     out = [cases.name("lstm", "bf16", m, T, B, H) for m in ("fwd", "fwdbwd")]
-    for cell in ("rnn_tanh", "gru", "lstm"):
+    for cell in cases.GATES:
         for variant in ("f32", "bf16"):
             for T, B, H in matrix.SHAPES.values():
                 out += [cases.name(cell, variant, m, T, B, H) for m in ("fwd", "fwdbwd")]
     out += [cases.name("lstm", "bf16", "fwdbwd", 256, b, 512) for b in (256, 1024)]
     out += [cases.name("lstm", "proj", "fwdbwd", T, B, H) for T, B, H in matrix.SHAPES.values()]
-    out += [cases.name(c, v, "step", 1, b, 512) for c in ("rnn_tanh", "gru", "lstm")
+    out += [cases.name(c, v, "step", 1, b, 512) for c in cases.GATES
             for v in ("f32", "bf16") for b in (1, 64)]
     return out
 

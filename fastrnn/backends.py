@@ -14,12 +14,13 @@ import os
 
 import torch
 
+from .cells import CELLS
+
 log = logging.getLogger("fastrnn")
 
-# Cells whose fused kernels each backend ships. Adding a cell = adding it here.
-_TREES = {"tree_rnn", "nary_tree_lstm", "child_sum_tree_lstm"}    # fastrnn.models.tree
-_NUMBA_CELLS = {"rnn", "gru", "lstm"} | _TREES
-_TRITON_CELLS = {"rnn", "gru", "lstm"} | _TREES
+# Every backend ships every cell of the table (fastrnn/cells.py); a backend that lacked
+# one would list its own subset here.
+_ALL_CELLS = frozenset(CELLS)
 
 
 class Backend:
@@ -61,7 +62,7 @@ class Backend:
 
 
 class NumbaBackend(Backend):
-    name, module, cells = "numba", "fastrnn.kernels.numba", frozenset(_NUMBA_CELLS)
+    name, module, cells = "numba", "fastrnn.kernels.numba", _ALL_CELLS
     dtypes = (torch.float32, torch.float64)
 
     def device_ok(self, tensor):
@@ -75,7 +76,7 @@ def triton_interpret():
 
 
 class TritonBackend(Backend):
-    name, module, cells = "triton", "fastrnn.kernels.triton", frozenset(_TRITON_CELLS)
+    name, module, cells = "triton", "fastrnn.kernels.triton", _ALL_CELLS
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
 
     def device_ok(self, tensor):
@@ -87,7 +88,7 @@ class TritonBackend(Backend):
 
 class ReferenceBackend(Backend):
     name, module = "reference", "fastrnn.reference"
-    cells = frozenset({"rnn", "gru", "lstm"} | _TREES)
+    cells = _ALL_CELLS
 
     def is_available(self):
         return True

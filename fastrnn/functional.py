@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import backends, reference
+from .cells import CELLS
 from .autograd import GRUFunction, LSTMFunction, RNNFunction, StateGradients, project
 
 
@@ -327,7 +328,6 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
 
 
 # ------------------------------------------------------------ one step (decoding)
-_STATES = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
 
 
 def _step(cell, be, x, states, w, bias, input_bias=None, **opts):
@@ -340,7 +340,7 @@ def _step(cell, be, x, states, w, bias, input_bias=None, **opts):
     launch = _step_launcher(cell, be)
     if launch is None:
         return None
-    return launch(x=x, **dict(zip(_STATES[cell], states)), **_step_weights(w, bias, input_bias),
+    return launch(x=x, **dict(zip(CELLS[cell].states, states)), **_step_weights(w, bias, input_bias),
                   **opts)
 
 

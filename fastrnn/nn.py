@@ -52,7 +52,7 @@ _TWINS = {}       # fastrnn module class -> its torch.nn class
 def _twin(module):
     """The torch.nn module that computes what ``module`` does, on the same Parameter
     objects (shared, not copied), with the same hooks and training flag."""
-    cls = _TWINS[type(module)]
+    cls = next(_TWINS[c] for c in type(module).__mro__ if c in _TWINS)
     twin = cls.__new__(cls)
     for k, v in module.__dict__.items():
         if k != "backend":
@@ -65,7 +65,7 @@ def to_torch(model):
     shared: training either one trains both). Returns the converted model: the twin
     itself when ``model`` is a fastrnn layer, else ``model``, changed in place. For
     deployment paths that need torch's modules (TorchScript, quantization, ...)."""
-    if type(model) in _TWINS:
+    if isinstance(model, tuple(_TWINS)):
         return _twin(model)
     for name, child in list(model.named_children()):
         setattr(model, name, to_torch(child))

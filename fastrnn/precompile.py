@@ -19,7 +19,9 @@ import time
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-CELLS = ("rnn", "gru", "lstm", "tree")
+from .cells import SEQUENCE
+
+CELLS = SEQUENCE + ("tree",)      # "tree": the three tree cells
 DTYPES = ("float32", "float64")
 
 
@@ -74,7 +76,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m fastrnn.precompile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32"])
-    ap.add_argument("--cells", nargs="+", choices=CELLS, default=["rnn", "gru", "lstm"])
+    ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(SEQUENCE))
     args = ap.parse_args(argv)
     from . import backends
     numba_backend = backends.REGISTRY["numba"]

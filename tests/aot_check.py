@@ -15,19 +15,20 @@ level, one tiling) are compiled too.
 Run as a script (``python tests/aot_check.py``) WITHOUT TRITON_INTERPRET; prints one
 line per plan and exits 1 on any violation.
 """
+import importlib
 import sys
 
 import torch
 import triton
 
-from fastrnn.kernels.triton import gru, lstm, plan, rnn, tree
+from fastrnn.cells import CELLS, SEQUENCE
+from fastrnn.kernels.triton import plan, tree
 from fastrnn.kernels.triton.resources import usage
 
-KERNELS = {  # (cell, direction, projection) -> kernel
-    ("rnn", "fwd", False): rnn.rnn_fwd_kernel, ("rnn", "bwd", False): rnn.rnn_bwd_kernel,
-    ("gru", "fwd", False): gru.gru_fwd_kernel, ("gru", "bwd", False): gru.gru_bwd_kernel,
-    ("lstm", "fwd", False): lstm.lstm_fwd_kernel, ("lstm", "bwd", False): lstm.lstm_bwd_kernel,
-    ("lstm", "fwd", True): lstm.lstm_fwd_kernel, ("lstm", "bwd", True): lstm.lstm_bwd_kernel,
+KERNELS = {  # (cell, direction, projection) -> kernel, for every sequence cell of the table
+    (c, d, p): getattr(importlib.import_module(f"fastrnn.kernels.triton.{c}"), f"{c}_{d}_kernel")
+    for c in SEQUENCE for d in ("fwd", "bwd")
+    for p in ((False, True) if CELLS[c].projection else (False,))
 }
 TREE_KERNELS = (tree.tree_rnn_fwd_kernel, tree.tree_rnn_bwd_kernel, tree.nary_fwd_kernel,
                 tree.nary_bwd_kernel, tree.child_sum_fwd_kernel, tree.child_sum_bwd_kernel)

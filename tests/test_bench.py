@@ -142,14 +142,14 @@ def test_gpu_timing_loop_under_the_triton_interpreter():
     from bench.__main__ import timing_rows
     from bench.gpu import PROVIDERS, gpu_cases, time_matrix
     assert cases.name("lstm", "bf16", "fwdbwd", 1024, 16, 768) in gpu_cases()
-    todo = [cases.name(c, "f32", m, 2, 2, 4) for c in ("rnn_tanh", "gru", "lstm")
+    todo = [cases.name(c, "f32", m, 2, 2, 4) for c in cases.GATES
             for m in ("fwd", "fwdbwd")]
     times, errors = time_matrix(todo, "cpu", repeats=1, warmup=0)
     rows = timing_rows("matrix", times, {}, {})
     assert errors == []
     # torch in fp16 is timed beside the bf16 cases only
     assert {(r["cell"], r["mode"], r["provider"]) for r in rows} == \
-        {(c, m, p) for c in ("rnn_tanh", "gru", "lstm") for m in ("fwd", "fwdbwd")
+        {(c, m, p) for c in cases.GATES for m in ("fwd", "fwdbwd")
          for p in PROVIDERS if p != "torch-fp16"}
 
 

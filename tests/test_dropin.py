@@ -6,6 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
+from fastrnn.cells import SEQUENCE
 from conftest import assert_close
 
 TOL = 2e-5
@@ -273,7 +274,7 @@ def test_cell_decoding_step(cls, extra, dtype, B, I, H, monkeypatch):
     # under no_grad the cells take the fused step kernel (small and BLAS products,
     # one chunk and rows split across threads), never the sequence path
     import fastrnn.functional as F
-    for name in ("rnn", "gru", "lstm"):
+    for name in SEQUENCE:
         monkeypatch.setattr(F, name, lambda *a, **k: pytest.fail("sequence path used"))
     torch.manual_seed(3)
     for bias in (True, False):

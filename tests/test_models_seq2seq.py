@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from fastrnn import functional
+from fastrnn.cells import SEQUENCE
 from fastrnn.models import Seq2Seq
 
 from conftest import assert_close, assert_twins_match
@@ -143,7 +144,7 @@ def test_date_normalisation_reaches_95_percent():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", SEQUENCE)
 @pytest.mark.parametrize("grad", [False, True])
 def test_cell_input_bias_and_stepper_on_the_step_kernels(backend, cell, grad):
     # a per-row input bias through the fused step (no_grad) and the length-1 layer

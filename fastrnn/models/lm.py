@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastrnn
+from fastrnn.cells import SEQUENCE
 
 FORMAT = "fastrnn.lm/1"
-CELLS = ("rnn", "gru", "lstm")
+CELLS = SEQUENCE
 _WORD = re.compile(r"\w+|[^\w\s]|\n| +")
 
 

@@ -55,13 +55,13 @@ def _full_plan(B, T, C):
     return lens, rows, bounds
 
 
-def batch_plan(lengths, B, T, device_count=None):
+def batch_plan(lengths, B, T):
     """Split B rows into per-thread chunks, each listing its rows longest first.
 
     Returns (lengths [B] int64, rows [B] int64, bounds [C+1] int64) as numpy arrays.
     Rows are dealt round-robin after sorting by length, so chunks get equal work.
     """
-    C = max(1, min(device_count or num_threads(), B))
+    C = max(1, min(num_threads(), B))
     if lengths is None:
         return _full_plan(B, T, C)          # equal lengths: contiguous chunks, cached
     lens = np.ascontiguousarray(lengths.cpu().numpy(), dtype=np.int64)

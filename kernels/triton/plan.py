@@ -18,6 +18,7 @@ import torch
 import triton
 
 from ...backends import triton_interpret
+from ...cells import CELLS, SEQUENCE
 
 log = logging.getLogger("fastrnn")
 
@@ -159,7 +160,7 @@ def _device(dev_index):
                 smem_block=getattr(p, "shared_memory_per_block_optin", known["smem_block"]))
 
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GATES = {c: CELLS[c].gates for c in SEQUENCE}      # from the cell table
 
 
 def onchip_bytes(cell, direction, H, P, dtype, flags):

@@ -1,0 +1,45 @@
+"""The one table of cell kinds. Every other list of cells derives from it: the backends'
+cell sets (fastrnn.backends), the states a step takes (fastrnn.functional), the bench's
+cases (bench/cases.py) and the tests' parametrisations.
+
+A cell kind names what a backend must ship for it: launchers ``<name>_fwd`` and
+``<name>_bwd`` (and ``<name>_step`` where ``step``) in ``fastrnn.kernels.<backend>``
+(the contract in fastrnn/kernels/__init__.py), the plain-PyTorch recurrences in
+``fastrnn.reference`` it is checked against, and the torch.nn classes it mirrors, if
+any (the tree cells have none). Adding a cell starts here: kernels/README.md,
+"Adding a cell".
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str                     # launcher prefix, backend cell name
+    states: tuple                 # the recurrent states, in launcher-argument order
+    gates: int                    # gate blocks of the input projection: G = gates * H
+    reference: tuple              # its recurrences in fastrnn.reference
+    torch_layer: str = None       # torch.nn class the drop-in layer mirrors (None: none)
+    torch_cell: str = None        # torch.nn class the drop-in cell mirrors
+    step: bool = False            # ships a fused decoding step launcher (<name>_step)
+    projection: bool = False      # takes a projection (torch's proj_size)
+
+    @property
+    def launchers(self):
+        return (f"{self.name}_fwd", f"{self.name}_bwd") + ((f"{self.name}_step",)
+                                                           if self.step else ())
+
+
+CELLS = {c.name: c for c in (
+    Cell("rnn", ("h",), 1, ("rnn_cell", "rnn_layer"), "RNN", "RNNCell", step=True),
+    Cell("gru", ("h",), 3, ("gru_cell", "gru_layer"), "GRU", "GRUCell", step=True),
+    Cell("lstm", ("h", "c"), 4, ("lstm_cell", "lstm_layer"), "LSTM", "LSTMCell", step=True,
+         projection=True),
+    # fastrnn.models.tree: no torch counterpart
+    Cell("tree_rnn", ("h",), 1, ("tree_rnn",)),
+    Cell("nary_tree_lstm", ("h", "c"), 4, ("nary_tree_lstm",)),
+    Cell("child_sum_tree_lstm", ("h", "c"), 4, ("child_sum_tree_lstm",)),
+)}
+
+# the sequence cells (drop-in torch.nn layers and cells) and the tree cells
+SEQUENCE = tuple(n for n, c in CELLS.items() if c.torch_layer)
+TREES = tuple(n for n, c in CELLS.items() if not c.torch_layer)
