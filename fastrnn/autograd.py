@@ -14,9 +14,9 @@ their own gradients). Without it (xproj is a leaf, as in the kernel tests)
 xproj is saved.
 """
 import torch
-import torch.nn.functional as F
 
 from . import reference
+from .gemm_layout import _mm
 
 
 class StateGradients:
@@ -59,55 +59,6 @@ def _record(ctx, grad_states):
     if grad_states is not None:
         rec, index = ctx.dh_slot
         rec.store(index, grad_states)
-
-
-def _mirrored(t):
-    """float64 on the CPU: ask MKL for the mirrored product (b^T a^T)^T. Its dgemm ran
-    the layouts torch.mm and autograd's own linear backward pass to it at 33-36
-    GFLOP/s on the bench machine (AMD EPYC, AVX2), and the mirrored call at 44-70,
-    at the middle and large LSTM shapes. float32 (oneDNN/MKL sgemm) was even or
-    slower mirrored, so it keeps torch's layout."""
-    return t.dtype == torch.float64 and t.device.type == "cpu"
-
-
-def _mm(a, b, add=None):
-    """add + a @ b, the GEMMs outside the kernels, mirrored where ``_mirrored``."""
-    mirror = _mirrored(a)
-    if mirror:
-        a, b, add = b.t(), a.t(), (None if add is None else add.t())
-    r = a.mm(b) if add is None else torch.addmm(add, a, b)
-    return r.t() if mirror else r
-
-
-class InputProjection(torch.autograd.Function):
-    """xproj = x @ w^T + b over all steps, with its backward through ``_mm``.
-
-    Used only where ``_mirrored`` (``project``); elsewhere F.linear's own
-    backward is as fast and runs no Python. The backward's ops are differentiable,
-    so double backward works through it.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        ctx.save_for_backward(x, w)
-        ctx.has_bias = b is not None
-        return F.linear(x, w, b)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, w = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1])
-        gx = _mm(g, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        gw = _mm(g.t(), x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
-        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb
-
-
-def project(x, w, b):
-    """The input projection of all steps, one GEMM: x [T, B, I] -> [T, B, G]."""
-    if _mirrored(x) and torch.is_grad_enabled():
-        return InputProjection.apply(x, w, b)
-    return F.linear(x, w, b)
 
 
 def previous_states(out, h0, lengths, reverse):

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from . import backends, reference
 from .cells import CELLS
-from .autograd import GRUFunction, LSTMFunction, RNNFunction, StateGradients, project
+from .autograd import GRUFunction, LSTMFunction, RNNFunction, StateGradients
+from .gemm_layout import project
 
 
 def _device_type(t):

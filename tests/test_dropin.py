@@ -49,7 +49,7 @@ MATRIX = list(itertools.product([True, False], [False, True], [False, True], [Fa
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_parity_with_torch(kind, bias, bidirectional, batch_first, packed, layers, dtype):
-    # float64 also covers its own GEMM path outside the kernels (autograd._mm)
+    # float64 also covers its own GEMM path outside the kernels (gemm_layout._mm)
     tol = TOL if dtype == torch.float32 else 1e-12
     ours, theirs = pair(4, 6, layers, kind=kind, bias=bias, batch_first=batch_first,
                         bidirectional=bidirectional, dtype=dtype)

@@ -12,13 +12,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _tanh(x):
+def tanh(x):
     # 1 - 2 / (exp(2x) + 1): saturates to +-1 without overflow for large |x|
     return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
 
 
 @triton.jit
-def _sigmoid(x):
+def sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 
 
@@ -39,7 +39,7 @@ def _units(W, U: tl.constexpr):
 
 
 @triton.jit
-def _time(s, lens, REVERSE: tl.constexpr):
+def step_time(s, lens, REVERSE: tl.constexpr):
     # [BB] time index of every row at processing step s (reverse: from the row's own end)
     if REVERSE:
         return (lens - 1 - s).to(tl.int64)
@@ -90,7 +90,7 @@ def _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, W, REVERSE: tl.constexpr):
     src = hbuf_ptr + (s % 2) * B * W
     if s == 0:
         src = h0_ptr
-    return act, act & (s == lens - 1), _time(s, lens, REVERSE), src, \
+    return act, act & (s == lens - 1), step_time(s, lens, REVERSE), src, \
         hbuf_ptr + ((s + 1) % 2) * B * W
 
 

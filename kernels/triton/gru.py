@@ -15,8 +15,8 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, _sigmoid,
-                      _tanh, _time, _units, _wtile, _x_part)
+from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, sigmoid,
+                      tanh, step_time, _units, _wtile, _x_part)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -64,10 +64,10 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, length
                      u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         xn = _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
                      u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-        r = _sigmoid(xr + ar)
-        z = _sigmoid(xz + az)
+        r = sigmoid(xr + ar)
+        z = sigmoid(xz + az)
         a = an + b_hn
-        n = _tanh(xn + r * a)
+        n = tanh(xn + r * a)
         hprev = tl.load(src + so, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
         y = ((1.0 - z) * n + z * hprev).to(dt)
         if SAVE:
@@ -124,8 +124,8 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         s = nsteps - 1 - i
         act = (s < lens) & row_ok
         first = s == lens - 1
-        t = _time(s, lens, REVERSE)
-        tp = _time(s - 1, lens, REVERSE)
+        t = step_time(s, lens, REVERSE)
+        tp = step_time(s - 1, lens, REVERSE)
         sv = tl.zeros_like(lens) + s                     # [BB]: step 0 reads the initial state
         rec = _gru_dh(gbuf_ptr + (i % 2) * B * G, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz,
                       wn, dt, PRECISION, ONCHIP, BB, U, BKH)

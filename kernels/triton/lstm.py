@@ -23,8 +23,8 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, _sigmoid,
-                      _tanh, _time, _units, _wtile, _x_part)
+from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, sigmoid,
+                      tanh, step_time, _units, _wtile, _x_part)
 
 
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
@@ -91,9 +91,9 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_pt
                           offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
             ao += _x_part(xproj_ptr, xo, ma, 3, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
                           offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            ig, fg, gg, og = _sigmoid(ai), _sigmoid(af), _tanh(ag), _sigmoid(ao)
+            ig, fg, gg, og = sigmoid(ai), sigmoid(af), tanh(ag), sigmoid(ao)
             c_new = fg * c + ig * gg
-            mv = og * _tanh(c_new)                                              # [BB, U]
+            mv = og * tanh(c_new)                                              # [BB, U]
             c = tl.where(act[:, None], c_new, c)
             ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
             tl.store(cn_ptr + so, c_new.to(dt), mask=last[:, None] & u_ok[None, :])
@@ -187,8 +187,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
         s = nsteps - 1 - i
         act = (s < lens) & row_ok
         first = s == lens - 1                            # the row's last step: dh = grad_hn
-        t = _time(s, lens, REVERSE)
-        tp = _time(s - 1, lens, REVERSE)
+        t = step_time(s, lens, REVERSE)
+        tp = step_time(s - 1, lens, REVERSE)
         sv = tl.zeros_like(lens) + s                     # [BB]: step 0 reads the initial state
         src = gbuf_ptr + (i % 2) * B * G
         dst = gbuf_ptr + ((i + 1) % 2) * B * G
@@ -218,7 +218,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
             fg = _gate_in(gates_ptr, xo, 1, H, ma)
             gg = _gate_in(gates_ptr, xo, 2, H, ma)
             og = _gate_in(gates_ptr, xo, 3, H, ma)
-            tc = _tanh(tl.load(cells_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+            tc = tanh(tl.load(cells_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
                                mask=ma, other=0.0).to(tl.float32))
             cprev = tl.load(cells_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
                             mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \

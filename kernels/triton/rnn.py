@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (_fwd_step, _grid_sync, _product, _rows, _tanh, _time, _units, _wtile,
+from ._common import (_fwd_step, _grid_sync, _product, _rows, tanh, step_time, _units, _wtile,
                       _x_part)
 
 
@@ -27,7 +27,7 @@ from ._common import (_fwd_step, _grid_sync, _product, _rows, _tanh, _time, _uni
 def _act(pre, RELU: tl.constexpr):
     if RELU:
         return tl.maximum(pre, 0.0)
-    return _tanh(pre)
+    return tanh(pre)
 
 
 @triton.jit
@@ -94,7 +94,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         s = nsteps - 1 - i
         act = (s < lens) & row_ok
         first = s == lens - 1
-        t = _time(s, lens, REVERSE)
+        t = step_time(s, lens, REVERSE)
         rec = _product(gbuf_ptr + (i % 2) * B * H, H, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u,
                        u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH)
         ma = act[:, None] & u_ok[None, :]

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .. import new_output
 from . import plan
-from ._common import _product, _tanh, _units, _wtile
+from ._common import _product, tanh, _units, _wtile
 
 BB, U, NUM_WARPS = 16, 16, 4        # every level: 16 nodes x 16 units per program
 
@@ -47,7 +47,7 @@ def _act(v, RELU: tl.constexpr):
     if RELU:
         r = tl.maximum(v, 0.0)
     else:
-        r = _tanh(v)
+        r = tanh(v)
     return r
 
 
@@ -202,13 +202,13 @@ def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gate
                        PRECISION, False, BB, U, BK)
         au += _product(h_ptr, H, 0, H, rows, has, w_t_ptr, w_off + 2 * H, GH, offs_u, u_ok, 0,
                        dt, PRECISION, False, BB, U, BK)
-    i, o, u = tl.sigmoid(ai), tl.sigmoid(ao), _tanh(au)
+    i, o, u = tl.sigmoid(ai), tl.sigmoid(ao), tanh(au)
     c = i * u + fc
     tl.store(gates_ptr + go, i.to(dt), mask=m2)
     tl.store(gates_ptr + go + H, o.to(dt), mask=m2)
     tl.store(gates_ptr + go + 2 * H, u.to(dt), mask=m2)
     tl.store(c_ptr + ho, c.to(dt), mask=m2)
-    tl.store(h_ptr + ho, (o * _tanh(c)).to(dt), mask=m2)
+    tl.store(h_ptr + ho, (o * tanh(c)).to(dt), mask=m2)
 
 
 @triton.jit
@@ -219,7 +219,7 @@ def _nary_gate_grads(gates_ptr, c_ptr, dh_ptr, dc_ptr, nodes, cols, m, H, GH):
     i = tl.load(gates_ptr + go, mask=m, other=0.0).to(tl.float32)
     o = tl.load(gates_ptr + go + H, mask=m, other=0.0).to(tl.float32)
     u = tl.load(gates_ptr + go + 2 * H, mask=m, other=0.0).to(tl.float32)
-    tc = _tanh(tl.load(c_ptr + ho, mask=m, other=0.0).to(tl.float32))
+    tc = tanh(tl.load(c_ptr + ho, mask=m, other=0.0).to(tl.float32))
     dh = tl.load(dh_ptr + ho, mask=m, other=0.0)
     dct = tl.load(dc_ptr + ho, mask=m, other=0.0) + dh * o * (1.0 - tc * tc)
     return dct, dct * u * i * (1.0 - i), dh * tc * o * (1.0 - o), dct * i * (1.0 - u * u)
@@ -382,7 +382,7 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
         tl.store(fgates_ptr + e[:, None] * H + offs_u[None, :], f.to(dt), mask=mv)
         fc += f * tl.load(c_ptr + kid[:, None] * H + offs_u[None, :], mask=mv,
                           other=0.0).to(tl.float32)
-    i, o, u = tl.sigmoid(ai), tl.sigmoid(ao), _tanh(au)
+    i, o, u = tl.sigmoid(ai), tl.sigmoid(ao), tanh(au)
     c = i * u + fc
     go = nodes[:, None] * (3 * H) + offs_u[None, :]
     ho = nodes[:, None] * H + offs_u[None, :]
@@ -390,7 +390,7 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
     tl.store(gates_ptr + go + H, o.to(dt), mask=m2)
     tl.store(gates_ptr + go + 2 * H, u.to(dt), mask=m2)
     tl.store(c_ptr + ho, c.to(dt), mask=m2)
-    tl.store(h_ptr + ho, (o * _tanh(c)).to(dt), mask=m2)
+    tl.store(h_ptr + ho, (o * tanh(c)).to(dt), mask=m2)
 
 
 @triton.jit(do_not_specialize=["a0", "a1", "maxdeg"])
