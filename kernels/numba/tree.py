@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import new_output
-from ._common import KERNEL, as_numpy, num_threads
+from ._common import KERNEL, ROW, as_numpy, copy_row, num_threads
 from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
@@ -34,11 +34,18 @@ def _chunks(level_ptr, lev, work, threads):
     return min(m, threads) if m * work >= PARALLEL_WORK else 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rows(level_ptr, lev, q, nch):
     # chunk q of nch of level lev: positions [r0, r1) of ``order``
     a0, a1 = level_ptr[lev], level_ptr[lev + 1]
     return a0 + q * (a1 - a0) // nch, a0 + (q + 1) * (a1 - a0) // nch
+
+
+@njit(**ROW)
+def _add_row(src, dst):
+    # dst += src as a loop (an array += compiles Numba's shape-error message with it)
+    for k in range(dst.shape[0]):
+        dst[k] += src[k]
 
 
 @njit(cache=True)
@@ -49,7 +56,7 @@ def _scatter(back, order, r0, r1, child_ptr, child_idx, child_slot, H, dst):
         j = order[r0 + r]
         for e in range(child_ptr[j], child_ptr[j + 1]):
             s = child_slot[e] * H
-            dst[child_idx[e]] += back[r, s:s + H]
+            _add_row(back[r, s:s + H], dst[child_idx[e]])
 
 
 @njit(cache=True)
@@ -60,7 +67,7 @@ def _gather(states, order, r0, r1, child_ptr, child_idx, child_slot, H, buf):
         j = order[r0 + r]
         for e in range(child_ptr[j], child_ptr[j + 1]):
             s = child_slot[e] * H
-            buf[r, s:s + H] = states[child_idx[e]]
+            copy_row(buf[r, s:s + H], states[child_idx[e]])
 
 
 @njit(cache=True)
@@ -195,7 +202,7 @@ def nary_bwd_kernel(c, gates, w_hh_t, order, level_ptr, child_ptr, child_idx, ch
                         gfs += gf
                         dcb[r, s * H + k] = dct * fg
                     grad_x[j, 3 * H + k] = gfs
-                grad_hh[j] = g[r]
+                copy_row(grad_hh[j], g[r])
             if lev > 0:
                 back = np.empty((r1 - r0, NH), c.dtype)
                 gemm_nt(g, w_hh_t, back, r1 - r0)
@@ -260,7 +267,9 @@ def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_i
 # The per-row loops of the Child-Sum kernels work on 1-D rows, and their constants
 # have the rows' dtype: a float literal (1.0) would turn float32 math into float64
 # (half-width vectors plus conversions; 1.4x slower measured on the elementwise pass).
-@njit(cache=True, inline="always")
+# They are functions of their own, not inlined at Numba's IR level (which re-types the
+# whole kernel per inlined copy: seconds of a cold compile); LLVM inlines them.
+@njit(**ROW)
 def _copy_add(src, dst, acc):
     for k in range(src.shape[0]):
         v = src[k]
@@ -268,7 +277,7 @@ def _copy_add(src, dst, acc):
         acc[k] += v
 
 
-@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+@njit(**ROW)
 def _cs_node_fwd(xj, pr, gj, cj, H):
     # gates i, o, u of one node from its input part and recurrent part; c = i * u
     for k in range(H):
@@ -279,7 +288,7 @@ def _cs_node_fwd(xj, pr, gj, cj, H):
         cj[k] = ig * ug
 
 
-@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+@njit(**ROW)
 def _cs_link_fwd(xf, fp, ck, fe, cj):
     # one child link: its forget gate, and its share of the parent's c
     for k in range(fe.shape[0]):
@@ -288,13 +297,13 @@ def _cs_link_fwd(xf, fp, ck, fe, cj):
         cj[k] += fg * ck[k]
 
 
-@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+@njit(**ROW)
 def _cs_out(og, cj, hj):
     for k in range(hj.shape[0]):
         hj[k] = og[k] * tanh(cj[k])
 
 
-@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+@njit(**ROW)
 def _cs_node_bwd(gj, cj, dcj, dhj, gx, dct, H):
     # gx[:3H] = dL/d (i, o, u) pre-activations; dct = dL/dc of the node
     one = cj.dtype.type(1)
@@ -308,7 +317,7 @@ def _cs_node_bwd(gj, cj, dcj, dhj, gx, dct, H):
         gx[2 * H + k] = d * ig * (one - ug * ug)
 
 
-@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+@njit(**ROW)
 def _cs_link_bwd(fe, ck, dct, gfe, gxf, dck):
     # one child link: dL/d its f pre-activation (into gfe and the parent's f input
     # gradient gxf), and the child's dL/dc through f * c_k
@@ -321,7 +330,7 @@ def _cs_link_bwd(fe, ck, dct, gfe, gxf, dck):
         dck[k] += dct[k] * fg
 
 
-@njit(cache=True, inline="always")
+@njit(**ROW)
 def _add2(a, b, dst):
     for k in range(dst.shape[0]):
         dst[k] += a[k] + b[k]
@@ -348,7 +357,7 @@ def child_sum_bwd_kernel(c, gates, fgates, w_iou_t, w_f_t, order, level_ptr, chi
                 j = order[r0 + r]
                 gx = grad_x[j]
                 _cs_node_bwd(gates[j], c[j], dc[j], dh[j], gx, dct, H)
-                g[r] = gx[:3 * H]
+                copy_row(g[r], gx[:3 * H])
                 gxf = gx[3 * H:]
                 gxf[:] = 0.0
                 for e in range(child_ptr[j], child_ptr[j + 1]):
@@ -357,7 +366,7 @@ def child_sum_bwd_kernel(c, gates, fgates, w_iou_t, w_f_t, order, level_ptr, chi
                     x += 1
             if len(edges):
                 for x in range(len(edges)):
-                    grad_f[edges[x]] = gf[x]
+                    copy_row(grad_f[edges[x]], gf[x])
                 back = np.empty((m, H), c.dtype)
                 gemm_nt(g, w_iou_t, back, m)             # dL/d hs, shared by the children
                 bf = np.empty((len(edges), H), c.dtype)
