@@ -66,6 +66,9 @@ def _worker(rank, world, init_file, out_dir):
             ddp = torch.nn.parallel.DistributedDataParallel(model)
             ddp(x).pow(2).mean().backward()
             torch.save(_grads(model), os.path.join(out_dir, f"{name}.{rank}.pt"))
+        # no rank tears its connections down while the other may still use them (a
+        # gloo thread that loses its peer mid-operation aborts the process)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
