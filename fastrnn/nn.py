@@ -46,13 +46,11 @@ def _onnx_exporting():
     return bool(_flags._is_onnx_exporting or GLOBALS.in_onnx_export)
 
 
-_TWINS = {}       # fastrnn module class -> its torch.nn class
-
-
 def _twin(module):
-    """The torch.nn module that computes what ``module`` does, on the same Parameter
-    objects (shared, not copied), with the same hooks and training flag."""
-    cls = next(_TWINS[c] for c in type(module).__mro__ if c in _TWINS)
+    """The torch.nn module that computes what ``module`` does: an instance of the torch
+    class it subclasses, on the same Parameter objects (shared, not copied), with the
+    same hooks and training flag."""
+    cls = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn."))
     twin = cls.__new__(cls)
     for k, v in module.__dict__.items():
         if k != "backend":
@@ -65,7 +63,7 @@ def to_torch(model):
     shared: training either one trains both). Returns the converted model: the twin
     itself when ``model`` is a fastrnn layer, else ``model``, changed in place. For
     deployment paths that need torch's modules (TorchScript, quantization, ...)."""
-    if isinstance(model, tuple(_TWINS)):
+    if isinstance(model, _Deployable):
         return _twin(model)
     for name, child in list(model.named_children()):
         setattr(model, name, to_torch(child))
@@ -74,11 +72,6 @@ def to_torch(model):
 
 class _Deployable:
     """torch.jit.script(module) scripts the torch twin (see ``to_torch``)."""
-
-    def __init_subclass__(cls, twin=None, **kw):
-        super().__init_subclass__(**kw)
-        if twin is not None:
-            _TWINS[cls] = twin
 
     def __prepare_scriptable__(self):
         return _twin(self)
@@ -154,7 +147,7 @@ class _SequenceMixin(_Deployable):
         return h if permutation is None else h.index_select(1, permutation)
 
 
-class RNN(_SequenceMixin, torch.nn.RNN, twin=torch.nn.RNN):
+class RNN(_SequenceMixin, torch.nn.RNN):
     """Drop-in ``torch.nn.RNN`` running on fastrnn's fused kernels."""
 
     def forward(self, input, hx=None):
@@ -172,7 +165,7 @@ class RNN(_SequenceMixin, torch.nn.RNN, twin=torch.nn.RNN):
         return out, h_n
 
 
-class GRU(_SequenceMixin, torch.nn.GRU, twin=torch.nn.GRU):
+class GRU(_SequenceMixin, torch.nn.GRU):
     """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels."""
 
     _cell_name = "GRU"
@@ -191,7 +184,7 @@ class GRU(_SequenceMixin, torch.nn.GRU, twin=torch.nn.GRU):
         return out, h_n
 
 
-class LSTM(_SequenceMixin, torch.nn.LSTM, twin=torch.nn.LSTM):
+class LSTM(_SequenceMixin, torch.nn.LSTM):
     """Drop-in ``torch.nn.LSTM`` (proj_size included) running on fastrnn's fused kernels."""
 
     _cell_name = "LSTM"
@@ -268,7 +261,7 @@ def _cell_weights(cell):
     return [params[n] if params.get(n) is not None else getattr(cell, n) for n in names]
 
 
-class RNNCell(_Deployable, torch.nn.RNNCell, twin=torch.nn.RNNCell):
+class RNNCell(_Deployable, torch.nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
@@ -282,7 +275,7 @@ class RNNCell(_Deployable, torch.nn.RNNCell, twin=torch.nn.RNNCell):
         return h if batched else h[0]
 
 
-class GRUCell(_Deployable, torch.nn.GRUCell, twin=torch.nn.GRUCell):
+class GRUCell(_Deployable, torch.nn.GRUCell):
     """Drop-in ``torch.nn.GRUCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None
@@ -295,7 +288,7 @@ class GRUCell(_Deployable, torch.nn.GRUCell, twin=torch.nn.GRUCell):
         return h if batched else h[0]
 
 
-class LSTMCell(_Deployable, torch.nn.LSTMCell, twin=torch.nn.LSTMCell):
+class LSTMCell(_Deployable, torch.nn.LSTMCell):
     """Drop-in ``torch.nn.LSTMCell``: one step (fused step kernel when no grad is needed)."""
 
     backend = None

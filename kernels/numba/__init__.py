@@ -29,38 +29,29 @@ def _import_kernels():
     return gru, lstm, rnn, step, tree
 
 
-class _FirstCompile:
+def _listen():
     """Says once per process, on stderr through the ``fastrnn.compile`` logger, that a
     fastrnn kernel is being compiled (seconds, on first use in an environment) and where
     it is cached. Silence it with ``logging.getLogger("fastrnn.compile").setLevel(
     logging.ERROR)``; ``python -m fastrnn.precompile`` builds the cache ahead of time."""
-
-    told = False
-
-    def notify(self, ev):
-        d = ev.data["dispatcher"]
-        if self.told or not d.py_func.__module__.startswith(__name__):
-            return
-        self.told = True
-        logging.getLogger("fastrnn.compile").warning(
-            "fastrnn: compiling Numba kernels for this call (first use here: seconds); they "
-            "are cached in %s and load in under a second from then on (python -m "
-            "fastrnn.precompile builds them ahead of time)", d._cache.cache_path)
-
-
-def _listen():
     from numba.core import event
 
-    class Listener(event.Listener):
+    class FirstCompile(event.Listener):
+        told = False
+
         def on_start(self, ev):
-            _notice.notify(ev)
+            d = ev.data["dispatcher"]
+            if self.told or not d.py_func.__module__.startswith(__name__):
+                return
+            self.told = True
+            logging.getLogger("fastrnn.compile").warning(
+                "fastrnn: compiling Numba kernels for this call (first use here: seconds); "
+                "they are cached in %s and load in under a second from then on (python -m "
+                "fastrnn.precompile builds them ahead of time)", d._cache.cache_path)
 
         def on_end(self, ev):
             pass
-    event.register("numba:compile", Listener())
-
-
-_notice = _FirstCompile()
+    event.register("numba:compile", FirstCompile())
 
 
 def _launcher(run):
