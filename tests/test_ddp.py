@@ -75,20 +75,24 @@ def _worker(rank, world, init_file, out_dir):
 
 def test_ddp_gradients_equal_one_process_over_the_whole_batch():
     world = 2
+    # one process over the whole batch first: the mean over the two equal halves' means
+    # is the full batch's mean. It also compiles (or loads) every kernel the ranks use,
+    # so the two ranks never compile into the same cache at once (fresh-clone CI runs
+    # saw a rank abort, SIGABRT, when they did)
+    want = {}
+    for name in CASES:
+        model = _Model(name)
+        model(_batch()).pow(2).mean().backward()
+        want[name] = _grads(model)
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(world, os.path.join(tmp, "init"), tmp), nprocs=world,
                  join=True)
-        x = _batch()
         for name in CASES:
-            model = _Model(name)
-            # the mean over the two equal halves' means is the full batch's mean
-            model(x).pow(2).mean().backward()
-            want = _grads(model)
             for rank in range(world):
                 got = torch.load(os.path.join(tmp, f"{name}.{rank}.pt"))
-                assert got.keys() == want.keys()
-                for k in want:
-                    torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6,
+                assert got.keys() == want[name].keys()
+                for k in want[name]:
+                    torch.testing.assert_close(got[k], want[name][k], rtol=1e-5, atol=1e-6,
                                                msg=lambda m, k=k: f"{name} {k}: {m}")
 
 
