@@ -87,7 +87,8 @@ class TritonBackend(Backend):
 
 
 class ReferenceBackend(Backend):
-    name, module = "reference", "fastrnn.reference"
+    """Plain PyTorch (fastrnn/kernels/reference.py): any device and dtype, every cell."""
+    name, module = "reference", "fastrnn.kernels.reference"
     cells = _ALL_CELLS
 
     def is_available(self):

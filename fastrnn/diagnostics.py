@@ -75,7 +75,7 @@ def gradient_flow(module, input, loss_fn):
 
     Args:
         module: any torch module whose recurrent layers are fastrnn's (RNN/GRU/LSTM,
-            fastrnn.models, or fastrnn.functional calls), on the numba or triton backend.
+            fastrnn.models, or fastrnn.functional calls), on any backend.
         input: the module's input (a tuple is unpacked into the call).
         loss_fn: output -> scalar loss.
     Parameter gradients are computed (the backward kernels must run) but not stored in
@@ -98,8 +98,8 @@ def gradient_flow(module, input, loss_fn):
         for h in handles:
             h.remove()
     if not rec.entries:
-        raise RuntimeError("no fused recurrent layer ran: gradient_flow reads the numba or "
-                           "triton backward kernels (the reference backend has none)")
+        raise RuntimeError("no fastrnn recurrent layer ran: gradient_flow reads what "
+                           "fastrnn's backward launchers record (torch.nn layers record nothing)")
     flows = []
     for i, e in enumerate(rec.entries):
         if e["grad"] is None:                       # a call the loss does not depend on

@@ -12,9 +12,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from . import backends, reference
+from . import autograd, backends
 from .cells import CELLS
-from .autograd import GRUFunction, LSTMFunction, RNNFunction, StateGradients
+from .autograd import StateGradients
 from .gemm_layout import project
 
 
@@ -198,6 +198,70 @@ def _stack_states(finals):
     return finals[0].unsqueeze(0) if len(finals) == 1 else torch.stack(finals)
 
 
+# ------------------------------------------------------------- one layer runner
+def _weights(cell, w, bias, proj):
+    """torch's weights of one layer and direction -> (w_ih, b: what enters the input
+    projection, {recurrent launcher argument: tensor or None})."""
+    w_ih, w_hh = w[0], w[1]
+    rec = {"w_hh": w_hh}
+    b = None
+    if bias and cell.b_hn:
+        # the other gates' parts of b_hh are pre-summed; b_hn stays inside r * (.)
+        H = w_hh.shape[1]
+        b = w[2] + torch.cat([w[3][:-H], w[3].new_zeros(H)])
+    elif bias:
+        b = w[2] + w[3]                   # both biases enter before the activations
+    if cell.b_hn:
+        rec["b_hn"] = w[3][-w_hh.shape[1]:] if bias else None
+    if cell.projection:
+        rec["w_hr"] = w[-1] if proj else None
+    return w_ih, b, rec
+
+
+def _sequence(name, input, hx, weights, *, num_layers, bias, dropout, training,
+              bidirectional, lengths, input_bias, backend, proj_size=0, **opts):
+    """Every layer and direction of cell ``name`` (fastrnn/cells.py) over ``input``;
+    ``hx`` the tuple of initial states, ``opts`` the cell's options. Per layer and
+    direction: a length-1 input without gradients is one fused step (decoding); other
+    calls without gradients run the forward launcher over chunks (``_infer``); calls
+    with gradients go through the cell's autograd Function; while torch traces or
+    exports, the reference's forward launcher runs as plain differentiable ops.
+    -> (output, tuple of final states [L*D, B, *])."""
+    cell = CELLS[name]
+    _check(input, list(hx), weights, lengths, num_layers=num_layers,
+           bidirectional=bidirectional, bias=bias, proj=proj_size > 0, input_bias=input_bias)
+    be = backends.select(name, input, backend)
+    recording = backends.recording(input)
+    function = getattr(autograd, cell.function)
+    launch = getattr(be.kernels(), f"{name}_fwd")
+    named = [s + "0" for s in cell.states]               # h0, c0: the launchers' names
+
+    def layer(x, states, w, reverse, extra):
+        w_ih, b, rec = _weights(cell, w, bias, proj_size > 0)
+        if len(x) == 1 and lengths is None and extra is None:
+            new = _step(name, be, x[0], states, w, bias,
+                        **({"w_hr": rec["w_hr"]} if cell.projection else {}), **opts)
+            if new is not None:
+                return new[0].unsqueeze(0), new
+        if not recording and not _needs_grad(x, *states, *w, extra):
+            res = _infer(launch, x, w_ih, b, extra, dict(zip(named, states)), lengths,
+                         reverse, **rec, **opts)
+            return res[0], res[1:]
+        xproj = _xproj(x, w_ih, b, extra)                # one GEMM for all steps
+        if recording:
+            res = launch(xproj=xproj, **dict(zip(named, states)), **rec, lengths=lengths,
+                         reverse=reverse, **opts)
+        else:
+            res = function.apply(xproj, *states, *rec.values(), lengths, reverse,
+                                 *opts.values(), be, _recompute(x, w_ih, b, extra))
+        return res[0], tuple(res[1:1 + len(states)])
+
+    out, finals = _stack(input, hx, weights, layer, num_layers=num_layers,
+                         bidirectional=bidirectional, dropout=dropout, training=training,
+                         input_bias=input_bias)
+    return out, tuple(_stack_states([f[k] for f in finals]) for k in range(len(hx)))
+
+
 @_entry_point
 def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dropout=0.0,
         training=False, bidirectional=False, lengths=None, input_bias=None, backend=None):
@@ -218,34 +282,12 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
         ValueError / TypeError on bad shapes, dtypes, devices or options, before
         any kernel runs; RuntimeError if an explicitly requested backend cannot run.
     """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-    _check(input, [hx], weights, lengths, num_layers=num_layers,
-           bidirectional=bidirectional, bias=bias, input_bias=input_bias)
-    be = backends.select("rnn", input, backend)
-
-    def layer(x, h0, w, reverse, extra):
-        if len(x) == 1 and lengths is None and extra is None:   # one step: decoding, maybe no grad
-            h = _step("rnn", be, x[0], [h0[0]], w, bias, nonlinearity=nonlinearity)
-            if h is not None:
-                return h.unsqueeze(0), h
-        w_ih, w_hh = w[0], w[1]
-        b = (w[2] + w[3]) if bias else None          # both biases enter before f
-        if be.name != "reference" and not _needs_grad(x, h0[0], *w, extra):
-            return _infer(be.kernels().rnn_fwd, x, w_ih, b, extra, {"h0": h0[0]}, lengths,
-                          reverse, w_hh=w_hh, nonlinearity=nonlinearity)
-        xproj = _xproj(x, w_ih, b, extra)            # one GEMM for all steps
-        if be.name == "reference":
-            out, h_n = reference.rnn_layer(xproj, h0[0], w_hh, lengths, reverse, nonlinearity)
-        else:
-            out, h_n = RNNFunction.apply(xproj, h0[0], w_hh, lengths, reverse, nonlinearity, be,
-                                         _recompute(x, w_ih, b, extra))
-        return out, h_n
-
-    out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, training=training,
-                         input_bias=input_bias)
-    return out, _stack_states(finals)
+    _nonlinearity(nonlinearity)
+    out, (h,) = _sequence("rnn", input, (hx,), weights, num_layers=num_layers, bias=bias,
+                          dropout=dropout, training=training, bidirectional=bidirectional,
+                          lengths=lengths, input_bias=input_bias, backend=backend,
+                          nonlinearity=nonlinearity)
+    return out, h
 
 
 @_entry_point
@@ -256,35 +298,10 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     Same arguments, shapes and errors as :func:`rnn`; weights have 3H rows.
     Returns output [T, B, D*H], h_n [L*D, B, H].
     """
-    _check(input, [hx], weights, lengths, num_layers=num_layers,
-           bidirectional=bidirectional, bias=bias, input_bias=input_bias)
-    be = backends.select("gru", input, backend)
-
-    def layer(x, h0, w, reverse, extra):
-        if len(x) == 1 and lengths is None and extra is None:
-            h = _step("gru", be, x[0], [h0[0]], w, bias)
-            if h is not None:
-                return h.unsqueeze(0), h
-        w_ih, w_hh = w[0], w[1]
-        H = w_hh.shape[1]
-        b, b_hn = None, None
-        if bias:
-            # the r and z parts of b_hh can be pre-summed; b_hn must stay inside r * (.)
-            b = w[2] + torch.cat([w[3][:2 * H], w[3].new_zeros(H)])
-            b_hn = w[3][2 * H:]
-        if be.name != "reference" and not _needs_grad(x, h0[0], *w, extra):
-            return _infer(be.kernels().gru_fwd, x, w_ih, b, extra, {"h0": h0[0]}, lengths,
-                          reverse, w_hh=w_hh, b_hn=b_hn)
-        xproj = _xproj(x, w_ih, b, extra)
-        if be.name == "reference":
-            return reference.gru_layer(xproj, h0[0], w_hh, b_hn, lengths, reverse)
-        return GRUFunction.apply(xproj, h0[0], w_hh, b_hn, lengths, reverse, be,
-                                 _recompute(x, w_ih, b, extra))
-
-    out, finals = _stack(input, [hx], weights, layer, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, training=training,
-                         input_bias=input_bias)
-    return out, _stack_states(finals)
+    out, (h,) = _sequence("gru", input, (hx,), weights, num_layers=num_layers, bias=bias,
+                          dropout=dropout, training=training, bidirectional=bidirectional,
+                          lengths=lengths, input_bias=input_bias, backend=backend)
+    return out, h
 
 
 @_entry_point
@@ -296,58 +313,36 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     layer and direction: w_ih, w_hh [4H, P], (b_ih, b_hh), (w_hr [P, H] if proj).
     Returns output [T, B, D*P], (h_n [L*D, B, P], c_n [L*D, B, H]).
     """
-    _check(input, list(hx), weights, lengths, num_layers=num_layers,
-           bidirectional=bidirectional, bias=bias, proj=proj_size > 0,
-           input_bias=input_bias)
-    be = backends.select("lstm", input, backend)
+    return _sequence("lstm", input, tuple(hx), weights, num_layers=num_layers, bias=bias,
+                     dropout=dropout, training=training, bidirectional=bidirectional,
+                     proj_size=proj_size, lengths=lengths, input_bias=input_bias,
+                     backend=backend)
 
-    def layer(x, state, w, reverse, extra):
-        w_hr = w[-1] if proj_size > 0 else None
-        if len(x) == 1 and lengths is None and extra is None:
-            hc = _step("lstm", be, x[0], list(state), w, bias, w_hr=w_hr)
-            if hc is not None:
-                return hc[0].unsqueeze(0), hc
-        w_ih, w_hh = w[0], w[1]
-        b = (w[2] + w[3]) if bias else None
-        if be.name != "reference" and not _needs_grad(x, *state, *w, extra):
-            out, h, c = _infer(be.kernels().lstm_fwd, x, w_ih, b, extra,
-                               {"h0": state[0], "c0": state[1]}, lengths, reverse,
-                               w_hh=w_hh, w_hr=w_hr)
-            return out, (h, c)
-        xproj = _xproj(x, w_ih, b, extra)
-        if be.name == "reference":
-            out, h, c = reference.lstm_layer(xproj, state[0], state[1], w_hh, w_hr, lengths, reverse)
-        else:
-            out, h, c = LSTMFunction.apply(xproj, state[0], state[1], w_hh, w_hr, lengths,
-                                           reverse, be, _recompute(x, w_ih, b, extra))
-        return out, (h, c)
 
-    out, finals = _stack(input, list(hx), weights, layer, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, training=training,
-                         input_bias=input_bias)
-    return out, (_stack_states([f[0] for f in finals]), _stack_states([f[1] for f in finals]))
+def _nonlinearity(nonlinearity):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
 
 
 # ------------------------------------------------------------ one step (decoding)
-
-
-def _step(cell, be, x, states, w, bias, input_bias=None, **opts):
+def _step(name, be, x, states, w, bias, input_bias=None, **opts):
     """One step through the backend's fused no-autograd launcher ``<cell>_step``
-    (decoding under no_grad); None when the call needs autograd or the backend has
-    no such launcher, and the caller then runs a length-1 sequence. ``input_bias``
-    [B, G] joins b_ih as a per-row input bias."""
+    (decoding under no_grad) -> the tuple of new states; None when the call needs
+    autograd or the backend has no such launcher, and the caller then runs a length-1
+    sequence. ``input_bias`` [B, G] joins b_ih as a per-row input bias."""
     if _needs_grad(x, *states, *w, input_bias):
         return None
-    launch = _step_launcher(cell, be)
+    launch = _step_launcher(name, be)
     if launch is None:
         return None
-    return launch(x=x, **dict(zip(CELLS[cell].states, states)), **_step_weights(w, bias, input_bias),
-                  **opts)
+    new = launch(x=x, **dict(zip(CELLS[name].states, states)),
+                 **_step_weights(w, bias, input_bias), **opts)
+    return new if isinstance(new, tuple) else (new,)
 
 
-def _step_launcher(cell, be):
-    # the backend's fused no-autograd step, or None (the reference has none)
-    return None if be.name == "reference" else getattr(be.kernels(), f"{cell}_step", None)
+def _step_launcher(name, be):
+    # the backend's fused no-autograd step, or None where the cell has none
+    return getattr(be.kernels(), f"{name}_step") if CELLS[name].step else None
 
 
 def _step_weights(w, bias, input_bias):
@@ -366,49 +361,43 @@ def _cell_input_bias(input_bias, input, weights):
     return None if input_bias is None else input_bias.unsqueeze(0)
 
 
+def _cell(name, input, hx, weights, bias, input_bias, backend, **opts):
+    """One step of cell ``name``: ``hx`` the tuple of states [B, *] -> the tuple of new
+    states; the fused step launcher where it applies, else a length-1 sequence."""
+    be = backends.select(name, input, backend)
+    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
+    new = _step(name, be, input, hx, weights, bias, input_bias, **opts)
+    if new is None:
+        _, new = _sequence(name, input.unsqueeze(0), tuple(h.unsqueeze(0) for h in hx),
+                           weights, num_layers=1, bias=bias, dropout=0.0, training=False,
+                           bidirectional=False, lengths=None, input_bias=seq_bias,
+                           backend=backend, **opts)
+        new = tuple(h[0] for h in new)
+    return new
+
+
 @_entry_point
 def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, input_bias=None,
              backend=None):
     """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]. ``input_bias``
     [B, G] or None: a per-row term added to the input projection (as in :func:`rnn`)."""
-    be = backends.select("rnn", input, backend)
-    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
-    h = _step("rnn", be, input, [hx], weights, bias, input_bias, nonlinearity=nonlinearity)
-    if h is None:
-        _, h = rnn(input.unsqueeze(0), hx.unsqueeze(0), weights, nonlinearity=nonlinearity,
-                   bias=bias, input_bias=seq_bias,
-                   backend=backend)
-        h = h[0]
-    return h
+    _nonlinearity(nonlinearity)
+    return _cell("rnn", input, (hx,), weights, bias, input_bias, backend,
+                 nonlinearity=nonlinearity)[0]
 
 
 @_entry_point
 def gru_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
     """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]; ``input_bias`` as in
     :func:`rnn_cell`."""
-    be = backends.select("gru", input, backend)
-    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
-    h = _step("gru", be, input, [hx], weights, bias, input_bias)
-    if h is None:
-        _, h = gru(input.unsqueeze(0), hx.unsqueeze(0), weights, bias=bias,
-                   input_bias=seq_bias, backend=backend)
-        h = h[0]
-    return h
+    return _cell("gru", input, (hx,), weights, bias, input_bias, backend)[0]
 
 
 @_entry_point
 def lstm_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
     """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c');
     ``input_bias`` as in :func:`rnn_cell`."""
-    be = backends.select("lstm", input, backend)
-    seq_bias = _cell_input_bias(input_bias, input, weights)      # checked before any kernel
-    hc = _step("lstm", be, input, list(hx), weights, bias, input_bias)
-    if hc is None:
-        _, (h, c) = lstm(input.unsqueeze(0), (hx[0].unsqueeze(0), hx[1].unsqueeze(0)), weights,
-                         bias=bias, input_bias=seq_bias,
-                         backend=backend)
-        hc = h[0], c[0]
-    return hc
+    return _cell("lstm", input, tuple(hx), weights, bias, input_bias, backend)
 
 
 def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **opts):
@@ -419,11 +408,10 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **
     Under no_grad on a backend with a fused step launcher, the dispatch, the launcher
     lookup and the bias sum (b_ih + input_bias [B, G]) happen here, once, and each call
     is the launcher alone: at batch 1 the per-token cost is the step kernel's, not the
-    checks'. Otherwise (gradients, autocast, the reference backend) each call is the
-    cell function.
+    checks'. Otherwise (gradients, autocast) each call is the cell function.
     """
-    fn = {"rnn": rnn_cell, "gru": gru_cell, "lstm": lstm_cell}[cell]
-    if cell == "rnn":
+    fn = globals()[f"{cell}_cell"]
+    if "nonlinearity" in CELLS[cell].options:
         opts.setdefault("nonlinearity", "tanh")
     _cell_input_bias(input_bias, like, weights)                  # checked once, up front
     be = backends.select(cell, like, backend)
@@ -433,6 +421,6 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **
         return lambda x, state: fn(x, state, weights, bias=bias, input_bias=input_bias,
                                    backend=backend, **opts)
     fixed = dict(_step_weights(weights, bias, input_bias), **opts)   # the bias sum, once
-    if cell == "lstm":
-        return lambda x, state: launch(x=x, h=state[0], c=state[1], **fixed)
+    if len(CELLS[cell].states) > 1:
+        return lambda x, state: launch(x=x, **dict(zip(CELLS[cell].states, state)), **fixed)
     return lambda x, h: launch(x=x, h=h, **fixed)

@@ -23,29 +23,39 @@ import torch
 
 
 # ---------------------------------------------------------------- cells
+# Each cell also returns what its kernels save for backward (the launcher contract,
+# fastrnn/kernels/__init__.py); the *_cell functions keep the state alone.
 def rnn_cell(xp, h, w_hh, nonlinearity):
     pre = xp + h @ w_hh.t()
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
-def gru_cell(xp, h, w_hh, b_hn):
+def gru_parts(xp, h, w_hh, b_hn):
+    """-> (h', gates [B, 4H] = r, z, n, W_hn h + b_hn)"""
     H = h.shape[-1]
     hp = h @ w_hh.t()
     r = torch.sigmoid(xp[:, :H] + hp[:, :H])
     z = torch.sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
     hn = hp[:, 2 * H:] if b_hn is None else hp[:, 2 * H:] + b_hn
     n = torch.tanh(xp[:, 2 * H:] + r * hn)
-    return (1 - z) * n + z * h
+    return (1 - z) * n + z * h, torch.cat([r, z, n, hn], 1)
+
+
+def gru_cell(xp, h, w_hh, b_hn):
+    return gru_parts(xp, h, w_hh, b_hn)[0]
+
+
+def lstm_parts(xp, h, c, w_hh, w_hr):
+    """-> (h', c', gates [B, 4H] = i, f, g, o after their activations, m = o tanh(c'))"""
+    i, f, g, o = (xp + h @ w_hh.t()).chunk(4, dim=1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    m = o * torch.tanh(c)
+    return (m if w_hr is None else m @ w_hr.t()), c, torch.cat([i, f, g, o], 1), m
 
 
 def lstm_cell(xp, h, c, w_hh, w_hr):
-    gates = xp + h @ w_hh.t()
-    i, f, g, o = gates.chunk(4, dim=1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
-    if w_hr is not None:
-        h = h @ w_hr.t()
-    return h, c
+    return lstm_parts(xp, h, c, w_hh, w_hr)[:2]
 
 
 # ------------------------------------------------------------ time loop
@@ -58,28 +68,41 @@ def _reverse_rows(x, lengths):
     return x.gather(0, idx.view(T, B, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-def scan(step, xproj, state, lengths=None, reverse=False):
+def own_order(x, lengths, reverse):
+    """[T, B, *] in each row's processing order (its own last step first when
+    reversed; an involution), or x itself."""
+    return _reverse_rows(x, lengths) if reverse and lengths is not None else \
+        (x.flip(0) if reverse else x)
+
+
+def valid_steps(T, B, lengths, device):
+    """[T, B] bool: row b runs step t (in its own order) iff t < lengths[b]."""
+    if lengths is None:
+        return torch.ones(T, B, dtype=torch.bool, device=device)
+    return (torch.arange(T).unsqueeze(1) < lengths.cpu().unsqueeze(0)).to(device)
+
+
+def scan(step, xproj, state, lengths=None, reverse=False, keep=False):
     """Run ``state = step(xproj[t], state)`` over time; state is a tuple of [B, *].
 
-    The output of a step is ``state[0]``. Returns (out [T, B, P], final state).
+    The output of a step is ``state[0]``. Returns (out [T, B, P], final state); with
+    ``keep``, ``step`` returns the new state followed by per-step extras (what a
+    kernel saves), and a third item lists each extra stacked over time [T, B, *].
     """
     T, B = xproj.shape[:2]
-    if lengths is None:
-        lengths = torch.full((B,), T, dtype=torch.int64)
-    if reverse:
-        xproj = _reverse_rows(xproj, lengths)
-    valid = torch.arange(T).unsqueeze(1) < lengths.cpu().unsqueeze(0)   # [T, B]
-    valid = valid.to(xproj.device)
-    outs = []
+    xproj = own_order(xproj, lengths, reverse)
+    valid = valid_steps(T, B, lengths, xproj.device)
+    outs, extras = [], []
     for t in range(T):
         new = step(xproj[t], state)
+        extras.append(new[len(state):])
         m = valid[t].unsqueeze(1)
         state = tuple(torch.where(m, n, s) for n, s in zip(new, state))
         outs.append(torch.where(m, new[0], torch.zeros_like(new[0])))
-    out = torch.stack(outs) if outs else xproj.new_zeros(0, B, state[0].shape[1])
-    if reverse:
-        out = _reverse_rows(out, lengths)
-    return out, state
+    out = own_order(torch.stack(outs), lengths, reverse)
+    if not keep:
+        return out, state
+    return out, state, [own_order(torch.stack(e), lengths, reverse) for e in zip(*extras)]
 
 
 # ------------------------------------------------------- layer recurrences
@@ -105,18 +128,23 @@ def lstm_layer(xproj, h0, c0, w_hh, w_hr=None, lengths=None, reverse=False):
 
 
 # ---------------------------------------------------------------- trees
-# Per-node recursion over a fastrnn.forest.Forest, one node at a time, children before
-# parents: the oracle of the level-batched tree kernels. ``xproj`` [n, G] is the input
-# projection of every node (W_ih x + b); gate order i, o, u, f.
-def _tree_nodes(forest):
-    for j in forest.order.tolist():
-        a, b = forest.child_ptr[j], forest.child_ptr[j + 1]
-        yield j, forest.child_idx[a:b].tolist(), forest.child_slot[a:b].tolist()
+# Per-node recursion over a fastrnn.forest.Forest (or its ``tensors()`` dict), one node
+# at a time, children before parents: the oracle of the level-batched tree kernels.
+# ``xproj`` [n, G] is the input projection of every node (W_ih x + b); gate order i, o,
+# u, f. The *_parts functions also return what the kernels save for backward.
+def tree_nodes(forest):
+    """(j, child node ids, their slots, their link ids) per node, children first."""
+    get = forest.get if isinstance(forest, dict) else lambda k: getattr(forest, k)
+    ptr, idx, slot = get("child_ptr").tolist(), get("child_idx"), get("child_slot")
+    for j in get("order").tolist():
+        a, b = ptr[j], ptr[j + 1]
+        yield j, idx[a:b].tolist(), slot[a:b].tolist(), range(a, b)
 
 
-def _slots(states, kids, slots, N, like):
+def slots(states, kids, slot, N, like):
+    """[N*H]: the children's rows of ``states`` in their slots, zero where none."""
     parts = [like.new_zeros(like.shape[-1])] * N
-    for k, s in zip(kids, slots):
+    for k, s in zip(kids, slot):
         parts[s] = states[k]
     return torch.cat(parts)
 
@@ -127,24 +155,20 @@ def tree_rnn(xproj, forest, w_hh, nonlinearity="tanh"):
     H = xproj.shape[1]
     N = w_hh.shape[1] // H
     f = torch.tanh if nonlinearity == "tanh" else torch.relu
-    h = [None] * forest.n
-    for j, kids, slots in _tree_nodes(forest):
-        h[j] = f(xproj[j] + w_hh @ _slots(h, kids, slots, N, xproj[j]))
+    h = [None] * len(xproj)
+    for j, kids, slot, _ in tree_nodes(forest):
+        h[j] = f(xproj[j] + w_hh @ slots(h, kids, slot, N, xproj[j]))
     return torch.stack(h)
 
 
-def nary_tree_lstm(xproj, forest, w_hh):
-    """Tai et al. (2015), N-ary: with hcat = [h_{c_1}; ...; h_{c_N}] (missing: zero),
-    i, o = sigmoid, u = tanh of xproj_j + U hcat (rows i, o, u), f_l = sigmoid(x_f + U_{f_l}
-    hcat) per slot l, c = i u + sum_l f_l c_l, h = o tanh(c). xproj [n, 4H] (i, o, u, f),
-    w_hh [(3+N)H, N*H] (rows i, o, u, f_1..f_N) -> (h, c) [n, H] each."""
+def nary_tree_lstm_parts(xproj, forest, w_hh):
+    """-> (h, c [n, H], gates [n, (3+N)H] = i, o, u, f_1..f_N after their activations)"""
     H = xproj.shape[1] // 4
     N = w_hh.shape[1] // H
-    h, c = [None] * forest.n, [None] * forest.n
-    for j, kids, slots in _tree_nodes(forest):
-        hcat = _slots(h, kids, slots, N, xproj[j, :H])
-        ccat = _slots(c, kids, slots, N, xproj[j, :H]).view(N, H)
-        pre = w_hh @ hcat
+    h, c, gates = [None] * len(xproj), [None] * len(xproj), [None] * len(xproj)
+    for j, kids, slot, _ in tree_nodes(forest):
+        ccat = slots(c, kids, slot, N, xproj[j, :H]).view(N, H)
+        pre = w_hh @ slots(h, kids, slot, N, xproj[j, :H])
         x = xproj[j]
         i = torch.sigmoid(x[:H] + pre[:H])
         o = torch.sigmoid(x[H:2 * H] + pre[H:2 * H])
@@ -152,17 +176,25 @@ def nary_tree_lstm(xproj, forest, w_hh):
         f = torch.sigmoid(x[3 * H:] + pre[3 * H:].view(N, H))
         c[j] = i * u + (f * ccat).sum(0)
         h[j] = o * torch.tanh(c[j])
-    return torch.stack(h), torch.stack(c)
+        gates[j] = torch.cat([i, o, u, f.reshape(-1)])
+    return torch.stack(h), torch.stack(c), torch.stack(gates)
 
 
-def child_sum_tree_lstm(xproj, forest, w_hh):
-    """Tai et al. (2015), Child-Sum: hs = sum of the children's h; i, o = sigmoid and
-    u = tanh of xproj_j + U hs (rows i, o, u); per child k, f_k = sigmoid(x_f + U_f h_k);
-    c = i u + sum_k f_k c_k, h = o tanh(c). xproj [n, 4H] (i, o, u, f), w_hh [4H, H]
-    -> (h, c) [n, H] each."""
+def nary_tree_lstm(xproj, forest, w_hh):
+    """Tai et al. (2015), N-ary: with hcat = [h_{c_1}; ...; h_{c_N}] (missing: zero),
+    i, o = sigmoid, u = tanh of xproj_j + U hcat (rows i, o, u), f_l = sigmoid(x_f + U_{f_l}
+    hcat) per slot l, c = i u + sum_l f_l c_l, h = o tanh(c). xproj [n, 4H] (i, o, u, f),
+    w_hh [(3+N)H, N*H] (rows i, o, u, f_1..f_N) -> (h, c) [n, H] each."""
+    return nary_tree_lstm_parts(xproj, forest, w_hh)[:2]
+
+
+def child_sum_tree_lstm_parts(xproj, forest, w_hh):
+    """-> (h, c [n, H], gates [n, 3H] = i, o, u activated, fgates [E, H] = f per link)"""
     H = xproj.shape[1] // 4
-    h, c = [None] * forest.n, [None] * forest.n
-    for j, kids, _ in _tree_nodes(forest):
+    n = len(xproj)
+    h, c, gates = [None] * n, [None] * n, [None] * n
+    fgates = {}                                    # link id -> f of that link
+    for j, kids, _, links in tree_nodes(forest):
         x = xproj[j]
         hs = sum((h[k] for k in kids), x.new_zeros(H))
         pre = w_hh[:3 * H] @ hs
@@ -170,7 +202,18 @@ def child_sum_tree_lstm(xproj, forest, w_hh):
         o = torch.sigmoid(x[H:2 * H] + pre[H:2 * H])
         u = torch.tanh(x[2 * H:3 * H] + pre[2 * H:])
         cj = i * u
-        for k in kids:
-            cj = cj + torch.sigmoid(x[3 * H:] + w_hh[3 * H:] @ h[k]) * c[k]
-        c[j], h[j] = cj, o * torch.tanh(cj)
-    return torch.stack(h), torch.stack(c)
+        for k, e in zip(kids, links):
+            fgates[e] = torch.sigmoid(x[3 * H:] + w_hh[3 * H:] @ h[k])
+            cj = cj + fgates[e] * c[k]
+        c[j], h[j], gates[j] = cj, o * torch.tanh(cj), torch.cat([i, o, u])
+    fgates = [fgates[e] for e in range(len(fgates))]
+    return (torch.stack(h), torch.stack(c), torch.stack(gates),
+            torch.stack(fgates) if fgates else xproj.new_zeros(0, H))
+
+
+def child_sum_tree_lstm(xproj, forest, w_hh):
+    """Tai et al. (2015), Child-Sum: hs = sum of the children's h; i, o = sigmoid and
+    u = tanh of xproj_j + U hs (rows i, o, u); per child k, f_k = sigmoid(x_f + U_f h_k);
+    c = i u + sum_k f_k c_k, h = o tanh(c). xproj [n, 4H] (i, o, u, f), w_hh [4H, H]
+    -> (h, c) [n, H] each."""
+    return child_sum_tree_lstm_parts(xproj, forest, w_hh)[:2]

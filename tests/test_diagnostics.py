@@ -97,11 +97,23 @@ def test_gradient_flow_per_layer_and_direction_leaves_grads_alone():
     assert flows[2].norms[-1].item() == pytest.approx((2 * last).norm().item(), rel=1e-10)
 
 
-def test_gradient_flow_needs_a_kernel_backend():
-    model = fastrnn.RNN(3, 4)
-    model.backend = "reference"
-    with pytest.raises(RuntimeError, match="no fused recurrent layer ran"):
-        gradient_flow(model, torch.randn(5, 2, 3), lambda o: o[0].sum())
+def test_gradient_flow_on_the_reference_backend_matches_the_kernels():
+    # the reference backend implements the launcher contract, grad_states included
+    model = fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True).double()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    flows = {}
+    for backend in ("numba", "reference"):
+        model.backend = backend
+        flows[backend] = gradient_flow(model, x, lambda o: o[0].pow(2).sum())
+    assert len(flows["reference"]) == len(flows["numba"]) == 4
+    for a, b in zip(flows["reference"], flows["numba"]):
+        assert (a.layer, a.direction) == (b.layer, b.direction)
+        assert_close(a.norms, b.norms, 1e-12, f"layer {a.layer} direction {a.direction}")
+
+
+def test_gradient_flow_needs_a_fastrnn_layer():
+    with pytest.raises(RuntimeError, match="no fastrnn recurrent layer ran"):
+        gradient_flow(torch.nn.RNN(3, 4), torch.randn(5, 2, 3), lambda o: o[0].sum())
 
 
 @pytest.mark.parametrize("radius", [0.5, 1.0, 1.5])

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import backends, reference
+from .. import backends
 from ..autograd import ChildSumTreeLSTMFunction, NaryTreeLSTMFunction, TreeRNNFunction
 from ..forest import Forest, ForestError
 
@@ -87,8 +87,6 @@ class TreeRNN(_TreeModule):
 
     def forward(self, x, forest):
         xproj, be = self._prepare(x, forest, self.arity)
-        if be.name == "reference":
-            return reference.tree_rnn(xproj, forest, self.weight_hh, self.nonlinearity)
         return TreeRNNFunction.apply(xproj, self.weight_hh, forest, self.nonlinearity, be)
 
 
@@ -107,8 +105,6 @@ class NaryTreeLSTM(_TreeModule):
 
     def forward(self, x, forest):
         xproj, be = self._prepare(x, forest, self.arity)
-        if be.name == "reference":
-            return reference.nary_tree_lstm(xproj, forest, self.weight_hh)
         return NaryTreeLSTMFunction.apply(xproj, self.weight_hh, forest, be)
 
 
@@ -125,6 +121,4 @@ class ChildSumTreeLSTM(_TreeModule):
 
     def forward(self, x, forest):
         xproj, be = self._prepare(x, forest)
-        if be.name == "reference":
-            return reference.child_sum_tree_lstm(xproj, forest, self.weight_hh)
         return ChildSumTreeLSTMFunction.apply(xproj, self.weight_hh, forest, be)
