@@ -8,7 +8,7 @@ from fastrnn.autograd import GRUFunction, LSTMFunction, RNNFunction, StateGradie
 from fastrnn.backends import REGISTRY
 from fastrnn.diagnostics import decay_rate, elman_bound, gradient_flow, main
 
-from conftest import assert_close
+from helpers import assert_close
 
 T, B, H = 7, 4, 5
 
@@ -53,7 +53,7 @@ def _reference_state_grads(cell, xproj, h0, w_hh, extra, lengths, reverse, g_out
     return res
 
 
-@pytest.mark.parametrize("backend", ["numba", "triton"])
+@pytest.mark.parametrize("backend", ["numba", "triton", "reference"])
 @pytest.mark.parametrize("cell,proj", [("rnn", False), ("gru", False), ("lstm", False),
                                        ("lstm", True)])
 @pytest.mark.parametrize("varlen,reverse", [(False, False), (True, False), (True, True)])

@@ -7,7 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
 from fastrnn.cells import SEQUENCE
-from conftest import assert_close
+from helpers import assert_close
 
 TOL = 2e-5
 

@@ -5,7 +5,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from fastrnn.models import DeepRNN
 
-from conftest import assert_close
+from helpers import assert_close
 
 BACKENDS = ["numba", "triton", "reference"]
 

@@ -5,7 +5,7 @@ import torch
 from fastrnn import lm as cli
 from fastrnn.models import lm
 
-from conftest import assert_close, assert_twins_match
+from helpers import assert_close, assert_twins_match
 
 BACKENDS = ["numba", "triton", "reference"]
 

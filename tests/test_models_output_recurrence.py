@@ -4,7 +4,7 @@ import torch
 
 from fastrnn.models.output_recurrence import OutputRecurrentRNN, demo
 
-from conftest import assert_close, assert_twins_match
+from helpers import assert_close, assert_twins_match
 
 BACKENDS = ["numba", "triton", "reference"]
 

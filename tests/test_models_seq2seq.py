@@ -9,7 +9,7 @@ from fastrnn import functional
 from fastrnn.cells import SEQUENCE
 from fastrnn.models import Seq2Seq
 
-from conftest import assert_close, assert_twins_match
+from helpers import assert_close, assert_twins_match
 
 BACKENDS = ["numba", "triton", "reference"]
 

@@ -6,7 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fastrnn import functional
-from conftest import assert_close
+from helpers import assert_close
 
 OPTIONS = list(itertools.product([1, 2], [True, False], [False, True], [False, True]))
 

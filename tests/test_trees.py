@@ -5,11 +5,13 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fastrnn import Forest, ForestError
+from fastrnn import Forest, ForestError, reference
+from fastrnn.cells import CELLS
 from fastrnn.models import ChildSumTreeLSTM, NaryTreeLSTM, TreeRNN
 
-from conftest import assert_close
+from helpers import assert_close
 
 
 def _random_tree(rng, n, max_children):
@@ -56,12 +58,22 @@ MODELS = [("tree_rnn", lambda: TreeRNN(3, 5)), ("tree_rnn relu", lambda: TreeRNN
           ("child_sum", lambda: ChildSumTreeLSTM(3, 5))]
 
 
+def _oracle(model, x, forest):
+    """The module's forward as autograd through fastrnn.reference's per-node recursion."""
+    cell = CELLS[model._cell]
+    opts = {o: getattr(model, o) for o in cell.options}
+    return getattr(reference, cell.reference[0])(F.linear(x, model.weight_ih, model.bias),
+                                                 forest, model.weight_hh, **opts)
+
+
 def _run(model, x, forest, backend):
+    """Outputs and every gradient of one forward and backward on ``backend``, or through
+    the oracle (``backend="oracle"``)."""
     model.backend = backend
     for p in model.parameters():
         p.grad = None
     leaf = x.clone().requires_grad_()
-    out = model(leaf, forest)
+    out = _oracle(model, leaf, forest) if backend == "oracle" else model(leaf, forest)
     out = out if isinstance(out, tuple) else (out,)
     g = torch.Generator().manual_seed(1)
     torch.autograd.backward(out, [torch.randn(t.shape, generator=g, dtype=torch.float64)
@@ -74,12 +86,13 @@ CASES = [(name, make, kind) for name, make in MODELS for kind in KINDS] + \
     [("child_sum", MODELS[-1][1], "wide")]
 
 
+@pytest.mark.parametrize("backend", ["numba", "reference"])
 @pytest.mark.parametrize("name,make,kind", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
-def test_numba_kernels_match_the_per_node_recursion(name, make, kind):
+def test_cpu_backends_match_the_per_node_recursion(backend, name, make, kind):
     model = make().double()
     forest = _forest(kind, getattr(model, "arity", 2))
     x = torch.randn(forest.n, 3, dtype=torch.float64)
-    got, ref = _run(model, x, forest, "numba"), _run(model, x, forest, "reference")
+    got, ref = _run(model, x, forest, backend), _run(model, x, forest, "oracle")
     names = ["h", "c"][:len(got) - 5] + ["x", "weight_ih", "weight_hh", "bias"]
     for what, a, b in zip(names, got, ref):
         assert_close(a, b, 1e-12, what)
@@ -105,7 +118,7 @@ def test_float32():
         model = make()
         x = torch.randn(forest.n, 3)
         got, ref = _run(model, x, forest, "numba"), _run(model.double(), x.double(), forest,
-                                                         "reference")
+                                                         "oracle")
         for a, b in zip(got, ref):
             assert_close(a, b, 2e-5)
 
@@ -195,7 +208,7 @@ def test_triton_kernels_match_the_per_node_recursion(name, make, kind):
     forest = _forest(kind, getattr(model, "arity", 2))
     x = torch.randn(forest.n, 3)
     got = _run(model, x, forest, "triton")
-    ref = _run(model.double(), x.double(), forest, "reference")
+    ref = _run(model.double(), x.double(), forest, "oracle")
     names = ["h", "c"][:len(got) - 5] + ["x", "weight_ih", "weight_hh", "bias"]
     for what, a, b in zip(names, got, ref):
         assert_close(a, b, 2e-5, what)

@@ -12,9 +12,7 @@ import logging
 import pytest
 import torch
 
-from conftest import assert_close
-from helpers import check_rnn_backend
-from test_gru_lstm_kernels import check
+from helpers import assert_close, check
 
 from fastrnn import reference
 from fastrnn.backends import REGISTRY
@@ -33,7 +31,7 @@ def tiling(request, monkeypatch):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_rnn_split_over_units_and_rows(tiling, reverse):
     # H = 40: three unit tiles of 16 (two of 32); B = 37: three row tiles
-    check_rnn_backend("triton", 3, 37, 40, torch.float32, reverse=reverse)
+    check("rnn", "triton", 3, 37, 40, torch.float32, reverse=reverse)
 
 
 @pytest.mark.parametrize("cell,P", [("gru", None), ("lstm", None), ("lstm", 19)])
@@ -46,10 +44,7 @@ def test_variable_lengths_across_row_tiles(cell, P, monkeypatch):
     # rows of one batch tile end at different steps; a second tile has shorter rows only
     monkeypatch.setattr(plan, "FORCE", plan.Tiling(16, 16, False))
     lengths = torch.tensor([4, 1, 3, 2] * 4 + [2, 1, 2])
-    if cell == "rnn":
-        check_rnn_backend("triton", 4, 19, 33, torch.float32, lengths=lengths, reverse=True)
-    else:
-        check(cell, "triton", 4, 19, 33, torch.float32, P=P, lengths=lengths, reverse=True)
+    check(cell, "triton", 4, 19, 33, torch.float32, P=P, lengths=lengths, reverse=True)
 
 
 def test_lstm_768_is_spread_over_many_programs(caplog):
