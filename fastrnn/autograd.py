@@ -51,16 +51,6 @@ def _slot():
     return None if rec is None else rec.slot()
 
 
-def _states_out(ctx, like):
-    return None if ctx.dh_slot is None else torch.empty_like(like)
-
-
-def _record(ctx, grad_states):
-    if grad_states is not None:
-        rec, index = ctx.dh_slot
-        rec.store(index, grad_states)
-
-
 def previous_states(out, h0, lengths, reverse):
     """The state each step consumed: hprev[t, b] = h_{t-1} in row b's own order.
 
@@ -98,52 +88,64 @@ def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
                add=_mm(first.t(), h0))
 
 
-def _saved_xproj(ctx, xproj):
-    return ctx.xproj_fn() if xproj is None else xproj
+def _save(ctx, backend, xproj, xproj_fn, tensors, opts):
+    """What every layer Function keeps for backward: xproj only when it cannot be
+    recomputed (``xproj_fn``), then ``tensors`` (inputs, saved outputs, lengths); the
+    backend and non-tensor options on ctx; and where its dL/dh_t go, if recorded."""
+    ctx.save_for_backward(None if xproj_fn else xproj, *tensors)
+    ctx.backend, ctx.opts, ctx.xproj_fn, ctx.dh_slot = backend, opts, xproj_fn, _slot()
 
 
-def _recompute_grads(fn, inputs, outputs_grad):
-    """Double-backward path: differentiate the reference recomputation.
-
-    The saved tensors are used as they are (not detached), so the returned
-    gradients stay connected to the graph that create_graph is building.
-    """
+def _double_backward(ctx, layer, inputs, grads, n_args):
+    """Backward while create_graph builds a graph: differentiate ``layer`` (a
+    fastrnn.reference recurrence of ``inputs``, xproj first) by autograd, so higher-order
+    gradients are exact. The saved tensors are used as they are (not detached), so the
+    returned gradients stay connected to that graph. -> the Function's ``n_args``
+    gradients (None past the inputs)."""
+    inputs = [ctx.xproj_fn() if inputs[0] is None else inputs[0], *inputs[1:]]
     with torch.enable_grad():
-        outs = fn(*inputs)
+        outs = layer(*inputs)
         needs = [x is not None and x.requires_grad for x in inputs]
         diff = [x for x, n in zip(inputs, needs) if n]
-        grads = iter(torch.autograd.grad(outs, diff, outputs_grad, create_graph=True,
-                                         allow_unused=True))
-    return [next(grads) if n else None for n in needs]
+        got = iter(torch.autograd.grad(outs, diff, grads, create_graph=True, allow_unused=True))
+    return tuple(next(got) if n else None for n in needs) + (None,) * (n_args - len(inputs))
 
 
+def _kernel_bwd(ctx, name, **kwargs):
+    """The backend's ``<name>_bwd``, recording dL/dh_t when fastrnn.diagnostics asks."""
+    states = None if ctx.dh_slot is None else torch.empty_like(kwargs["grad_out"])
+    res = getattr(ctx.backend.kernels(), f"{name}_bwd")(**kwargs, grad_states=states)
+    if states is not None:
+        rec, index = ctx.dh_slot
+        rec.store(index, states)
+    return res
+
+
+# The layer Functions, one direction each; their arguments follow one pattern (the cell
+# table's order): xproj, the initial states, the recurrent weights, lengths, reverse, the
+# cell's options, the backend, xproj_fn.
 class RNNFunction(torch.autograd.Function):
-    """Elman RNN layer, one direction: (xproj, h0, w_hh) -> (out, h_n)."""
+    """Elman RNN layer: (xproj, h0, w_hh) -> (out, h_n)."""
 
     @staticmethod
     def forward(ctx, xproj, h0, w_hh, lengths, reverse, nonlinearity, backend, xproj_fn=None):
         out, h_n = backend.kernels().rnn_fwd(
             xproj=xproj, h0=h0, w_hh=w_hh, lengths=lengths, reverse=reverse,
             nonlinearity=nonlinearity)
-        ctx.save_for_backward(None if xproj_fn else xproj, h0, w_hh, out, lengths)
-        ctx.opts, ctx.xproj_fn, ctx.dh_slot = (reverse, nonlinearity, backend), xproj_fn, _slot()
+        _save(ctx, backend, xproj, xproj_fn, (h0, w_hh, out, lengths), (reverse, nonlinearity))
         return out, h_n
 
     @staticmethod
     def backward(ctx, grad_out, grad_hn):
         xproj, h0, w_hh, out, lengths = ctx.saved_tensors
-        reverse, nonlinearity, backend = ctx.opts
+        reverse, nonlinearity = ctx.opts
         if torch.is_grad_enabled():
-            gx, gh, gw = _recompute_grads(
-                lambda x, h, w: reference.rnn_layer(x, h, w, lengths, reverse, nonlinearity),
-                [_saved_xproj(ctx, xproj), h0, w_hh], [grad_out, grad_hn])
-            return gx, gh, gw, None, None, None, None, None
-        states = _states_out(ctx, out)
-        grad_pre, grad_h0 = backend.kernels().rnn_bwd(
-            grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
-            w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity,
-            grad_states=states)
-        _record(ctx, states)
+            return _double_backward(
+                ctx, lambda x, h, w: reference.rnn_layer(x, h, w, lengths, reverse, nonlinearity),
+                [xproj, h0, w_hh], [grad_out, grad_hn], 8)
+        grad_pre, grad_h0 = _kernel_bwd(
+            ctx, "rnn", grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
+            w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
         grad_w = None
         if ctx.needs_input_grad[2]:
             grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
@@ -151,30 +153,26 @@ class RNNFunction(torch.autograd.Function):
 
 
 class GRUFunction(torch.autograd.Function):
-    """GRU layer, one direction: (xproj, h0, w_hh, b_hn) -> (out, h_n); b_hn may be None."""
+    """GRU layer: (xproj, h0, w_hh, b_hn) -> (out, h_n); b_hn may be None."""
 
     @staticmethod
     def forward(ctx, xproj, h0, w_hh, b_hn, lengths, reverse, backend, xproj_fn=None):
         out, h_n, gates = backend.kernels().gru_fwd(
             xproj=xproj, h0=h0, w_hh=w_hh, b_hn=b_hn, lengths=lengths, reverse=reverse)
-        ctx.save_for_backward(None if xproj_fn else xproj, h0, w_hh, b_hn, out, gates, lengths)
-        ctx.opts, ctx.xproj_fn, ctx.dh_slot = (reverse, backend), xproj_fn, _slot()
+        _save(ctx, backend, xproj, xproj_fn, (h0, w_hh, b_hn, out, gates, lengths), (reverse,))
         return out, h_n
 
     @staticmethod
     def backward(ctx, grad_out, grad_hn):
         xproj, h0, w_hh, b_hn, out, gates, lengths = ctx.saved_tensors
-        reverse, backend = ctx.opts
+        reverse, = ctx.opts
         if torch.is_grad_enabled():
-            grads = _recompute_grads(
-                lambda x, h, w, b: reference.gru_layer(x, h, w, b, lengths, reverse),
-                [_saved_xproj(ctx, xproj), h0, w_hh, b_hn], [grad_out, grad_hn])
-            return (*grads, None, None, None, None)
-        states = _states_out(ctx, out)
-        grad_x, grad_hp, grad_h0 = backend.kernels().gru_bwd(
-            grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out, h0=h0,
-            gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse, grad_states=states)
-        _record(ctx, states)
+            return _double_backward(
+                ctx, lambda x, h, w, b: reference.gru_layer(x, h, w, b, lengths, reverse),
+                [xproj, h0, w_hh, b_hn], [grad_out, grad_hn], 8)
+        grad_x, grad_hp, grad_h0 = _kernel_bwd(
+            ctx, "gru", grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
+            h0=h0, gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
         grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
             grad_w = _recurrent_weight_grad(grad_hp, out, h0, lengths, reverse)
@@ -185,32 +183,28 @@ class GRUFunction(torch.autograd.Function):
 
 
 class LSTMFunction(torch.autograd.Function):
-    """LSTM layer, one direction: (xproj, h0, c0, w_hh, w_hr) -> (out, h_n, c_n); w_hr may be None."""
+    """LSTM layer: (xproj, h0, c0, w_hh, w_hr) -> (out, h_n, c_n); w_hr may be None."""
 
     @staticmethod
     def forward(ctx, xproj, h0, c0, w_hh, w_hr, lengths, reverse, backend, xproj_fn=None):
         out, h_n, c_n, gates, cells, mids = backend.kernels().lstm_fwd(
             xproj=xproj, h0=h0, c0=c0, w_hh=w_hh, w_hr=w_hr, lengths=lengths, reverse=reverse)
-        ctx.save_for_backward(None if xproj_fn else xproj, h0, c0, w_hh, w_hr, out, gates,
-                              cells, mids, lengths)
-        ctx.opts, ctx.xproj_fn, ctx.dh_slot = (reverse, backend), xproj_fn, _slot()
+        _save(ctx, backend, xproj, xproj_fn,
+              (h0, c0, w_hh, w_hr, out, gates, cells, mids, lengths), (reverse,))
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx, grad_out, grad_hn, grad_cn):
         xproj, h0, c0, w_hh, w_hr, out, gates, cells, mids, lengths = ctx.saved_tensors
-        reverse, backend = ctx.opts
+        reverse, = ctx.opts
         if torch.is_grad_enabled():
-            grads = _recompute_grads(
-                lambda x, h, c, w, wr: reference.lstm_layer(x, h, c, w, wr, lengths, reverse),
-                [_saved_xproj(ctx, xproj), h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn])
-            return (*grads, None, None, None, None)
-        states = _states_out(ctx, out)
-        grad_pre, grad_h, grad_h0, grad_c0 = backend.kernels().lstm_bwd(
-            grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(),
+            return _double_backward(
+                ctx, lambda x, h, c, w, wr: reference.lstm_layer(x, h, c, w, wr, lengths, reverse),
+                [xproj, h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn], 9)
+        grad_pre, grad_h, grad_h0, grad_c0 = _kernel_bwd(
+            ctx, "lstm", grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(),
             grad_cn=grad_cn.contiguous(), c0=c0, gates=gates, cells=cells, w_hh=w_hh, w_hr=w_hr,
-            lengths=lengths, reverse=reverse, grad_states=states)
-        _record(ctx, states)
+            lengths=lengths, reverse=reverse)
         grad_w = grad_wr = None
         if ctx.needs_input_grad[3]:
             grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
@@ -260,9 +254,9 @@ class TreeRNNFunction(torch.autograd.Function):
         xproj, w_hh, h = ctx.saved_tensors
         forest, nonlinearity, backend = ctx.opts
         if torch.is_grad_enabled():
-            gx, gw = _recompute_grads(lambda x, w: reference.tree_rnn(x, forest, w, nonlinearity),
-                                      [xproj, w_hh], [grad_h])
-            return gx, gw, None, None, None
+            return _double_backward(
+                ctx, lambda x, w: reference.tree_rnn(x, forest, w, nonlinearity), [xproj, w_hh],
+                [grad_h], 5)
         grad_pre = backend.kernels().tree_rnn_bwd(grad_h=grad_h, h=h, w_hh=w_hh,
                                                   forest=forest.tensors(),
                                                   nonlinearity=nonlinearity)
@@ -288,9 +282,8 @@ class NaryTreeLSTMFunction(torch.autograd.Function):
         xproj, w_hh, h, c, gates = ctx.saved_tensors
         forest, backend = ctx.opts
         if torch.is_grad_enabled():
-            gx, gw = _recompute_grads(lambda x, w: reference.nary_tree_lstm(x, forest, w),
-                                      [xproj, w_hh], [grad_h, grad_c])
-            return gx, gw, None, None
+            return _double_backward(ctx, lambda x, w: reference.nary_tree_lstm(x, forest, w),
+                                    [xproj, w_hh], [grad_h, grad_c], 4)
         grad_hh, grad_x = backend.kernels().nary_tree_lstm_bwd(
             grad_h=grad_h, grad_c=grad_c, c=c, gates=gates, w_hh=w_hh, forest=forest.tensors())
         grad_w = None
@@ -315,9 +308,8 @@ class ChildSumTreeLSTMFunction(torch.autograd.Function):
         xproj, w_hh, h, c, gates, fgates = ctx.saved_tensors
         forest, backend = ctx.opts
         if torch.is_grad_enabled():
-            gx, gw = _recompute_grads(lambda x, w: reference.child_sum_tree_lstm(x, forest, w),
-                                      [xproj, w_hh], [grad_h, grad_c])
-            return gx, gw, None, None
+            return _double_backward(ctx, lambda x, w: reference.child_sum_tree_lstm(x, forest, w),
+                                    [xproj, w_hh], [grad_h, grad_c], 4)
         grad_iou, grad_f, grad_x = backend.kernels().child_sum_tree_lstm_bwd(
             grad_h=grad_h, grad_c=grad_c, c=c, gates=gates, fgates=fgates, w_hh=w_hh,
             forest=forest.tensors())
