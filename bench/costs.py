@@ -87,7 +87,8 @@ def memory(providers, mode="fwdbwd"):
 # ------------------------------------------------------------- child side
 def _layer(provider, H, cell="lstm"):
     import torch
-    name = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell]
+    from fastrnn.cells import CELLS
+    name = CELLS[cell].torch_layer
     if provider == "torch":
         return getattr(torch.nn, name)(H, H)
     import fastrnn

@@ -237,12 +237,12 @@ def _sequence(name, input, hx, weights, *, num_layers, bias, dropout, training,
     named = [s + "0" for s in cell.states]               # h0, c0: the launchers' names
 
     def layer(x, states, w, reverse, extra):
-        w_ih, b, rec = _weights(cell, w, bias, proj_size > 0)
         if len(x) == 1 and lengths is None and extra is None:
-            new = _step(name, be, x[0], states, w, bias,
-                        **({"w_hr": rec["w_hr"]} if cell.projection else {}), **opts)
+            proj = {"w_hr": w[-1] if proj_size > 0 else None} if cell.projection else {}
+            new = _step(name, be, x[0], states, w, bias, **proj, **opts)
             if new is not None:
                 return new[0].unsqueeze(0), new
+        w_ih, b, rec = _weights(cell, w, bias, proj_size > 0)
         if not recording and not _needs_grad(x, *states, *w, extra):
             res = _infer(launch, x, w_ih, b, extra, dict(zip(named, states)), lengths,
                          reverse, **rec, **opts)

@@ -19,7 +19,7 @@ import time
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .cells import SEQUENCE
+from .cells import CELLS as TABLE, SEQUENCE
 
 CELLS = SEQUENCE + ("tree",)      # "tree": the three tree cells
 DTYPES = ("float32", "float64")
@@ -28,9 +28,8 @@ DTYPES = ("float32", "float64")
 def _layer_calls(cell, dtype):
     """-> [(label, call)]: the calls that compile ``cell``'s kernels in ``dtype``."""
     import fastrnn
-    name = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}[cell]
-    layer = getattr(fastrnn, name)(4, 4).to(dtype)
-    step = getattr(fastrnn, name + "Cell")(4, 4).to(dtype)
+    layer = getattr(fastrnn, TABLE[cell].torch_layer)(4, 4).to(dtype)
+    step = getattr(fastrnn, TABLE[cell].torch_cell)(4, 4).to(dtype)
     layer.backend = step.backend = "numba"
 
     def train():

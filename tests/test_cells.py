@@ -40,3 +40,33 @@ def test_derived_lists():
     assert list(cases.GATES.values()) == [CELLS[c].gates for c in SEQUENCE]
     assert list(cases.LAYER.values()) == [CELLS[c].torch_layer for c in SEQUENCE]
     assert lm.CELLS == SEQUENCE
+    from fastrnn.models import deep
+    assert {c.split("_")[0] for c in deep.CELLS} == set(SEQUENCE)
+    launchers = [n for c in CELLS.values() for n in c.launchers]
+    for backend in ("numba", "triton"):
+        assert importlib.import_module(f"fastrnn.kernels.{backend}").__all__ == launchers
+
+
+def test_no_other_module_lists_the_cells():
+    # "grep finds the list of cells in one place only": no literal list, tuple, set or dict
+    # outside fastrnn/cells.py names two cells (or their torch classes), except the
+    # public export list and a model that supports some cells on purpose
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    names = (set(CELLS) | {c.torch_layer for c in CELLS.values()} |
+             {c.torch_cell for c in CELLS.values()}) - {None}
+    allowed = {"fastrnn/__init__.py": "the public export list (static, for readers and IDEs)",
+               "fastrnn/models/seq2seq.py": "Seq2Seq supports the gated cells only"}
+    found = []
+    for path in [p for d in ("fastrnn", "kernels", "bench") for p in (root / d).rglob("*.py")]:
+        rel = path.relative_to(root).as_posix()
+        if rel == "fastrnn/cells.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+                elts = node.keys if isinstance(node, ast.Dict) else node.elts
+                hit = [e.value for e in elts if isinstance(e, ast.Constant) and e.value in names]
+                if len(hit) >= 2:
+                    found.append((rel, node.lineno, hit))
+    assert [f for f in found if f[0] not in allowed] == []

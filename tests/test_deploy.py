@@ -19,6 +19,7 @@ import torch
 
 import fastrnn
 from fastrnn import nn as fnn
+from fastrnn.cells import CELLS as TABLE, SEQUENCE
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -35,12 +36,13 @@ SEQ = {   # name: (class, kwargs, states given)
     "rnn_tanh_2_layers": (fastrnn.RNN, dict(num_layers=2), False),
     "rnn_relu_bidirectional": (fastrnn.RNN, dict(nonlinearity="relu", bidirectional=True), True),
 }
-CELLS = {"lstm_cell": fastrnn.LSTMCell, "gru_cell": fastrnn.GRUCell, "rnn_cell": fastrnn.RNNCell}
+CELLS = {f"{c}_cell": getattr(fastrnn, TABLE[c].torch_cell) for c in SEQUENCE}
 # paths where torch's own module exports a graph that does not run, and fastrnn refuses
 # with a clear error instead (test_torchs_own_export_is_broken_where_fastrnn_refuses)
 REFUSED = {("lstm_proj_size", "onnx_dynamo"): "projections",
            ("lstm_proj_size", "onnx"): "projections"}     # torch: SymbolicValueError
-ONNX_RECURRENT = {fastrnn.LSTM: "LSTM", fastrnn.GRU: "GRU", fastrnn.RNN: "RNN"}
+# ONNX names its recurrent ops as torch.nn names the modules
+ONNX_RECURRENT = {getattr(fastrnn, TABLE[c].torch_layer): TABLE[c].torch_layer for c in SEQUENCE}
 I, H, T, B = 6, 5, 4, 3
 
 

@@ -6,14 +6,29 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
-from fastrnn.cells import SEQUENCE
+from fastrnn.cells import CELLS as TABLE, SEQUENCE
 from helpers import assert_close
 
 TOL = 2e-5
 
 
-KINDS = {"rnn_tanh": ("RNN", dict(nonlinearity="tanh")), "rnn_relu": ("RNN", dict(nonlinearity="relu")),
-         "gru": ("GRU", {}), "lstm": ("LSTM", {}), "lstm_proj": ("LSTM", dict(proj_size=3))}
+def _variants(cell):
+    # a cell's options, each value once (the RNN's two nonlinearities)
+    if "nonlinearity" in TABLE[cell].options:
+        return [dict(nonlinearity="tanh"), dict(nonlinearity="relu")]
+    return [{}]
+
+
+# every sequence cell of the table, each option, and a projection where it takes one
+KINDS = {"_".join([c, *o.values()]): (TABLE[c].torch_layer, o)
+         for c in SEQUENCE for o in _variants(c)}
+KINDS.update({f"{c}_proj": (TABLE[c].torch_layer, dict(proj_size=3))
+              for c in SEQUENCE if TABLE[c].projection})
+
+
+def _states(cls):
+    # how many states a torch.nn cell class carries (LSTMCell: h and c)
+    return next(len(c.states) for c in TABLE.values() if c.torch_cell == cls)
 
 
 def pair(*args, kind="rnn_tanh", **kwargs):
@@ -185,7 +200,7 @@ def test_inference_in_time_chunks(kind, bidirectional, packed, layers, chunk_ste
     ours, theirs = pair(4, 6, layers, kind=kind, bidirectional=bidirectional)
     ours.backend = backend
     T, B = 7, 5
-    G = {"RNN": 1, "GRU": 3, "LSTM": 4}[KINDS[kind][0]] * 6
+    G = TABLE[kind.split("_")[0]].gates * 6
     monkeypatch.setattr(functional, "INFERENCE_CHUNK_BYTES", chunk_steps * B * G * 4)
     x, hx = torch.randn(T, B, 4), initial_state(ours, B)
     inp = pack_padded_sequence(x, torch.tensor([7, 3, 5, 1, 6]), enforce_sorted=False) \
@@ -213,8 +228,7 @@ def test_gradgradcheck_through_module(kind):
 
 
 # ------------------------------------------------------------------ cells
-CELLS = [("RNNCell", dict(nonlinearity="tanh")), ("RNNCell", dict(nonlinearity="relu")),
-         ("GRUCell", {}), ("LSTMCell", {})]
+CELLS = [(TABLE[c].torch_cell, o) for c in SEQUENCE for o in _variants(c)]
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -225,7 +239,7 @@ def test_cell_parity(cls, extra, bias):
     theirs = getattr(torch.nn, cls)(3, 5, bias=bias, **extra)
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(4, 3)
-    hx = [torch.randn(4, 5) for _ in range(2 if cls == "LSTMCell" else 1)]
+    hx = [torch.randn(4, 5) for _ in range(_states(cls))]
     res = []
     for m in (ours, theirs):
         xi = x.clone().requires_grad_()
@@ -282,7 +296,7 @@ def test_cell_decoding_step(cls, extra, dtype, B, I, H, monkeypatch):
         theirs = getattr(torch.nn, cls)(I, H, bias=bias, dtype=dtype, **extra)
         theirs.load_state_dict(ours.state_dict())
         x = torch.randn(B, I, dtype=dtype)
-        hx = [torch.randn(B, H, dtype=dtype) for _ in range(2 if cls == "LSTMCell" else 1)]
+        hx = [torch.randn(B, H, dtype=dtype) for _ in range(_states(cls))]
         hx = tuple(hx) if len(hx) == 2 else hx[0]
         tol = 1e-12 if dtype == torch.float64 else 2e-5
         with torch.no_grad():
@@ -367,7 +381,7 @@ def test_explicit_backend_that_cannot_run_raises():
 def test_cell_errors_like_torch(cls, extra):
     torch.manual_seed(0)
     ours, theirs = getattr(fastrnn, cls)(3, 4, **extra), getattr(torch.nn, cls)(3, 4, **extra)
-    lstm = cls == "LSTMCell"
+    lstm = _states(cls) == 2
     wrap = lambda h: (h, h.clone()) if lstm else h  # noqa: E731
     for call in (lambda c: c(torch.randn(2, 5)),
                  lambda c: c(torch.randn(2, 3), wrap(torch.randn(3, 4))),

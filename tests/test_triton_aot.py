@@ -4,6 +4,7 @@ choose (tests/aot_check.py), for an A100 (sm_80) and an H100 (sm_90a), on the CP
 Runs the check in a child process without TRITON_INTERPRET (the interpreter replaces
 @triton.jit functions, so they cannot be compiled there).
 """
+import inspect
 import os
 import subprocess
 import sys
@@ -39,3 +40,15 @@ def test_every_plan_compiles_without_spills_and_fits_the_device_at_once():
 def plan_devices():
     from fastrnn.kernels.triton.plan import DEVICES
     return DEVICES
+
+
+def test_every_kernel_declares_the_type_of_each_runtime_argument():
+    # resources.signature types arguments from these declarations only (an fp32 scratch
+    # buffer is not guessed from its name); here, under the interpreter, the declaration
+    # is compared with the kernel's own parameters
+    from aot_check import KERNELS, TREE_KERNELS
+    for kernel in list(KERNELS.values()) + list(TREE_KERNELS):
+        fn = getattr(kernel, "fn", kernel)
+        runtime = [n for n, p in inspect.signature(fn).parameters.items()
+                   if "constexpr" not in str(p.annotation)]
+        assert sorted(kernel.arg_types) == sorted(runtime), fn.__name__

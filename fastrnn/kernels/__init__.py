@@ -1,6 +1,8 @@
-"""The launcher contract every backend in fastrnn.kernels.<backend> implements.
+"""The launcher contract every backend in fastrnn.kernels.<backend> implements: numba,
+triton and reference (fastrnn/kernels/reference.py, plain PyTorch: the readable form).
 
-A backend module exports, per cell, ``<cell>_fwd`` and ``<cell>_bwd`` launchers:
+A backend module exports, per cell of the table (fastrnn/cells.py), ``<cell>_fwd`` and
+``<cell>_bwd`` launchers:
 keyword arguments only, torch tensors in and out, no autograd. They allocate the
 outputs (with ``new_output``), pick block sizes, and launch one kernel for the
 whole sequence. Shapes are time-major; ``lengths`` is None or a [B] int64 tensor
@@ -48,6 +50,19 @@ otherwise a step is a length-1 sequence through the launchers above):
     lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None) -> (h', c')
     (b_hh [G] or None; b_ih [G], or [B, G]: a per-row input part projected once, as a
     decoder's context, or None)
+
+Tree cells (fastrnn.models.tree; ``forest`` = Forest.tensors(), n nodes, E child links,
+N slots, gate order i, o, u, f):
+    tree_rnn_fwd(xproj [n, H], w_hh [H, N*H], forest, nonlinearity) -> h [n, H]
+    tree_rnn_bwd(grad_h, h, w_hh, forest, nonlinearity) -> grad_pre [n, H] (dL/d xproj)
+    nary_tree_lstm_fwd(xproj [n, 4H], w_hh [(3+N)H, N*H], forest)
+        -> h, c [n, H], gates [n, (3+N)H] (i, o, u, f_1..f_N activated)
+    nary_tree_lstm_bwd(grad_h, grad_c, c, gates, w_hh, forest)
+        -> grad_hh [n, (3+N)H] (dL/d W_hh hcat), grad_x [n, 4H]
+    child_sum_tree_lstm_fwd(xproj [n, 4H], w_hh [4H, H], forest)
+        -> h, c [n, H], gates [n, 3H] (i, o, u activated), fgates [E, H] (f per link)
+    child_sum_tree_lstm_bwd(grad_h, grad_c, c, gates, fgates, w_hh, forest)
+        -> grad_iou [n, 3H], grad_f [E, H] (dL/d U_f h_k per link), grad_x [n, 4H]
 
 Saved for backward by the Functions: the inputs (xproj only for double backward), the
 outputs above and lengths. Weight gradients are one GEMM each outside the kernels:

@@ -15,8 +15,13 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 import fastrnn
+from ..cells import CELLS as TABLE, SEQUENCE
 
-CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+# the sequence cells of the table, a cell with a nonlinearity once per choice (torch's
+# RNN modes "rnn_tanh", "rnn_relu")
+CELLS = tuple(f"{c}_{f}" if "nonlinearity" in TABLE[c].options else c
+              for c in SEQUENCE for f in (("tanh", "relu") if "nonlinearity" in TABLE[c].options
+                                          else (None,)))
 
 
 class DeepRNN(nn.Module):
@@ -49,8 +54,9 @@ class DeepRNN(nn.Module):
         self.dropout, self.batch_first = dropout, batch_first
         self.hidden_size, self.bidirectional = hidden_size, bidirectional
         D = 2 if bidirectional else 1
-        kind = {"rnn_tanh": "RNN", "rnn_relu": "RNN", "gru": "GRU", "lstm": "LSTM"}[cell]
-        extra = {"nonlinearity": cell[4:]} if kind == "RNN" else {}
+        base, _, nonlinearity = cell.partition("_")
+        kind = TABLE[base].torch_layer
+        extra = {"nonlinearity": nonlinearity} if nonlinearity else {}
         self.rnns, self.skips, self.transitions = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         size = input_size
         for _ in range(num_layers):

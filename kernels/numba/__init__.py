@@ -58,18 +58,15 @@ def _launcher(run):
     return functools.wraps(run)(functools.partial(_gc_paused, run))
 
 
-_listen()
-gru, lstm, rnn, step, tree = _gc_paused(_import_kernels)
-rnn_fwd, rnn_bwd = _launcher(rnn.rnn_fwd), _launcher(rnn.rnn_bwd)
-gru_fwd, gru_bwd = _launcher(gru.gru_fwd), _launcher(gru.gru_bwd)
-lstm_fwd, lstm_bwd = _launcher(lstm.lstm_fwd), _launcher(lstm.lstm_bwd)
-rnn_step, gru_step, lstm_step = map(_launcher, (step.rnn_step, step.gru_step, step.lstm_step))
-tree_rnn_fwd, tree_rnn_bwd = _launcher(tree.tree_rnn_fwd), _launcher(tree.tree_rnn_bwd)
-nary_tree_lstm_fwd, nary_tree_lstm_bwd = _launcher(tree.nary_fwd), _launcher(tree.nary_bwd)
-child_sum_tree_lstm_fwd, child_sum_tree_lstm_bwd = (_launcher(tree.child_sum_fwd),
-                                                    _launcher(tree.child_sum_bwd))
+def _export(modules):
+    """Every launcher the cell table (fastrnn/cells.py) names, from the module defining
+    it, as a module attribute; -> their names."""
+    from ...cells import CELLS
+    names = [n for cell in CELLS.values() for n in cell.launchers]
+    for n in names:
+        globals()[n] = _launcher(next(getattr(m, n) for m in modules if hasattr(m, n)))
+    return names
 
-__all__ = ["rnn_fwd", "rnn_bwd", "gru_fwd", "gru_bwd", "lstm_fwd", "lstm_bwd",
-           "rnn_step", "gru_step", "lstm_step", "tree_rnn_fwd", "tree_rnn_bwd",
-           "nary_tree_lstm_fwd", "nary_tree_lstm_bwd", "child_sum_tree_lstm_fwd",
-           "child_sum_tree_lstm_bwd"]
+
+_listen()
+__all__ = _export(_gc_paused(_import_kernels))

@@ -406,7 +406,7 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
     return grad_pre
 
 
-def nary_fwd(*, xproj, w_hh, forest):
+def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
     """xproj [n, 4H], w_hh [(3+N)H, N*H] -> (h, c [n, H], gates [n, (3+N)H])."""
     n, H = xproj.shape[0], xproj.shape[1] // 4
     h, c = new_output((n, H), xproj), new_output((n, H), xproj)
@@ -418,7 +418,7 @@ def nary_fwd(*, xproj, w_hh, forest):
     return h, c, gates
 
 
-def nary_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
+def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     """-> (grad_hh [n, (3+N)H] = dL/d (W_hh hcat), grad_x [n, 4H] = dL/d xproj)."""
     dh, dc = grad_h.contiguous().clone(), grad_c.contiguous().clone()
     grad_hh = new_output((c.shape[0], w_hh.shape[0]), c)
@@ -430,7 +430,7 @@ def nary_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     return grad_hh, grad_x
 
 
-def child_sum_fwd(*, xproj, w_hh, forest):
+def child_sum_tree_lstm_fwd(*, xproj, w_hh, forest):
     """xproj [n, 4H], w_hh [4H, H] -> (h, c [n, H], gates [n, 3H], fgates [E, H])."""
     n, H = xproj.shape[0], xproj.shape[1] // 4
     h, c = new_output((n, H), xproj), new_output((n, H), xproj)
@@ -443,7 +443,7 @@ def child_sum_fwd(*, xproj, w_hh, forest):
     return h, c, gates, fgates
 
 
-def child_sum_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
+def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     """-> (grad_iou [n, 3H] = dL/d (U_iou hs), grad_f [E, H] = dL/d (U_f h_k) per child
     link, grad_x [n, 4H] = dL/d xproj)."""
     n, H = c.shape

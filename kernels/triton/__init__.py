@@ -1,14 +1,9 @@
-"""Triton (CUDA) backend: persistent forward and BPTT kernels, fused decoding steps, launchers."""
-from .gru import gru_bwd, gru_fwd, gru_step
-from .lstm import lstm_bwd, lstm_fwd, lstm_step
-from .rnn import rnn_bwd, rnn_fwd, rnn_step
-from .tree import child_sum_bwd as child_sum_tree_lstm_bwd
-from .tree import child_sum_fwd as child_sum_tree_lstm_fwd
-from .tree import nary_bwd as nary_tree_lstm_bwd
-from .tree import nary_fwd as nary_tree_lstm_fwd
-from .tree import tree_rnn_bwd, tree_rnn_fwd
+"""Triton (CUDA) backend: persistent forward and BPTT kernels, fused decoding steps, launchers.
 
-__all__ = ["rnn_fwd", "rnn_bwd", "gru_fwd", "gru_bwd", "lstm_fwd", "lstm_bwd",
-           "rnn_step", "gru_step", "lstm_step", "tree_rnn_fwd", "tree_rnn_bwd",
-           "nary_tree_lstm_fwd", "nary_tree_lstm_bwd", "child_sum_tree_lstm_fwd",
-           "child_sum_tree_lstm_bwd"]
+Exports every launcher the cell table (fastrnn/cells.py) names, from the module defining it."""
+from ...cells import CELLS
+from . import gru, lstm, rnn, tree
+
+__all__ = [n for cell in CELLS.values() for n in cell.launchers]
+globals().update({n: next(getattr(m, n) for m in (rnn, gru, lstm, tree) if hasattr(m, n))
+                  for n in __all__})

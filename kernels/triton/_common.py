@@ -10,6 +10,25 @@ one after another, so a barrier over several programs would never open there.
 import triton
 import triton.language as tl
 
+# the argument types a kernel can declare, as triton.compile's signature spells them
+# ("data": a pointer to the layer's dtype, fixed per compile)
+ARG_TYPES = {"data": None, "fp32": "*fp32", "i64": "*i64", "i32": "*i32", "int": "i32"}
+
+
+def arg_types(**groups):
+    """Declares the type of every runtime (non-constexpr) argument of a kernel, for the
+    ahead-of-time compiles of resources.py: ``groups`` maps a type of ARG_TYPES to the
+    space-separated names of its arguments. An argument left out fails the compile (and
+    tests/test_triton_aot.py) rather than being guessed from its name."""
+    unknown = set(groups) - set(ARG_TYPES)
+    if unknown:
+        raise ValueError(f"unknown argument types {sorted(unknown)}; choose from {list(ARG_TYPES)}")
+
+    def declare(kernel):
+        kernel.arg_types = {n: t for t, names in groups.items() for n in names.split()}
+        return kernel
+    return declare
+
 
 @triton.jit
 def tanh(x):

@@ -15,10 +15,15 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, sigmoid,
-                      tanh, step_time, _units, _wtile, _x_part)
+from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_sync, _product, _rows,
+                      sigmoid, step_time, tanh, _units, _wtile, _x_part)
 
 
+@arg_types(
+    data="xproj_ptr x_ptr wx_t_ptr h0_ptr w_t_ptr b_hn_ptr out_ptr hn_ptr gates_ptr hbuf_ptr",
+    i64="lengths_ptr",
+    i32="sync_ptr",
+    int="T B H I row0 row_end s_begin s_end phases")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
 def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr,
                    out_ptr, hn_ptr, gates_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end,
@@ -96,6 +101,13 @@ def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, dt: tl.cons
                  PRECISION, ONCHIP, BB, U, BKH)
 
 
+@arg_types(
+    data="grad_out_ptr grad_hn_ptr out_ptr h0_ptr gates_ptr w_ptr grad_x_ptr grad_hp_ptr "
+         "grad_h0_ptr states_ptr gbuf_ptr",
+    fp32="carry_ptr",
+    i64="lengths_ptr",
+    i32="sync_ptr",
+    int="T B H row0 row_end s_begin s_end phases keep")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end", "keep"])
 def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr, lengths_ptr,
                    grad_x_ptr, grad_hp_ptr, grad_h0_ptr, states_ptr, gbuf_ptr, carry_ptr, sync_ptr,

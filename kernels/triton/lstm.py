@@ -23,10 +23,17 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (_arows, _fwd_step, _gate_in, _grid_sync, _product, _rows, sigmoid,
-                      tanh, step_time, _units, _wtile, _x_part)
+from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_sync, _product, _rows,
+                      sigmoid, step_time, tanh, _units, _wtile, _x_part)
 
 
+@arg_types(
+    data="xproj_ptr x_ptr wx_t_ptr h0_ptr c0_ptr w_t_ptr wr_t_ptr out_ptr hn_ptr cn_ptr "
+         "gates_ptr cells_ptr mids_ptr hbuf_ptr mbuf_ptr",
+    fp32="cbuf_ptr",
+    i64="lengths_ptr",
+    i32="sync_ptr",
+    int="T B H P I row0 row_end s_begin s_end phases")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
 def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr,
                     lengths_ptr, out_ptr, hn_ptr, cn_ptr, gates_ptr, cells_ptr, mids_ptr,
@@ -145,6 +152,13 @@ def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt:
                  PRECISION, ONCHIP, BB, UP, BKH)
 
 
+@arg_types(
+    data="grad_out_ptr grad_hn_ptr grad_cn_ptr c0_ptr gates_ptr cells_ptr w_ptr wr_ptr "
+         "grad_pre_ptr grad_h_ptr grad_h0_ptr grad_c0_ptr gbuf_ptr dhbuf_ptr",
+    fp32="dcbuf_ptr",
+    i64="lengths_ptr",
+    i32="sync_ptr",
+    int="T B H P row0 row_end s_begin s_end phases keep")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end", "keep"])
 def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, cells_ptr, w_ptr,
                     wr_ptr, lengths_ptr, grad_pre_ptr, grad_h_ptr, grad_h0_ptr, grad_c0_ptr,

@@ -14,30 +14,26 @@ import tempfile
 import torch
 import triton
 
+from ._common import ARG_TYPES
+
 TRITON_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-SCALARS = ("T", "B", "H", "P", "I", "row0", "row_end", "s_begin", "s_end", "phases", "keep",
-           "a0", "a1", "maxdeg")
-FP32_POINTERS = ("cbuf_ptr", "dcbuf_ptr", "carry_ptr", "dh_ptr")
-INT64_POINTERS = ("lengths_ptr", "table_ptr", "order_ptr", "child_ptr_ptr", "child_idx_ptr")
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
                          "cuobjdump")
 
 
 def signature(kernel, dtype, consts):
-    sig = {}
-    for name in kernel.arg_names:
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name in SCALARS:
-            sig[name] = "i32"
-        elif name in INT64_POINTERS:
-            sig[name] = "*i64"
-        elif name == "sync_ptr":
-            sig[name] = "*i32"
-        elif name in FP32_POINTERS:
-            sig[name] = "*fp32"
-        else:
-            sig[name] = "*" + TRITON_TYPE[dtype]
+    """triton.compile's signature of ``kernel`` for data of ``dtype``: from the types the
+    kernel declares (``_common.arg_types``); a runtime argument without one is an error."""
+    declared = getattr(kernel, "arg_types", {})
+    runtime = [n for n in kernel.arg_names if n not in consts]
+    missing, extra = set(runtime) - set(declared), set(declared) - set(kernel.arg_names)
+    if missing or extra:
+        raise TypeError(f"{kernel.__name__}: declare the type of every runtime argument with "
+                        f"_common.arg_types (undeclared: {sorted(missing)}, not arguments: "
+                        f"{sorted(extra)})")
+    sig = dict.fromkeys(kernel.arg_names, "constexpr")
+    for name in runtime:
+        sig[name] = ARG_TYPES[declared[name]] or "*" + TRITON_TYPE[dtype]
     return sig
 
 

@@ -19,8 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (_fwd_step, _grid_sync, _product, _rows, tanh, step_time, _units, _wtile,
-                      _x_part)
+from ._common import (arg_types, _fwd_step, _grid_sync, _product, _rows, step_time, tanh,
+                      _units, _wtile, _x_part)
 
 
 @triton.jit
@@ -38,6 +38,11 @@ def _act_grad(d, y, RELU: tl.constexpr):
     return d * (1.0 - y * y)
 
 
+@arg_types(
+    data="xproj_ptr x_ptr wx_t_ptr h0_ptr w_t_ptr out_ptr hn_ptr hbuf_ptr",
+    i64="lengths_ptr",
+    i32="sync_ptr",
+    int="T B H I row0 row_end s_begin s_end phases")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
 def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr,
                    hn_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end, s_begin, s_end,
@@ -70,6 +75,12 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, lengths_ptr, out
         _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
 
 
+@arg_types(
+    data="grad_out_ptr grad_hn_ptr out_ptr w_ptr grad_pre_ptr grad_h0_ptr states_ptr "
+         "gbuf_ptr",
+    i64="lengths_ptr",
+    i32="sync_ptr",
+    int="T B H row0 row_end s_begin s_end phases keep")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end", "keep"])
 def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_pre_ptr,
                    grad_h0_ptr, states_ptr, gbuf_ptr, sync_ptr, T, B, H, row0, row_end, s_begin,

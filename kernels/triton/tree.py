@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .. import new_output
 from . import plan
-from ._common import _product, tanh, _units, _wtile
+from ._common import _product, _units, _wtile, arg_types, tanh
 
 BB, U, NUM_WARPS = 16, 16, 4        # every level: 16 nodes x 16 units per program
 
@@ -60,6 +60,10 @@ def _act_grad(d, y, RELU: tl.constexpr):
     return r
 
 
+@arg_types(
+    data="xproj_ptr w_t_ptr h_ptr",
+    i64="table_ptr order_ptr",
+    int="a0 a1 H")
 @triton.jit(do_not_specialize=["a0", "a1"])
 def tree_rnn_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, a0, a1, H,
                         N: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr,
@@ -76,6 +80,11 @@ def tree_rnn_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, a0, a1,
     tl.store(h_ptr + ho, _act(acc, RELU).to(dt), mask=m2)
 
 
+@arg_types(
+    data="h_ptr w_ptr grad_pre_ptr",
+    fp32="dh_ptr",
+    i64="table_ptr order_ptr",
+    int="a0 a1 H")
 @triton.jit(do_not_specialize=["a0", "a1"])
 def tree_rnn_bwd_kernel(dh_ptr, h_ptr, w_ptr, table_ptr, order_ptr, grad_pre_ptr, a0, a1, H,
                         N: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr,
@@ -126,9 +135,11 @@ def _levels(forest, reverse=False):
 
 
 def _bk(dtype, kernel=None):
-    """The k-chunk of the products: 16 (fp32) or 32 (16-bit); the Child-Sum forward takes 16
-    in every dtype (its 16-bit build spilled on sm_90 at 32; 8 warps spilled others)."""
-    return 16 if dtype.itemsize == 4 or kernel is child_sum_fwd_kernel else 32
+    """The k-chunk of the products: 16 (fp32) or 32 (16-bit); the Child-Sum kernels take 16
+    in every dtype (16-bit builds at 32 spilled on sm_90: the forward, and the backward
+    24 bytes at 4 warps, 32 at 8, once its fp32 dL/dc buffer was typed as declared)."""
+    return 16 if dtype.itemsize == 4 or kernel in (child_sum_fwd_kernel,
+                                                   child_sum_bwd_kernel) else 32
 
 
 def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
@@ -163,6 +174,10 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
 
 
 # ------------------------------------------------------------ N-ary Tree-LSTM
+@arg_types(
+    data="xproj_ptr w_t_ptr h_ptr c_ptr gates_ptr",
+    i64="table_ptr order_ptr",
+    int="a0 a1 H")
 @triton.jit(do_not_specialize=["a0", "a1"])
 def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gates_ptr, a0, a1,
                     H, N: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
@@ -257,6 +272,11 @@ def _one_gate_grad(gates_ptr, c_ptr, dh_ptr, dc_ptr, table_ptr, nodes, ok, cols,
     return g
 
 
+@arg_types(
+    data="c_ptr gates_ptr w_ptr grad_hh_ptr grad_x_ptr",
+    fp32="dh_ptr dc_ptr",
+    i64="table_ptr order_ptr",
+    int="a0 a1 H")
 @triton.jit(do_not_specialize=["a0", "a1"])
 def nary_bwd_kernel(c_ptr, gates_ptr, w_ptr, table_ptr, order_ptr, dh_ptr, dc_ptr, grad_hh_ptr,
                     grad_x_ptr, a0, a1, H, N: tl.constexpr, PRECISION: tl.constexpr,
@@ -301,7 +321,7 @@ def nary_bwd_kernel(c_ptr, gates_ptr, w_ptr, table_ptr, order_ptr, dh_ptr, dc_pt
     tl.store(grad_x_ptr + xo + 3 * H, gfs.to(dt), mask=m2)
 
 
-def nary_fwd(*, xproj, w_hh, forest):
+def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
     """Same contract as the Numba launcher: -> (h, c [n, H], gates [n, (3+N)H])."""
     n, H = xproj.shape[0], xproj.shape[1] // 4
     N = w_hh.shape[1] // H
@@ -317,7 +337,7 @@ def nary_fwd(*, xproj, w_hh, forest):
     return h, c, gates
 
 
-def nary_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
+def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     """-> (grad_hh [n, (3+N)H], grad_x [n, 4H])."""
     n, H = c.shape
     N = w_hh.shape[1] // H
@@ -344,6 +364,10 @@ def _child(child_ptr_ptr, child_idx_ptr, nodes, ok, p):
     return e, tl.load(child_idx_ptr + e, mask=v, other=0), v
 
 
+@arg_types(
+    data="xproj_ptr w_t_ptr h_ptr c_ptr gates_ptr fgates_ptr",
+    i64="child_ptr_ptr child_idx_ptr order_ptr",
+    int="a0 a1 maxdeg H")
 @triton.jit(do_not_specialize=["a0", "a1", "maxdeg"])
 def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order_ptr, h_ptr,
                          c_ptr, gates_ptr, fgates_ptr, a0, a1, maxdeg, H,
@@ -393,6 +417,11 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
     tl.store(h_ptr + ho, (o * tanh(c)).to(dt), mask=m2)
 
 
+@arg_types(
+    data="c_ptr gates_ptr fgates_ptr w_ptr grad_iou_ptr grad_f_ptr grad_x_ptr",
+    fp32="dh_ptr dc_ptr",
+    i64="child_ptr_ptr child_idx_ptr order_ptr",
+    int="a0 a1 maxdeg H")
 @triton.jit(do_not_specialize=["a0", "a1", "maxdeg"])
 def child_sum_bwd_kernel(c_ptr, gates_ptr, fgates_ptr, w_ptr, child_ptr_ptr, child_idx_ptr,
                          order_ptr, dh_ptr, dc_ptr, grad_iou_ptr, grad_f_ptr, grad_x_ptr, a0,
@@ -465,7 +494,7 @@ def _child_links(forest, device):
     return forest[key]
 
 
-def child_sum_fwd(*, xproj, w_hh, forest):
+def child_sum_tree_lstm_fwd(*, xproj, w_hh, forest):
     """Same contract as the Numba launcher: -> (h, c [n, H], gates [n, 3H], fgates [E, H])."""
     n, H = xproj.shape[0], xproj.shape[1] // 4
     h, c = new_output((n, H), xproj), new_output((n, H), xproj)
@@ -482,7 +511,7 @@ def child_sum_fwd(*, xproj, w_hh, forest):
     return h, c, gates, fgates
 
 
-def child_sum_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
+def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     """-> (grad_iou [n, 3H], grad_f [E, H], grad_x [n, 4H])."""
     n, H = c.shape
     grad_iou, grad_f = new_output((n, 3 * H), c), new_output(fgates.shape, c)
@@ -493,6 +522,6 @@ def child_sum_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     for (a0, a1), maxdeg in reversed(list(zip(_levels(forest), most))):
         child_sum_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
             c, gates, fgates, w, ptr, idx, order, dh, dc, grad_iou, grad_f, grad_x, a0, a1,
-            maxdeg, H, PRECISION=plan.precision(c.dtype), BB=BB, U=U, BK=_bk(c.dtype),
-            num_warps=NUM_WARPS)
+            maxdeg, H, PRECISION=plan.precision(c.dtype), BB=BB, U=U,
+            BK=_bk(c.dtype, child_sum_bwd_kernel), num_warps=NUM_WARPS)
     return grad_iou, grad_f, grad_x
