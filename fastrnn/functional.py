@@ -218,8 +218,8 @@ def _weights(cell, w, bias, proj):
     return w_ih, b, rec
 
 
-def _sequence(name, input, hx, weights, *, num_layers, bias, dropout, training,
-              bidirectional, lengths, input_bias, backend, proj_size=0, **opts):
+def _sequence(name, input, hx, weights, num_layers, bias, dropout, training, bidirectional,
+              lengths, input_bias, backend, proj_size=0, **opts):
     """Every layer and direction of cell ``name`` (fastrnn/cells.py) over ``input``;
     ``hx`` the tuple of initial states, ``opts`` the cell's options. Per layer and
     direction: a length-1 input without gradients is one fused step (decoding); other
@@ -231,9 +231,6 @@ def _sequence(name, input, hx, weights, *, num_layers, bias, dropout, training,
     _check(input, list(hx), weights, lengths, num_layers=num_layers,
            bidirectional=bidirectional, bias=bias, proj=proj_size > 0, input_bias=input_bias)
     be = backends.select(name, input, backend)
-    recording = backends.recording(input)
-    function = getattr(autograd, cell.function)
-    launch = getattr(be.kernels(), f"{name}_fwd")
     named = [s + "0" for s in cell.states]               # h0, c0: the launchers' names
 
     def layer(x, states, w, reverse, extra):
@@ -243,6 +240,8 @@ def _sequence(name, input, hx, weights, *, num_layers, bias, dropout, training,
             if new is not None:
                 return new[0].unsqueeze(0), new
         w_ih, b, rec = _weights(cell, w, bias, proj_size > 0)
+        launch = getattr(be.kernels(), f"{name}_fwd")
+        recording = backends.recording(x)
         if not recording and not _needs_grad(x, *states, *w, extra):
             res = _infer(launch, x, w_ih, b, extra, dict(zip(named, states)), lengths,
                          reverse, **rec, **opts)
@@ -252,14 +251,17 @@ def _sequence(name, input, hx, weights, *, num_layers, bias, dropout, training,
             res = launch(xproj=xproj, **dict(zip(named, states)), **rec, lengths=lengths,
                          reverse=reverse, **opts)
         else:
-            res = function.apply(xproj, *states, *rec.values(), lengths, reverse,
-                                 *opts.values(), be, _recompute(x, w_ih, b, extra))
+            res = getattr(autograd, cell.function).apply(
+                xproj, *states, *rec.values(), lengths, reverse, *opts.values(), be,
+                _recompute(x, w_ih, b, extra))
         return res[0], tuple(res[1:1 + len(states)])
 
     out, finals = _stack(input, hx, weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training,
                          input_bias=input_bias)
-    return out, tuple(_stack_states([f[k] for f in finals]) for k in range(len(hx)))
+    if len(hx) == 1:
+        return out, (_stack_states([f[0] for f in finals]),)
+    return out, tuple([_stack_states([f[k] for f in finals]) for k in range(len(hx))])
 
 
 @_entry_point
@@ -283,10 +285,8 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
         any kernel runs; RuntimeError if an explicitly requested backend cannot run.
     """
     _nonlinearity(nonlinearity)
-    out, (h,) = _sequence("rnn", input, (hx,), weights, num_layers=num_layers, bias=bias,
-                          dropout=dropout, training=training, bidirectional=bidirectional,
-                          lengths=lengths, input_bias=input_bias, backend=backend,
-                          nonlinearity=nonlinearity)
+    out, (h,) = _sequence("rnn", input, (hx,), weights, num_layers, bias, dropout, training,
+                          bidirectional, lengths, input_bias, backend, nonlinearity=nonlinearity)
     return out, h
 
 
@@ -298,9 +298,8 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     Same arguments, shapes and errors as :func:`rnn`; weights have 3H rows.
     Returns output [T, B, D*H], h_n [L*D, B, H].
     """
-    out, (h,) = _sequence("gru", input, (hx,), weights, num_layers=num_layers, bias=bias,
-                          dropout=dropout, training=training, bidirectional=bidirectional,
-                          lengths=lengths, input_bias=input_bias, backend=backend)
+    out, (h,) = _sequence("gru", input, (hx,), weights, num_layers, bias, dropout, training,
+                          bidirectional, lengths, input_bias, backend)
     return out, h
 
 
@@ -313,10 +312,8 @@ def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=F
     layer and direction: w_ih, w_hh [4H, P], (b_ih, b_hh), (w_hr [P, H] if proj).
     Returns output [T, B, D*P], (h_n [L*D, B, P], c_n [L*D, B, H]).
     """
-    return _sequence("lstm", input, tuple(hx), weights, num_layers=num_layers, bias=bias,
-                     dropout=dropout, training=training, bidirectional=bidirectional,
-                     proj_size=proj_size, lengths=lengths, input_bias=input_bias,
-                     backend=backend)
+    return _sequence("lstm", input, tuple(hx), weights, num_layers, bias, dropout, training,
+                     bidirectional, lengths, input_bias, backend, proj_size)
 
 
 def _nonlinearity(nonlinearity):
@@ -369,9 +366,7 @@ def _cell(name, input, hx, weights, bias, input_bias, backend, **opts):
     new = _step(name, be, input, hx, weights, bias, input_bias, **opts)
     if new is None:
         _, new = _sequence(name, input.unsqueeze(0), tuple(h.unsqueeze(0) for h in hx),
-                           weights, num_layers=1, bias=bias, dropout=0.0, training=False,
-                           bidirectional=False, lengths=None, input_bias=seq_bias,
-                           backend=backend, **opts)
+                           weights, 1, bias, 0.0, False, False, None, seq_bias, backend, **opts)
         new = tuple(h[0] for h in new)
     return new
 
