@@ -10,7 +10,9 @@ a handful of tensors, so pausing costs nothing later. The collector is left as f
 """
 import functools
 import gc
+import importlib
 import logging
+import pkgutil
 
 
 def _gc_paused(run, *args, **kwargs):
@@ -25,8 +27,9 @@ def _gc_paused(run, *args, **kwargs):
 
 
 def _import_kernels():
-    from . import gru, lstm, rnn, step, tree
-    return gru, lstm, rnn, step, tree
+    # every public module of this package (a new cell's module is found by its file)
+    return [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
+            if not m.name.startswith("_")]
 
 
 def _listen():
