@@ -30,32 +30,34 @@ def rnn_cell(xp, h, w_hh, nonlinearity):
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
-def gru_parts(xp, h, w_hh, b_hn):
-    """-> (h', gates [B, 4H] = r, z, n, W_hn h + b_hn)"""
+def gru_parts(xp, h, w_hh, b_hn, keep=True):
+    """-> (h', gates [B, 4H] = r, z, n, W_hn h + b_hn; None unless ``keep``)"""
     H = h.shape[-1]
     hp = h @ w_hh.t()
     r = torch.sigmoid(xp[:, :H] + hp[:, :H])
     z = torch.sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
     hn = hp[:, 2 * H:] if b_hn is None else hp[:, 2 * H:] + b_hn
     n = torch.tanh(xp[:, 2 * H:] + r * hn)
-    return (1 - z) * n + z * h, torch.cat([r, z, n, hn], 1)
+    return (1 - z) * n + z * h, torch.cat([r, z, n, hn], 1) if keep else None
 
 
 def gru_cell(xp, h, w_hh, b_hn):
-    return gru_parts(xp, h, w_hh, b_hn)[0]
+    return gru_parts(xp, h, w_hh, b_hn, keep=False)[0]
 
 
-def lstm_parts(xp, h, c, w_hh, w_hr):
-    """-> (h', c', gates [B, 4H] = i, f, g, o after their activations, m = o tanh(c'))"""
+def lstm_parts(xp, h, c, w_hh, w_hr, keep=True):
+    """-> (h', c', gates [B, 4H] = i, f, g, o after their activations (None unless
+    ``keep``), m = o tanh(c'))"""
     i, f, g, o = (xp + h @ w_hh.t()).chunk(4, dim=1)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c = f * c + i * g
     m = o * torch.tanh(c)
-    return (m if w_hr is None else m @ w_hr.t()), c, torch.cat([i, f, g, o], 1), m
+    gates = torch.cat([i, f, g, o], 1) if keep else None
+    return (m if w_hr is None else m @ w_hr.t()), c, gates, m
 
 
 def lstm_cell(xp, h, c, w_hh, w_hr):
-    return lstm_parts(xp, h, c, w_hh, w_hr)[:2]
+    return lstm_parts(xp, h, c, w_hh, w_hr, keep=False)[:2]
 
 
 # ------------------------------------------------------------ time loop
@@ -161,8 +163,9 @@ def tree_rnn(xproj, forest, w_hh, nonlinearity="tanh"):
     return torch.stack(h)
 
 
-def nary_tree_lstm_parts(xproj, forest, w_hh):
-    """-> (h, c [n, H], gates [n, (3+N)H] = i, o, u, f_1..f_N after their activations)"""
+def nary_tree_lstm_parts(xproj, forest, w_hh, keep=True):
+    """-> (h, c [n, H], gates [n, (3+N)H] = i, o, u, f_1..f_N after their activations;
+    None unless ``keep``)"""
     H = xproj.shape[1] // 4
     N = w_hh.shape[1] // H
     h, c, gates = [None] * len(xproj), [None] * len(xproj), [None] * len(xproj)
@@ -176,8 +179,9 @@ def nary_tree_lstm_parts(xproj, forest, w_hh):
         f = torch.sigmoid(x[3 * H:] + pre[3 * H:].view(N, H))
         c[j] = i * u + (f * ccat).sum(0)
         h[j] = o * torch.tanh(c[j])
-        gates[j] = torch.cat([i, o, u, f.reshape(-1)])
-    return torch.stack(h), torch.stack(c), torch.stack(gates)
+        if keep:
+            gates[j] = torch.cat([i, o, u, f.reshape(-1)])
+    return torch.stack(h), torch.stack(c), torch.stack(gates) if keep else None
 
 
 def nary_tree_lstm(xproj, forest, w_hh):
@@ -185,11 +189,12 @@ def nary_tree_lstm(xproj, forest, w_hh):
     i, o = sigmoid, u = tanh of xproj_j + U hcat (rows i, o, u), f_l = sigmoid(x_f + U_{f_l}
     hcat) per slot l, c = i u + sum_l f_l c_l, h = o tanh(c). xproj [n, 4H] (i, o, u, f),
     w_hh [(3+N)H, N*H] (rows i, o, u, f_1..f_N) -> (h, c) [n, H] each."""
-    return nary_tree_lstm_parts(xproj, forest, w_hh)[:2]
+    return nary_tree_lstm_parts(xproj, forest, w_hh, keep=False)[:2]
 
 
-def child_sum_tree_lstm_parts(xproj, forest, w_hh):
-    """-> (h, c [n, H], gates [n, 3H] = i, o, u activated, fgates [E, H] = f per link)"""
+def child_sum_tree_lstm_parts(xproj, forest, w_hh, keep=True):
+    """-> (h, c [n, H], gates [n, 3H] = i, o, u activated, fgates [E, H] = f per link;
+    the last two None unless ``keep``)"""
     H = xproj.shape[1] // 4
     n = len(xproj)
     h, c, gates = [None] * n, [None] * n, [None] * n
@@ -203,9 +208,15 @@ def child_sum_tree_lstm_parts(xproj, forest, w_hh):
         u = torch.tanh(x[2 * H:3 * H] + pre[2 * H:])
         cj = i * u
         for k, e in zip(kids, links):
-            fgates[e] = torch.sigmoid(x[3 * H:] + w_hh[3 * H:] @ h[k])
-            cj = cj + fgates[e] * c[k]
-        c[j], h[j], gates[j] = cj, o * torch.tanh(cj), torch.cat([i, o, u])
+            f = torch.sigmoid(x[3 * H:] + w_hh[3 * H:] @ h[k])
+            cj = cj + f * c[k]
+            if keep:
+                fgates[e] = f
+        c[j], h[j] = cj, o * torch.tanh(cj)
+        if keep:
+            gates[j] = torch.cat([i, o, u])
+    if not keep:
+        return torch.stack(h), torch.stack(c), None, None
     fgates = [fgates[e] for e in range(len(fgates))]
     return (torch.stack(h), torch.stack(c), torch.stack(gates),
             torch.stack(fgates) if fgates else xproj.new_zeros(0, H))
@@ -216,4 +227,4 @@ def child_sum_tree_lstm(xproj, forest, w_hh):
     u = tanh of xproj_j + U hs (rows i, o, u); per child k, f_k = sigmoid(x_f + U_f h_k);
     c = i u + sum_k f_k c_k, h = o tanh(c). xproj [n, 4H] (i, o, u, f), w_hh [4H, H]
     -> (h, c) [n, H] each."""
-    return child_sum_tree_lstm_parts(xproj, forest, w_hh)[:2]
+    return child_sum_tree_lstm_parts(xproj, forest, w_hh, keep=False)[:2]
