@@ -33,9 +33,13 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "babel>=2.10",
                  "matplotlib>=3.7",
+                 # the docs are built strictly and their examples run inside the tests
+                 "mkdocs>=1.6", "mkdocstrings[python]>=0.26",
                  # the deployment tests (tests/test_deploy.py): both ONNX exporters, and
                  # onnxruntime to run what they write
                  "onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        # the documentation site (python -m mkdocs serve / build --strict)
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
         # the date-normalisation task (fastrnn.models.dates) renders dates with CLDR data
         "models": ["babel>=2.10"],
         "bench": ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "threadpoolctl>=3.1",

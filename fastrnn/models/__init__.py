@@ -1,4 +1,4 @@
-"""The lecture's sequence models, built on fastrnn's fused layers (see the README pages).
+"""The lecture's sequence models, built on fastrnn's fused layers (see the docs: Models).
 
 Each model takes ``layers=fastrnn`` (default) or ``layers=torch.nn`` to build the same
 model, parameter for parameter, from torch's own recurrent modules: the baseline of the

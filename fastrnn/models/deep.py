@@ -29,13 +29,22 @@ class DeepRNN(nn.Module):
 
     Args:
         cell: "rnn_tanh", "rnn_relu", "gru" or "lstm".
-        input_size, hidden_size, num_layers, bias, batch_first, bidirectional: as torch.nn.
+        input_size: as torch.nn.
+        hidden_size: as torch.nn.
+        num_layers: as torch.nn (each layer its own one-layer module).
+        bias: as torch.nn.
+        batch_first: as torch.nn.
+        bidirectional: as torch.nn.
         residual: add each layer's input (projected when its size differs) to its output.
         dropout: on each layer's output but the last, in training.
         transition: width of the deep-transition MLP between layers (Linear -> tanh ->
             Linear, applied to each layer's output before the residual sum), or 0 for none.
         layers: ``fastrnn`` (default) or ``torch.nn``: the same model, parameter for
             parameter, on torch's modules.
+
+    Raises:
+        ValueError: an unknown cell, num_layers < 1, or dropout outside [0, 1).
+
     Forward: (input, hx=None) -> (output, h_n), as the torch.nn module of ``cell``
     (hx [L*D, B, H], or (h0, c0) for LSTM; padded or PackedSequence input).
     """

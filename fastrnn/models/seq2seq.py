@@ -33,11 +33,22 @@ class Seq2Seq(nn.Module):
     """Encoder-decoder with a fixed-size context (no attention).
 
     Args:
-        src_vocab, tgt_vocab: vocabulary sizes (token 0 is padding in both).
-        embed, hidden, context: sizes E, H (decoder and encoder), C (default H).
-        enc_layers, bidirectional, cell ("gru" or "lstm"), dropout: the encoder.
-        bos, eos: target start and end tokens.
+        src_vocab: source vocabulary size (token 0 is padding).
+        tgt_vocab: target vocabulary size (token 0 is padding).
+        embed: embedding size E.
+        hidden: hidden size H of the decoder and the encoder.
+        context: context size C (default H).
+        enc_layers: encoder layers.
+        bidirectional: a bidirectional encoder.
+        cell: "gru" or "lstm", the encoder's cell (the decoder is a GRU).
+        dropout: between the encoder's layers, in training.
+        bos: the target start token.
+        eos: the target end token.
         layers: ``fastrnn`` or ``torch.nn`` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown cell.
+
     Token tensors are batch-first: src [B, S] with src_lengths [B] (CPU int64),
     target input [B, T] (bos, y_1, ..., y_{T-1}).
     """
