@@ -1,4 +1,4 @@
-"""Which cases a run times: the standard matrix, the issue-target extras, the sweeps.
+"""Which cases a run times: the standard matrix, the extra cases of the targets, the sweeps.
 
 One list per section, built from the cells, so adding a cell to ``CELLS`` puts
 it in every table, sweep and plot.
@@ -8,30 +8,30 @@ from .cases import name
 SHAPES = {"small": (100, 8, 32), "middle": (100, 32, 128), "large": (256, 64, 512)}  # T, B, I=H
 CELLS = [("rnn_tanh", "f32"), ("gru", "f32"), ("lstm", "f32"), ("lstm", "proj")]
 MODES = ["fwd", "fwdbwd", "step"]
-# where torch.nn.LSTM leaves oneDNN for its per-step path (issue 3's 2x target)
+# where torch.nn.LSTM leaves oneDNN for its per-step path (a 2x target there)
 EXTRAS = [("lstm", "f64"), ("lstm", "packed")]
-# The issues' CPU targets, checked in the report's "Targets" table:
-# (issue, case, quantity, bound), quantity "speedup" (torch time / fastrnn time, at
-# least bound) or "gemm%" (achieved GFLOP/s as % of the run's GEMM rate, at least bound).
-TARGETS = [(2, "rnn_tanh:f32:fwdbwd:100:8:32", "speedup", 5.0),
-           (2, "rnn_tanh:f32:fwdbwd:100:32:128", "speedup", 2.0),
-           (2, "rnn_tanh:f32:fwdbwd:256:64:512", "speedup", 1.0),
-           (3, "gru:f32:fwdbwd:100:8:32", "speedup", 5.0),
-           (3, "gru:f32:fwdbwd:100:32:128", "speedup", 2.0),
-           (3, "gru:f32:fwdbwd:256:64:512", "speedup", 1.2),
-           (3, "lstm:f32:fwdbwd:100:8:32", "speedup", 1.0),
-           (3, "lstm:f32:fwdbwd:100:32:128", "speedup", 0.9),
-           (3, "lstm:f32:fwdbwd:256:64:512", "speedup", 0.9),
-           (3, "lstm:f64:fwdbwd:100:32:128", "speedup", 2.0),
-           (3, "lstm:packed:fwdbwd:100:32:128", "speedup", 2.0)] + \
-    [(3, f"lstm:proj:fwdbwd:{T}:{B}:{H}", "speedup", 2.0) for T, B, H in SHAPES.values()] + \
-    [(2 if c == "rnn_tanh" else 3, f"{c}:{v}:fwdbwd:256:64:512", "gemm%", 75.0) for c, v in CELLS]
+# The project's CPU targets, checked in the report's "Targets" table:
+# (case, quantity, bound), quantity "speedup" (torch time / fastrnn time, at least
+# bound) or "gemm%" (achieved GFLOP/s as % of the run's GEMM rate, at least bound).
+TARGETS = [("rnn_tanh:f32:fwdbwd:100:8:32", "speedup", 5.0),
+           ("rnn_tanh:f32:fwdbwd:100:32:128", "speedup", 2.0),
+           ("rnn_tanh:f32:fwdbwd:256:64:512", "speedup", 1.0),
+           ("gru:f32:fwdbwd:100:8:32", "speedup", 5.0),
+           ("gru:f32:fwdbwd:100:32:128", "speedup", 2.0),
+           ("gru:f32:fwdbwd:256:64:512", "speedup", 1.2),
+           ("lstm:f32:fwdbwd:100:8:32", "speedup", 1.0),
+           ("lstm:f32:fwdbwd:100:32:128", "speedup", 0.9),
+           ("lstm:f32:fwdbwd:256:64:512", "speedup", 0.9),
+           ("lstm:f64:fwdbwd:100:32:128", "speedup", 2.0),
+           ("lstm:packed:fwdbwd:100:32:128", "speedup", 2.0)] + \
+    [(f"lstm:proj:fwdbwd:{T}:{B}:{H}", "speedup", 2.0) for T, B, H in SHAPES.values()] + \
+    [(f"{c}:{v}:fwdbwd:256:64:512", "gemm%", 75.0) for c, v in CELLS]
 # The large LSTM's input-projection GEMM, [T*B, H] @ [H, 4H]: torch.mm's rate on it,
 # beside the square rate, shows how much of the square rate a layer at that shape
 # can reach at all (the report's header).
 LAYER_GEMM = (256 * 64, 512, 4 * 512)
-COLD_START_TARGET_S = 1.0   # issue 4: fresh process to first forward, warm cache, after torch
-EMPTY_CACHE_TARGET_S = 8.0  # issue 16: LSTM fwd+bwd, empty Numba cache, after import torch
+COLD_START_TARGET_S = 1.0   # fresh process to first forward, warm cache, after import torch
+EMPTY_CACHE_TARGET_S = 8.0  # LSTM fwd+bwd, empty Numba cache, after import torch
 SWEEPS = {  # around the middle shape; forward+backward
     "T": [16, 64, 256, 1024, 4096],
     "H": [32, 64, 128, 256, 512, 1024],

@@ -12,7 +12,7 @@ the pass is one GEMM over all steps: the time steps decouple, which is the lectu
 point about training such nets in parallel. Free running (``generate``) feeds o_{t-1}
 back, one fused RNN-cell step per time step.
 
-    python -m fastrnn.models.output_recurrence    # the README's exposure-bias demo
+    python -m fastrnn.models.output_recurrence    # the exposure-bias demo (docs: Models, output recurrence)
 """
 import torch
 import torch.nn.functional as F
@@ -90,7 +90,7 @@ class OutputRecurrentRNN(nn.Module):
         return h[0]
 
 
-# ------------------------------------------------------------ the README's demo
+# ------------------------------------------- the demo of the docs' output-recurrence page
 def membrane_signal():
     """A real recording shipped with matplotlib: a membrane-potential trace (12000 samples),
     standardised. -> tensor [N]."""

@@ -1,4 +1,4 @@
-import csv, sys
+import csv
 runs = ["old_1", "new_1", "old_2", "new_2"]
 data = {}
 for r in runs:
