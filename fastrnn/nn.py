@@ -148,7 +148,24 @@ class _SequenceMixin(_Deployable):
 
 
 class RNN(_SequenceMixin, torch.nn.RNN):
-    """Drop-in ``torch.nn.RNN`` running on fastrnn's fused kernels."""
+    """Drop-in ``torch.nn.RNN`` running on fastrnn's fused kernels.
+
+    Forward: ``(input, hx=None) -> (output, h_n)``; input [T, B, I] ([B, T, I] with
+    ``batch_first``; [T, I] unbatched; or a PackedSequence), output [T, B, D*H],
+    h_n [L*D, B, H], D = 2 if bidirectional. The time loop of each layer and direction runs in one
+    fused kernel call, forward and backward.
+
+    Constructor arguments, parameters (names, shapes, initialisation) and ``state_dict``
+    are torch's own (see the torch.nn class). Backends and dtypes: ``numba`` for CPU
+    tensors (float32, float64), ``triton`` for CUDA tensors (float32, float16, bfloat16),
+    ``reference`` (plain PyTorch) for anything else; set ``module.backend`` (or the
+    ``FASTRNN_BACKEND`` environment variable) to choose one.
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as the torch.nn class does, for bad shapes,
+            dtypes, devices or states, before any kernel runs; RuntimeError also when an
+            explicitly chosen backend cannot run the call.
+    """
 
     def forward(self, input, hx=None):
         if _recording(input):
@@ -166,7 +183,24 @@ class RNN(_SequenceMixin, torch.nn.RNN):
 
 
 class GRU(_SequenceMixin, torch.nn.GRU):
-    """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels."""
+    """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels.
+
+    Forward: ``(input, hx=None) -> (output, h_n)``; input [T, B, I] ([B, T, I] with
+    ``batch_first``; [T, I] unbatched; or a PackedSequence), output [T, B, D*H],
+    h_n [L*D, B, H], D = 2 if bidirectional. The time loop of each layer and direction runs in one
+    fused kernel call, forward and backward.
+
+    Constructor arguments, parameters (names, shapes, initialisation) and ``state_dict``
+    are torch's own (see the torch.nn class). Backends and dtypes: ``numba`` for CPU
+    tensors (float32, float64), ``triton`` for CUDA tensors (float32, float16, bfloat16),
+    ``reference`` (plain PyTorch) for anything else; set ``module.backend`` (or the
+    ``FASTRNN_BACKEND`` environment variable) to choose one.
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as the torch.nn class does, for bad shapes,
+            dtypes, devices or states, before any kernel runs; RuntimeError also when an
+            explicitly chosen backend cannot run the call.
+    """
 
     _cell_name = "GRU"
 
@@ -185,7 +219,25 @@ class GRU(_SequenceMixin, torch.nn.GRU):
 
 
 class LSTM(_SequenceMixin, torch.nn.LSTM):
-    """Drop-in ``torch.nn.LSTM`` (proj_size included) running on fastrnn's fused kernels."""
+    """Drop-in ``torch.nn.LSTM`` (proj_size included) running on fastrnn's fused kernels.
+
+    Forward: ``(input, hx=None) -> (output, (h_n, c_n))``; input [T, B, I] ([B, T, I] with
+    ``batch_first``; [T, I] unbatched; or a PackedSequence), output [T, B, D*P],
+    h_n = (h [L*D, B, P], c [L*D, B, H]), P = proj_size or H, D = 2 if bidirectional.
+    The time loop of each layer and direction runs in one fused kernel call, forward and
+    backward.
+
+    Constructor arguments, parameters (names, shapes, initialisation) and ``state_dict``
+    are torch's own (see the torch.nn class). Backends and dtypes: ``numba`` for CPU
+    tensors (float32, float64), ``triton`` for CUDA tensors (float32, float16, bfloat16),
+    ``reference`` (plain PyTorch) for anything else; set ``module.backend`` (or the
+    ``FASTRNN_BACKEND`` environment variable) to choose one.
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as the torch.nn class does, for bad shapes,
+            dtypes, devices or states, before any kernel runs; RuntimeError also when an
+            explicitly chosen backend cannot run the call.
+    """
 
     _cell_name = "LSTM"
 
@@ -262,7 +314,18 @@ def _cell_weights(cell):
 
 
 class RNNCell(_Deployable, torch.nn.RNNCell):
-    """Drop-in ``torch.nn.RNNCell``: one step (fused step kernel when no grad is needed)."""
+    """Drop-in ``torch.nn.RNNCell``: one step.
+
+    Forward: ``(input, hx=None) -> h'``; input [B, I] (or [I] unbatched), hx [B, H].
+    Under ``no_grad`` the step is one fused kernel call (both products, biases, gates,
+    state update); with gradients, a length-1 sequence through the layer kernels.
+    Constructor arguments, parameters and ``state_dict`` are torch's; ``backend`` and
+    the dtypes as for the layers (``fastrnn.RNN``).
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as the torch.nn class does, before any kernel
+            runs.
+    """
 
     backend = None
 
@@ -276,7 +339,18 @@ class RNNCell(_Deployable, torch.nn.RNNCell):
 
 
 class GRUCell(_Deployable, torch.nn.GRUCell):
-    """Drop-in ``torch.nn.GRUCell``: one step (fused step kernel when no grad is needed)."""
+    """Drop-in ``torch.nn.GRUCell``: one step.
+
+    Forward: ``(input, hx=None) -> h'``; input [B, I] (or [I] unbatched), hx [B, H].
+    Under ``no_grad`` the step is one fused kernel call (both products, biases, gates,
+    state update); with gradients, a length-1 sequence through the layer kernels.
+    Constructor arguments, parameters and ``state_dict`` are torch's; ``backend`` and
+    the dtypes as for the layers (``fastrnn.RNN``).
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as the torch.nn class does, before any kernel
+            runs.
+    """
 
     backend = None
 
@@ -289,7 +363,18 @@ class GRUCell(_Deployable, torch.nn.GRUCell):
 
 
 class LSTMCell(_Deployable, torch.nn.LSTMCell):
-    """Drop-in ``torch.nn.LSTMCell``: one step (fused step kernel when no grad is needed)."""
+    """Drop-in ``torch.nn.LSTMCell``: one step.
+
+    Forward: ``(input, hx=None) -> (h', c')``; input [B, I] (or [I] unbatched), hx = (h [B, H], c [B, H]).
+    Under ``no_grad`` the step is one fused kernel call (both products, biases, gates,
+    state update); with gradients, a length-1 sequence through the layer kernels.
+    Constructor arguments, parameters and ``state_dict`` are torch's; ``backend`` and
+    the dtypes as for the layers (``fastrnn.RNN``).
+
+    Raises:
+        ValueError, TypeError, RuntimeError: as the torch.nn class does, before any kernel
+            runs.
+    """
 
     backend = None
 
