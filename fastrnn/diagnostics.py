@@ -80,6 +80,10 @@ def gradient_flow(module, input, loss_fn):
         loss_fn: output -> scalar loss.
     Parameter gradients are computed (the backward kernels must run) but not stored in
     ``.grad``: the module is left as it was.
+
+    Raises:
+        ValueError: no parameter requires grad, or loss_fn does not return a scalar.
+        RuntimeError: no fastrnn recurrent layer ran in the module.
     """
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:

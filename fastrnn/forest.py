@@ -25,6 +25,24 @@ class ForestError(ValueError):
 
 
 class Forest:
+    """A batch of trees as flat arrays, checked and scheduled once, on the host.
+
+    Args:
+        parent: [n] parent index of every node, -1 for a root (a sequence or tensor).
+        slot: [n] position of each node among its siblings (N-ary nets), or None for
+            the order of the nodes.
+        max_children: refuse nodes with more children.
+
+    Attributes: ``n`` nodes, ``roots``, ``levels``, ``arity`` (most children of a node),
+    and the level schedule the kernels run (``order``, ``level_ptr``, ``child_ptr``,
+    ``child_idx``, ``child_slot``). ``Forest.from_trees`` builds one from nested tuples,
+    ``ast`` trees or nltk.Tree-like objects.
+
+    Raises:
+        ForestError: no node, a parent out of range, a cycle, a node with two parents,
+            two children in one slot, or more than ``max_children`` children.
+    """
+
     def __init__(self, parent, slot=None, max_children=None):
         parent = np.asarray(torch.as_tensor(parent).cpu(), dtype=np.int64).reshape(-1)
         n = len(parent)

@@ -96,6 +96,9 @@ class LanguageModel(nn.Module):
     ``tie``: the output layer shares the embedding's weight (needs embed == hidden).
     ``layers``: ``fastrnn`` or ``torch.nn``. forward(tokens [T, B], state=None) ->
     (logits [T, B, V], state).
+
+    Raises:
+        LMError: an unknown cell, or tied embeddings with embed != hidden.
     """
 
     def __init__(self, vocab_size, cell="lstm", embed=64, hidden=256, num_layers=2,

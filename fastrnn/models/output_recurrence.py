@@ -29,6 +29,9 @@ class OutputRecurrentRNN(nn.Module):
     forward(y_prev [T, B, O], x [T, B, I] or None, h0 [B, H] or None) -> o [T, B, O]
     (teacher-forced: y_prev[t] = y_{t-1}, the ground truth before step t).
     generate(o0 [B, O], steps, x=None, h0=None) -> o [steps, B, O] (free running).
+
+    Raises:
+        ValueError: an unknown recurrence or nonlinearity.
     """
 
     def __init__(self, input_size, hidden_size, output_size, recurrence="both",

@@ -73,7 +73,19 @@ class _TreeModule(nn.Module):
 class TreeRNN(_TreeModule):
     """h_j = f(W_ih x_j + W_hh [h_{c_1}; ...; h_{c_N}] + b), children in slots 0..N-1.
 
-    Parameters: weight_ih [H, I], weight_hh [H, N*H], bias [H]. forward(x, forest) -> h."""
+    Parameters: weight_ih [H, I], weight_hh [H, N*H], bias [H]. forward(x, forest) -> h.
+
+    Forward: x [n, I] (one row per node of ``forest``, any float dtype the backend takes:
+    numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA) and a
+    ``fastrnn.Forest``; every node's states [n, H] come back (the roots' at
+    ``forest.roots``). ``backend`` as for the layers.
+
+    Raises:
+        TypeError: forest is not a Forest.
+        ValueError: x is not [n, input_size].
+        ForestError: a node has more children than the arity (N-ary nets).
+        RuntimeError: under tracing, export or scripting (the forest is data).
+    """
 
     _cell = "tree_rnn"
 
@@ -93,7 +105,19 @@ class TreeRNN(_TreeModule):
 class NaryTreeLSTM(_TreeModule):
     """Tai et al.'s N-ary Tree-LSTM. Parameters: weight_ih [4H, I] (i, o, u, f), weight_hh
     [(3+N)H, N*H] (rows i, o, u, then f for each slot), bias [4H].
-    forward(x, forest) -> (h, c)."""
+    forward(x, forest) -> (h, c).
+
+    Forward: x [n, I] (one row per node of ``forest``, any float dtype the backend takes:
+    numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA) and a
+    ``fastrnn.Forest``; every node's states [n, H] come back (the roots' at
+    ``forest.roots``). ``backend`` as for the layers.
+
+    Raises:
+        TypeError: forest is not a Forest.
+        ValueError: x is not [n, input_size].
+        ForestError: a node has more children than the arity (N-ary nets).
+        RuntimeError: under tracing, export or scripting (the forest is data).
+    """
 
     _cell = "nary_tree_lstm"
 
@@ -110,7 +134,18 @@ class NaryTreeLSTM(_TreeModule):
 
 class ChildSumTreeLSTM(_TreeModule):
     """Tai et al.'s Child-Sum Tree-LSTM. Parameters: weight_ih [4H, I] (i, o, u, f),
-    weight_hh [4H, H] (U_i, U_o, U_u, U_f), bias [4H]. forward(x, forest) -> (h, c)."""
+    weight_hh [4H, H] (U_i, U_o, U_u, U_f), bias [4H]. forward(x, forest) -> (h, c).
+
+    Forward: x [n, I] (one row per node of ``forest``, any float dtype the backend takes:
+    numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA) and a
+    ``fastrnn.Forest``; every node's states [n, H] come back (the roots' at
+    ``forest.roots``). ``backend`` as for the layers.
+
+    Raises:
+        TypeError: forest is not a Forest.
+        ValueError: x is not [n, input_size].
+        RuntimeError: under tracing, export or scripting (the forest is data).
+    """
 
     _cell = "child_sum_tree_lstm"
 
