@@ -35,12 +35,6 @@ class Cell:
         return (f"{self.name}_fwd", f"{self.name}_bwd") + ((f"{self.name}_step",)
                                                            if self.step else ())
 
-    @property
-    def recurrent(self):
-        """The recurrent weight arguments of ``<name>_fwd`` after the states, in order."""
-        return ("w_hh",) + (("b_hn",) if self.b_hn else ()) + (("w_hr",) if self.projection
-                                                                else ())
-
 
 CELLS = {c.name: c for c in (
     Cell("rnn", ("h",), 1, ("rnn_cell", "rnn_layer"), "RNN", "RNNCell", "RNNFunction",

@@ -43,7 +43,7 @@ def assert_twins_match(ours, twin, out, ref, tol):
 def layer_inputs(cell, T, B, H, dtype, P=None, bias=True):
     """The tensor arguments of ``cell``'s Function (and reference layer), in order:
     xproj [T, B, G], the initial states, the recurrent weights of the table
-    (fastrnn.cells.Cell.recurrent; an absent b_hn or w_hr is None); named."""
+    (w_hh, then b_hn and w_hr where the table says so; an absent one is None); named."""
     c = CELLS[cell]
     P = (P or H) if c.projection else H
     g = torch.Generator().manual_seed(T * 1000 + B * 10 + H)

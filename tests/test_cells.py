@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import fastrnn
-from fastrnn import backends, reference
+from fastrnn import autograd, backends, reference
+from fastrnn.kernels import reference as kernels_reference
 from fastrnn.cells import CELLS, SEQUENCE, TREES
 
 
@@ -28,6 +29,9 @@ def test_the_reference_and_the_modules_follow_the_table():
     for cell in CELLS.values():
         for fn in cell.reference:
             assert callable(getattr(reference, fn, None)), f"reference lacks {fn}"
+        assert issubclass(getattr(autograd, cell.function), torch.autograd.Function)
+        for launcher in cell.launchers:       # the reference backend implements the contract
+            assert callable(getattr(kernels_reference, launcher, None)), launcher
         for cls in (cell.torch_layer, cell.torch_cell):
             if cls:      # the drop-in module subclasses its torch class
                 assert issubclass(getattr(fastrnn, cls), getattr(torch.nn, cls))
