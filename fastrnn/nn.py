@@ -6,6 +6,12 @@ torch does (batch_first, unbatched 2-D, PackedSequence -> padded + lengths) and
 calls ``fastrnn.functional``. ``backend`` can be set per module
 (``module.backend = "reference"``) or per process (``FASTRNN_BACKEND``).
 
+Backends and dtypes, for every module here: ``numba`` for CPU tensors (float32,
+float64), ``triton`` for CUDA tensors (float32, float16, bfloat16), ``reference`` (plain
+PyTorch) for anything else. Errors: as the torch.nn class raises them (ValueError,
+TypeError, RuntimeError), for bad shapes, dtypes, devices or states, before any kernel
+runs; RuntimeError also when an explicitly chosen backend cannot run the call.
+
 Deployment: while a tracer or exporter records a module (``_recording``), its forward
 is torch's own, on the same parameters, so the graph holds torch's recurrent op
 (ONNX LSTM/GRU/RNN, aten.lstm, ...) and never the kernels' outputs as constants; the
@@ -152,19 +158,11 @@ class RNN(_SequenceMixin, torch.nn.RNN):
 
     Forward: ``(input, hx=None) -> (output, h_n)``; input [T, B, I] ([B, T, I] with
     ``batch_first``; [T, I] unbatched; or a PackedSequence), output [T, B, D*H],
-    h_n [L*D, B, H], D = 2 if bidirectional. The time loop of each layer and direction runs in one
-    fused kernel call, forward and backward.
+    h_n [L*D, B, H], D = 2 if bidirectional. The time loop of each layer and direction
+    runs in one fused kernel call, forward and backward.
 
-    Constructor arguments, parameters (names, shapes, initialisation) and ``state_dict``
-    are torch's own (see the torch.nn class). Backends and dtypes: ``numba`` for CPU
-    tensors (float32, float64), ``triton`` for CUDA tensors (float32, float16, bfloat16),
-    ``reference`` (plain PyTorch) for anything else; set ``module.backend`` (or the
-    ``FASTRNN_BACKEND`` environment variable) to choose one.
-
-    Raises:
-        ValueError, TypeError, RuntimeError: as the torch.nn class does, for bad shapes,
-            dtypes, devices or states, before any kernel runs; RuntimeError also when an
-            explicitly chosen backend cannot run the call.
+    Parameters, ``state_dict``, backends, dtypes and errors: torch's, and the module
+    docstring (``fastrnn.nn``).
     """
 
     def forward(self, input, hx=None):
@@ -183,24 +181,8 @@ class RNN(_SequenceMixin, torch.nn.RNN):
 
 
 class GRU(_SequenceMixin, torch.nn.GRU):
-    """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels.
-
-    Forward: ``(input, hx=None) -> (output, h_n)``; input [T, B, I] ([B, T, I] with
-    ``batch_first``; [T, I] unbatched; or a PackedSequence), output [T, B, D*H],
-    h_n [L*D, B, H], D = 2 if bidirectional. The time loop of each layer and direction runs in one
-    fused kernel call, forward and backward.
-
-    Constructor arguments, parameters (names, shapes, initialisation) and ``state_dict``
-    are torch's own (see the torch.nn class). Backends and dtypes: ``numba`` for CPU
-    tensors (float32, float64), ``triton`` for CUDA tensors (float32, float16, bfloat16),
-    ``reference`` (plain PyTorch) for anything else; set ``module.backend`` (or the
-    ``FASTRNN_BACKEND`` environment variable) to choose one.
-
-    Raises:
-        ValueError, TypeError, RuntimeError: as the torch.nn class does, for bad shapes,
-            dtypes, devices or states, before any kernel runs; RuntimeError also when an
-            explicitly chosen backend cannot run the call.
-    """
+    """Drop-in ``torch.nn.GRU`` running on fastrnn's fused kernels (torch's gate order r,
+    z, n): forward, shapes, parameters, backends, dtypes and errors as for ``RNN``."""
 
     _cell_name = "GRU"
 
@@ -227,16 +209,8 @@ class LSTM(_SequenceMixin, torch.nn.LSTM):
     The time loop of each layer and direction runs in one fused kernel call, forward and
     backward.
 
-    Constructor arguments, parameters (names, shapes, initialisation) and ``state_dict``
-    are torch's own (see the torch.nn class). Backends and dtypes: ``numba`` for CPU
-    tensors (float32, float64), ``triton`` for CUDA tensors (float32, float16, bfloat16),
-    ``reference`` (plain PyTorch) for anything else; set ``module.backend`` (or the
-    ``FASTRNN_BACKEND`` environment variable) to choose one.
-
-    Raises:
-        ValueError, TypeError, RuntimeError: as the torch.nn class does, for bad shapes,
-            dtypes, devices or states, before any kernel runs; RuntimeError also when an
-            explicitly chosen backend cannot run the call.
+    Parameters, ``state_dict``, backends, dtypes and errors: torch's, and the module
+    docstring (``fastrnn.nn``).
     """
 
     _cell_name = "LSTM"
@@ -317,14 +291,8 @@ class RNNCell(_Deployable, torch.nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell``: one step.
 
     Forward: ``(input, hx=None) -> h'``; input [B, I] (or [I] unbatched), hx [B, H].
-    Under ``no_grad`` the step is one fused kernel call (both products, biases, gates,
-    state update); with gradients, a length-1 sequence through the layer kernels.
-    Constructor arguments, parameters and ``state_dict`` are torch's; ``backend`` and
-    the dtypes as for the layers (``fastrnn.RNN``).
-
-    Raises:
-        ValueError, TypeError, RuntimeError: as the torch.nn class does, before any kernel
-            runs.
+    Fused step under ``no_grad``; parameters, backends, dtypes and errors as for the
+    layers (the module docstring).
     """
 
     backend = None
@@ -342,14 +310,8 @@ class GRUCell(_Deployable, torch.nn.GRUCell):
     """Drop-in ``torch.nn.GRUCell``: one step.
 
     Forward: ``(input, hx=None) -> h'``; input [B, I] (or [I] unbatched), hx [B, H].
-    Under ``no_grad`` the step is one fused kernel call (both products, biases, gates,
-    state update); with gradients, a length-1 sequence through the layer kernels.
-    Constructor arguments, parameters and ``state_dict`` are torch's; ``backend`` and
-    the dtypes as for the layers (``fastrnn.RNN``).
-
-    Raises:
-        ValueError, TypeError, RuntimeError: as the torch.nn class does, before any kernel
-            runs.
+    Fused step under ``no_grad``; parameters, backends, dtypes and errors as for the
+    layers (the module docstring).
     """
 
     backend = None
@@ -365,15 +327,10 @@ class GRUCell(_Deployable, torch.nn.GRUCell):
 class LSTMCell(_Deployable, torch.nn.LSTMCell):
     """Drop-in ``torch.nn.LSTMCell``: one step.
 
-    Forward: ``(input, hx=None) -> (h', c')``; input [B, I] (or [I] unbatched), hx = (h [B, H], c [B, H]).
-    Under ``no_grad`` the step is one fused kernel call (both products, biases, gates,
-    state update); with gradients, a length-1 sequence through the layer kernels.
-    Constructor arguments, parameters and ``state_dict`` are torch's; ``backend`` and
-    the dtypes as for the layers (``fastrnn.RNN``).
-
-    Raises:
-        ValueError, TypeError, RuntimeError: as the torch.nn class does, before any kernel
-            runs.
+    Forward: ``(input, hx=None) -> (h', c')``; input [B, I] (or [I] unbatched),
+    hx = (h [B, H], c [B, H]).
+    Fused step under ``no_grad``; parameters, backends, dtypes and errors as for the
+    layers (the module docstring).
     """
 
     backend = None

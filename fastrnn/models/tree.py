@@ -18,6 +18,13 @@ one launch per level), and the backward top-down the same way, with the recurren
 weight's gradient GEMMs over the child links. ``backend`` as for the layers ("numba",
 "triton", or "reference" = the per-node recursion of ``fastrnn.reference``).
 Gate order of the LSTMs: i, o, u, f.
+
+Every module: forward(x, forest) with x [n, I], one row per node of ``forest`` (dtypes:
+numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA), returns every
+node's states [n, H] (the roots' at ``forest.roots``). Raises TypeError when forest is
+not a Forest, ValueError when x is not [n, input_size], ForestError when a node has more
+children than an N-ary net's arity, RuntimeError under tracing, export or scripting (the
+forest is data).
 """
 import math
 
@@ -75,16 +82,7 @@ class TreeRNN(_TreeModule):
 
     Parameters: weight_ih [H, I], weight_hh [H, N*H], bias [H]. forward(x, forest) -> h.
 
-    Forward: x [n, I] (one row per node of ``forest``, any float dtype the backend takes:
-    numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA) and a
-    ``fastrnn.Forest``; every node's states [n, H] come back (the roots' at
-    ``forest.roots``). ``backend`` as for the layers.
-
-    Raises:
-        TypeError: forest is not a Forest.
-        ValueError: x is not [n, input_size].
-        ForestError: a node has more children than the arity (N-ary nets).
-        RuntimeError: under tracing, export or scripting (the forest is data).
+    Inputs, dtypes and errors: the module docstring (``fastrnn.models.tree``).
     """
 
     _cell = "tree_rnn"
@@ -107,16 +105,7 @@ class NaryTreeLSTM(_TreeModule):
     [(3+N)H, N*H] (rows i, o, u, then f for each slot), bias [4H].
     forward(x, forest) -> (h, c).
 
-    Forward: x [n, I] (one row per node of ``forest``, any float dtype the backend takes:
-    numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA) and a
-    ``fastrnn.Forest``; every node's states [n, H] come back (the roots' at
-    ``forest.roots``). ``backend`` as for the layers.
-
-    Raises:
-        TypeError: forest is not a Forest.
-        ValueError: x is not [n, input_size].
-        ForestError: a node has more children than the arity (N-ary nets).
-        RuntimeError: under tracing, export or scripting (the forest is data).
+    Inputs, dtypes and errors: the module docstring (``fastrnn.models.tree``).
     """
 
     _cell = "nary_tree_lstm"
@@ -136,15 +125,7 @@ class ChildSumTreeLSTM(_TreeModule):
     """Tai et al.'s Child-Sum Tree-LSTM. Parameters: weight_ih [4H, I] (i, o, u, f),
     weight_hh [4H, H] (U_i, U_o, U_u, U_f), bias [4H]. forward(x, forest) -> (h, c).
 
-    Forward: x [n, I] (one row per node of ``forest``, any float dtype the backend takes:
-    numba float32/float64 on the CPU, triton float32/float16/bfloat16 on CUDA) and a
-    ``fastrnn.Forest``; every node's states [n, H] come back (the roots' at
-    ``forest.roots``). ``backend`` as for the layers.
-
-    Raises:
-        TypeError: forest is not a Forest.
-        ValueError: x is not [n, input_size].
-        RuntimeError: under tracing, export or scripting (the forest is data).
+    Inputs, dtypes and errors: the module docstring (``fastrnn.models.tree``).
     """
 
     _cell = "child_sum_tree_lstm"
