@@ -12,6 +12,7 @@ fastrnn.reference, like the kernels (tests/test_kernels.py).
 import torch
 
 from .. import reference as ref
+from ..autograd import previous_states
 
 _EMPTY = (0, 0, 0)
 
@@ -46,13 +47,6 @@ def _bptt(step_back, seqs, carry, lengths, reverse, grad_states=None):
     return [ref.own_order(torch.stack(r), lengths, reverse) for r in zip(*steps)], carry
 
 
-def _previous(seq, first, lengths, reverse):
-    """[T, B, *] in time order: the value each step consumed (``first`` at a row's own
-    first step), from ``seq``, the value each step produced."""
-    own = ref.own_order(seq, lengths, reverse)
-    return ref.own_order(torch.cat([first.unsqueeze(0), own[:-1]]), lengths, reverse)
-
-
 def rnn_fwd(*, xproj, h0, w_hh, lengths=None, reverse=False, nonlinearity="tanh", save=True):
     out, (h,) = ref.scan(lambda xp, s: (ref.rnn_cell(xp, s[0], w_hh, nonlinearity),),
                          xproj, (h0,), lengths, reverse)
@@ -84,7 +78,7 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths=None, reverse=Fa
         dr = dn * a * r * (1 - r)
         ghp = torch.cat([dr, dz, dn * r], 1)
         return (torch.cat([dr, dz, dn], 1), ghp), (ghp @ w_hh + d * z,)
-    hprev = _previous(out, h0, lengths, reverse)
+    hprev = previous_states(out, h0, lengths, reverse)
     (grad_x, grad_hp), (grad_h0,) = _bptt(back, [grad_out, hprev, gates], [grad_hn],
                                           lengths, reverse, grad_states)
     return grad_x, grad_hp, grad_h0
@@ -111,7 +105,7 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr=None, l
         da = torch.cat([dc * gg * i * (1 - i), dc * cprev * f * (1 - f), dc * i * (1 - gg * gg),
                         dm * tc * o * (1 - o)], 1)
         return (da, d), (da @ w_hh, dc * f)
-    cprev = _previous(cells, c0, lengths, reverse)
+    cprev = previous_states(cells, c0, lengths, reverse)
     (grad_pre, grad_h), (grad_h0, grad_c0) = _bptt(
         back, [grad_out, gates, cells, cprev], [grad_hn, grad_cn], lengths, reverse, grad_states)
     return grad_pre, grad_h if w_hr is not None else _empty(grad_out), grad_h0, grad_c0
