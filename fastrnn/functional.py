@@ -259,8 +259,6 @@ def _sequence(name, input, hx, weights, num_layers, bias, dropout, training, bid
     out, finals = _stack(input, hx, weights, layer, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, training=training,
                          input_bias=input_bias)
-    if len(hx) == 1:
-        return out, (_stack_states([f[0] for f in finals]),)
     return out, tuple([_stack_states([f[k] for f in finals]) for k in range(len(hx))])
 
 
