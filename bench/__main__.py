@@ -31,15 +31,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from . import cases, matrix
-from .harness import (GEMM_N, gemm_gflops, machine_facts, mm_call, progress, samples,
-                      write_csv)
+from .harness import (GEMM_N, child_setup, gemm_gflops, machine_facts, mm_call, progress,
+                      run_child, samples, write_csv)
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
@@ -75,11 +73,7 @@ def _warmup(case):
 def _alone(args):
     """Child process: time one provider alone; prints {case: [ms, ...]} as JSON.
     ``args.cases`` holds ``case=repeats`` items."""
-    from fastrnn._alloc import keep_freed_memory   # same allocator setting in every process
-    keep_freed_memory()
-    torch.set_num_threads(os.cpu_count())
-    if args.alone != "torch":
-        import fastrnn.kernels.numba  # noqa: F401
+    child_setup(args.alone)
     out = {}
     mm, _ = mm_call()
     for item in args.cases:
@@ -95,10 +89,8 @@ def _alone(args):
 def _time_alone(provider, reps):
     """One child process per provider and round, so start-up is paid once:
     {case: {"x": [ms, ...], and at ALONGSIDE_SHAPES ALONGSIDE: [ms, ...]}}."""
-    child = subprocess.run([sys.executable, "-m", "bench", "--alone", provider, "--cases",
-                            *(f"{c}={n}" for c, n in reps.items())], capture_output=True,
-                           text=True, check=True, cwd=Path(__file__).parent.parent)
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return run_child("bench", "--alone", provider, "--cases",
+                     *(f"{c}={n}" for c, n in reps.items()))
 
 
 def time_cases(case_list, providers, rounds, quick, alone, bar):

@@ -26,6 +26,25 @@ FIELDS = ["section", "axis", "cell", "variant", "mode", "T", "B", "I", "H", "pro
           "threads", "torch", "numba", "triton", "commit"]
 
 
+def child_setup(provider):
+    """A child process that times one provider alone: the allocator setting and the
+    thread count every bench process uses, and Numba's pool loaded for fastrnn."""
+    from fastrnn._alloc import keep_freed_memory   # same allocator setting in every process
+    keep_freed_memory()
+    torch.set_num_threads(os.cpu_count())
+    if provider.startswith("fastrnn"):
+        import fastrnn.kernels.numba  # noqa: F401
+
+
+def run_child(module, *args):
+    """``python -m <module> *args`` from the repository root; -> the JSON object its last
+    line of output holds."""
+    import json
+    child = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                           text=True, check=True, cwd=Path(__file__).parent.parent)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def cpu_model():
     try:
         for line in open("/proc/cpuinfo"):

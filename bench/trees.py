@@ -17,6 +17,7 @@ import torch
 from fastrnn import Forest, reference
 from fastrnn.models import ChildSumTreeLSTM, TreeRNN
 
+from .harness import child_setup, run_child
 from .models import alternate
 
 
@@ -110,17 +111,16 @@ def _forests(quick):
     return out
 
 
-def run(quick=False, device="cpu"):
-    """-> list of (metric, unit, {provider: nodes/s}). On CUDA (``python -m bench --gpu``)
-    fastrnn runs the Triton kernels ("fastrnn-triton") and the per-node reference is left
-    out at 256 trees."""
+def _measure(quick, device, only=None):
+    """{metric: (nodes, {provider: median seconds})}, providers alternated in this
+    process; ``only``: time that one provider and skip the others."""
     torch.manual_seed(0)
     E, H = 64, 128
     cs_model, rnn_model = ChildSumTreeLSTM(E, H).to(device), TreeRNN(E, H).to(device)
     ours, backend = ("fastrnn-triton", "triton") if device == "cuda" else \
         ("fastrnn-numba", "numba")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    rows = []
+    out = {}
     for B, (cs_forest, bin_forest) in _forests(quick).items():
         for name, model, forest, ref, levels in (
                 ("ChildSumTreeLSTM", cs_model, cs_forest, reference.child_sum_tree_lstm,
@@ -138,19 +138,51 @@ def run(quick=False, device="cpu"):
                                                   w_hh))}
             fns["torch-levels"] = lambda: first(levels(torch.nn.functional.linear(
                 x, w_ih, b), forest, w_hh))
+            if only is not None:
+                fns = {only: fns[only]}
             for mode in ("fwd", "fwdbwd"):
                 if mode == "fwd":
                     calls = {p: (lambda f=f: (torch.no_grad()(f)(), sync())) for p, f in fns.items()}
                 else:
                     calls = {p: (lambda f=f: (f().sum().backward(), sync())) for p, f in fns.items()}
                 reps = 3 if quick or B == 256 else 10
-                if B == 256:      # the per-node reference takes seconds there: time it less
-                    t = alternate({p: c for p, c in calls.items() if p != "reference"}, reps)
-                    if device == "cpu":
-                        t.update(alternate({"reference": calls["reference"]}, 1, warmup=0))
-                else:
-                    t = alternate(calls, reps)
-                rows.append((f"{name}, {B} AST trees ({forest.n} nodes, {forest.levels} levels), "
-                             f"{'forward' if mode == 'fwd' else 'forward+backward'}",
-                             "nodes/s", {p: forest.n / v for p, v in t.items()}))
-    return rows
+                # a turn of a short call (one tree: under a millisecond) is several calls
+                # in a row, timed together (bench.models.alternate)
+                t = alternate({p: c for p, c in calls.items() if p != "reference"}, reps,
+                              block=max(1, 2000 // forest.n))
+                if device == "cpu" and "reference" in calls:
+                    # one node at a time: seconds at 256 trees, so timed less, on its own
+                    t.update(alternate({"reference": calls["reference"]}, 1 if B == 256 else
+                                       3 if B == 32 else reps, warmup=0 if B == 256 else 1))
+                out[f"{name}, {B} AST trees ({forest.n} nodes, {forest.levels} levels), "
+                    f"{'forward' if mode == 'fwd' else 'forward+backward'}"] = (forest.n, t)
+    return out
+
+
+def run(quick=False, device="cpu"):
+    """-> list of (metric, unit, {provider: nodes/s}). On the CPU, fastrnn and
+    torch-levels are also timed alone, each in a child process of its own, and keep the
+    faster of their two medians, as in the matrix (on 2 cores one provider's thread
+    pool, still spinning, slows the next one in a shared process). On CUDA
+    (``python -m bench --gpu``) fastrnn runs the Triton kernels ("fastrnn-triton") and
+    the per-node reference is left out at 256 trees."""
+    res = _measure(quick, device)
+    if device == "cpu":
+        for p in ("fastrnn-numba", "torch-levels"):
+            for metric, t in run_child("bench.trees", "--alone", p,
+                                       *(["--quick"] if quick else [])).items():
+                res[metric][1][p] = min(res[metric][1][p], t)
+    return [(metric, "nodes/s", {p: n / v for p, v in t.items()})
+            for metric, (n, t) in res.items()]
+
+
+if __name__ == "__main__":          # a child process of run(): one provider alone
+    import argparse
+    import json
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--alone", required=True)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    child_setup(args.alone)
+    print(json.dumps({m: t[args.alone] for m, (_, t) in _measure(args.quick, "cpu",
+                                                                 args.alone).items()}))

@@ -114,6 +114,37 @@ class Forest:
     def levels(self):
         return len(self.level_ptr) - 1
 
+    def by_level(self):
+        """(forest, order, inverse): the same trees with the nodes renumbered by level
+        (node p of ``forest`` is node ``order[p]`` of this one, so its ``order`` is
+        0..n-1 and a level's nodes are consecutive rows), and the two int64 CPU
+        permutations between the numberings (``inverse[j]``: node j's new number); made
+        once. The tree Functions run the kernels on it: a level's rows of every per-node
+        array are then one contiguous block instead of rows scattered over the batch
+        (Child-Sum at 13,403 AST nodes: forward kernel 14.8 -> 12.8 ms, backward 16.8
+        -> 13.1 ms). For a forest already in level order: (self, None, None)."""
+        if getattr(self, "_by_level", None) is None:
+            n, order = self.n, self.order
+            if (order == np.arange(n)).all():
+                self._by_level = (self, None, None)
+            else:
+                inv = np.empty(n, dtype=np.int64)
+                inv[order] = np.arange(n)
+                view = Forest.__new__(Forest)
+                counts = np.diff(self.child_ptr)[order]
+                view.n, view.arity = n, self.arity
+                view.parent = np.where(self.parent[order] >= 0, inv[self.parent[order]], -1)
+                view.child_ptr = np.concatenate([[0], np.cumsum(counts)])
+                # new edge e belongs to new node p: old edge child_ptr[order[p]] + its rank
+                old = np.repeat(self.child_ptr[order] - view.child_ptr[:-1], counts) + \
+                    np.arange(len(self.child_idx))
+                view.child_idx, view.child_slot = inv[self.child_idx[old]], self.child_slot[old]
+                view.height, view.order = self.height[order], np.arange(n)
+                view.level_ptr, view.roots = self.level_ptr, np.sort(inv[self.roots])
+                self._by_level = (view, torch.from_numpy(order.astype(np.int64)),
+                                  torch.from_numpy(inv))
+        return self._by_level
+
     def tensors(self):
         """The schedule as int64 CPU tensors (the launchers' arguments), made once."""
         if getattr(self, "_tensors", None) is None:

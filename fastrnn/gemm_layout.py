@@ -43,11 +43,17 @@ class InputProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1])
-        gx = _mm(g, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        gw = _mm(g.t(), x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
-        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb
+        return linear_grads(grad, x, w, ctx.has_bias, ctx.needs_input_grad[:3])
+
+
+def linear_grads(grad, x, w, has_bias, needs):
+    """(dL/dx, dL/dw, dL/db) of x @ w^T + b from grad = dL/d(x @ w^T + b), each None
+    unless ``needs`` says so; the GEMMs through ``_mm``."""
+    g = grad.reshape(-1, grad.shape[-1])
+    gx = _mm(g, w).reshape(x.shape) if needs[0] else None
+    gw = _mm(g.t(), x.reshape(-1, x.shape[-1])) if needs[1] else None
+    gb = g.sum(0) if has_bias and needs[2] else None
+    return gx, gw, gb
 
 
 def project(x, w, b):

@@ -112,6 +112,94 @@ def test_gradcheck_float64(cls):
     assert torch.autograd.gradcheck(f, (x, *ps))
 
 
+@pytest.mark.parametrize("cls", [TreeRNN, ChildSumTreeLSTM])
+def test_double_backward_float64(cls):
+    # under create_graph the Functions differentiate the per-node recursion instead
+    forest = _forest("full")
+    model = cls(2, 3).double()
+    model.backend = "numba"
+    x = torch.randn(forest.n, 2, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in model.named_parameters()]
+
+    def f(x, *ps):
+        return torch.func.functional_call(model, dict(zip(names, ps)), (x, forest))
+    ps = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    assert torch.autograd.gradgradcheck(f, (x, *ps))
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+@pytest.mark.parametrize("cls", [NaryTreeLSTM, ChildSumTreeLSTM])
+def test_a_loss_on_the_roots_h_only_without_bias(backend, cls):
+    # c unused: its gradient arrives as None, and the rows of h not at a root get none
+    forest = _forest("mixed")
+    model = cls(3, 5, bias=False).double()
+    x = torch.randn(forest.n, 3, dtype=torch.float64)
+    got = []
+    for run in (backend, "oracle"):
+        model.backend = run
+        model.zero_grad()
+        leaf = x.clone().requires_grad_()
+        h = (_oracle(model, leaf, forest) if run == "oracle" else model(leaf, forest))[0]
+        (h[torch.from_numpy(forest.roots)] ** 2).sum().backward()
+        got.append([leaf.grad, model.weight_ih.grad, model.weight_hh.grad])
+    for what, a, b in zip(["x", "weight_ih", "weight_hh"], *got):
+        assert_close(a, b, 1e-12, what)
+
+
+def test_by_level_renumbers_the_same_trees():
+    forest = _forest("mixed")
+    view, order, inv = forest.by_level()
+    assert (view.order == range(forest.n)).all() and (inv[order] == torch.arange(forest.n)).all()
+    assert view.level_ptr.tolist() == forest.level_ptr.tolist()
+    assert (view.height == forest.height[order.numpy()]).all()
+    old = {(int(p), int(k), int(s)) for p, k, s in zip(forest.parent[forest.child_idx],
+                                                       forest.child_idx, forest.child_slot)}
+    new = {(int(order[p]), int(order[k]), int(s))
+           for p, k, s in zip(view.parent[view.child_idx], view.child_idx, view.child_slot)}
+    assert old == new and len(view.child_idx) == len(forest.child_idx)
+    assert sorted(order[view.roots].tolist()) == forest.roots.tolist()
+    for p in range(view.n):                      # each node's children stay in slot order
+        kids = view.child_idx[view.child_ptr[p]:view.child_ptr[p + 1]]
+        assert (view.parent[kids] == p).all() and (view.height[kids] < view.height[p]).all()
+    assert view.by_level() == (view, None, None)     # already by level: itself
+
+
+@pytest.mark.parametrize("name,make", MODELS[:1] + MODELS[2:], ids=[m[0] for m in MODELS[:1] + MODELS[2:]])
+def test_numba_launchers_agree_on_any_numbering(name, make):
+    # the Functions pass the forest by level; the launchers take any numbering (their
+    # by-level shortcuts, as Child-Sum's consecutive links, must not change a result)
+    from fastrnn.backends import REGISTRY
+    kernels, model = REGISTRY["numba"].kernels(), make().double()
+    forest = _forest("mixed", getattr(model, "arity", 2))
+    view, order, inv = forest.by_level()
+    cell = model._cell
+    g = torch.Generator().manual_seed(3)
+    xproj = torch.randn(forest.n, model.weight_ih.shape[0], generator=g, dtype=torch.float64)
+    w = model.weight_hh.detach()
+    opts = {"nonlinearity": model.nonlinearity} if cell == "tree_rnn" else {}
+    res = []
+    for f, rows in ((forest, None), (view, order)):
+        x = xproj if rows is None else xproj[rows]
+        out = getattr(kernels, f"{cell}_fwd")(xproj=x, w_hh=w, forest=f.tensors(), **opts)
+        out = out if isinstance(out, tuple) else (out,)
+        grads = [torch.randn(forest.n, 5, generator=torch.Generator().manual_seed(4 + i),
+                             dtype=torch.float64) for i in range(len(out[:2]))]
+        if rows is not None:
+            grads = [t[rows] for t in grads]
+        saved = dict(h=out[0]) if cell == "tree_rnn" else dict(c=out[1], gates=out[2])
+        if cell == "child_sum_tree_lstm":
+            saved["fgates"] = out[3]
+        named = dict(zip(["grad_h", "grad_c"], grads))
+        back = getattr(kernels, f"{cell}_bwd")(**named, **saved, w_hh=w, forest=f.tensors(),
+                                                **opts)
+        back = back if isinstance(back, tuple) else (back,)
+        per_node = [t if rows is None else t[inv] for t in list(out[:2]) + [back[-1]]]
+        res.append(per_node)
+    names = ["h", "grad_xproj"] if cell == "tree_rnn" else ["h", "c", "grad_xproj"]
+    for what, a, b in zip(names, *res):
+        assert_close(a, b, 1e-12, what)
+
+
 def test_float32():
     forest = _forest("mixed")
     for make in (lambda: TreeRNN(3, 5), lambda: ChildSumTreeLSTM(3, 5)):

@@ -63,6 +63,9 @@ N slots, gate order i, o, u, f):
         -> h, c [n, H], gates [n, 3H] (i, o, u activated), fgates [E, H] (f per link)
     child_sum_tree_lstm_bwd(grad_h, grad_c, c, gates, fgates, w_hh, forest)
         -> grad_iou [n, 3H], grad_f [E, H] (dL/d U_f h_k per link), grad_x [n, 4H]
+    The tree Functions pass a forest numbered by level (Forest.by_level), and grad_h and
+    grad_c as contiguous copies of their own: a backward launcher may use them as its
+    dL/dh, dL/dc accumulators (overwrite them) instead of copying them again.
 
 Saved for backward by the Functions: the inputs (xproj only for double backward), the
 outputs above and lengths. Weight gradients are one GEMM each outside the kernels:

@@ -145,7 +145,7 @@ def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
 
 def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
     H = h.shape[1]
-    dh, grad_pre = grad_h.clone(), torch.zeros_like(h)
+    dh, grad_pre = grad_h, torch.zeros_like(h)          # the Function's own copy
     for j, kids, slot, _ in _top_down(forest):
         y = h[j]
         grad_pre[j] = dh[j] * (1 - y * y) if nonlinearity == "tanh" else dh[j] * (y > 0)
@@ -162,7 +162,7 @@ def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
 def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     n, H = c.shape
     N = w_hh.shape[1] // H
-    dh, dc = grad_h.clone(), grad_c.clone()
+    dh, dc = grad_h, grad_c                 # the Function's own copies
     grad_hh, grad_x = c.new_zeros(n, w_hh.shape[0]), c.new_zeros(n, 4 * H)
     for j, kids, slot, _ in _top_down(forest):
         i, o, u = gates[j, :H], gates[j, H:2 * H], gates[j, 2 * H:3 * H]
@@ -187,7 +187,7 @@ def child_sum_tree_lstm_fwd(*, xproj, w_hh, forest):
 
 def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     n, H = c.shape
-    dh, dc = grad_h.clone(), grad_c.clone()
+    dh, dc = grad_h, grad_c                 # the Function's own copies
     grad_x, grad_f = c.new_zeros(n, 4 * H), torch.zeros_like(fgates)
     for j, kids, _, links in _top_down(forest):
         i, o, u = gates[j, :H], gates[j, H:2 * H], gates[j, 2 * H:]

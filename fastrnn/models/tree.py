@@ -29,7 +29,6 @@ forest is data).
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import backends
@@ -60,7 +59,7 @@ class _TreeModule(nn.Module):
                            "each batch of trees")
 
     def _prepare(self, x, forest, arity=None):
-        """Checks before any kernel runs; -> (xproj [n, G], backend)."""
+        """Checks before any kernel runs; -> the backend."""
         if backends.recording(x):
             raise RuntimeError(f"{type(self).__name__} cannot be traced or exported: its tree "
                                "structure (the Forest) is host data, and a traced graph would "
@@ -73,8 +72,7 @@ class _TreeModule(nn.Module):
         if arity is not None and forest.arity > arity:
             raise ForestError(f"a node has {forest.arity} children: more than {arity} for an "
                               f"{arity}-ary {type(self).__name__}")
-        xproj = F.linear(x, self.weight_ih, self.bias)
-        return xproj, backends.select(self._cell, xproj, self.backend)
+        return backends.select(self._cell, x, self.backend)
 
 
 class TreeRNN(_TreeModule):
@@ -96,8 +94,8 @@ class TreeRNN(_TreeModule):
                    bias)
 
     def forward(self, x, forest):
-        xproj, be = self._prepare(x, forest, self.arity)
-        return TreeRNNFunction.apply(xproj, self.weight_hh, forest, self.nonlinearity, be)
+        return TreeRNNFunction.apply(x, self.weight_ih, self.bias, self.weight_hh, forest,
+                                     self.nonlinearity, self._prepare(x, forest, self.arity))
 
 
 class NaryTreeLSTM(_TreeModule):
@@ -117,8 +115,8 @@ class NaryTreeLSTM(_TreeModule):
                    ((3 + arity) * hidden_size, arity * hidden_size), bias)
 
     def forward(self, x, forest):
-        xproj, be = self._prepare(x, forest, self.arity)
-        return NaryTreeLSTMFunction.apply(xproj, self.weight_hh, forest, be)
+        return NaryTreeLSTMFunction.apply(x, self.weight_ih, self.bias, self.weight_hh, forest,
+                                          self._prepare(x, forest, self.arity))
 
 
 class ChildSumTreeLSTM(_TreeModule):
@@ -136,5 +134,5 @@ class ChildSumTreeLSTM(_TreeModule):
                    bias)
 
     def forward(self, x, forest):
-        xproj, be = self._prepare(x, forest)
-        return ChildSumTreeLSTMFunction.apply(xproj, self.weight_hh, forest, be)
+        return ChildSumTreeLSTMFunction.apply(x, self.weight_ih, self.bias, self.weight_hh,
+                                              forest, self._prepare(x, forest))

@@ -25,6 +25,7 @@ from ._gemm import gemm_nt
 from .activations import sigmoid, tanh
 
 PARALLEL_WORK = 1 << 16     # a level's rows x weight size above which its rows are split
+BLOCK = 32                  # nodes per block of the Child-Sum kernels' gather, products, gates
 
 
 @njit(cache=True)
@@ -227,6 +228,15 @@ def _edges(order, r0, r1, child_ptr):
     return out
 
 
+@njit(cache=True)
+def _consecutive(edges):
+    # edges == edges[0], edges[0] + 1, ...
+    for x in range(len(edges)):
+        if edges[x] != edges[0] + x:
+            return False
+    return True
+
+
 @njit(**KERNEL)
 def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_idx, threads,
                          h, c, gates, fgates):
@@ -237,31 +247,42 @@ def child_sum_fwd_kernel(xproj, w_iou, w_f, order, level_ptr, child_ptr, child_i
         nch = _chunks(level_ptr, lev, 4 * H * H, threads)
         for q in prange(nch):
             r0, r1 = _rows(level_ptr, lev, q, nch)
-            m = r1 - r0
-            edges = _edges(order, r0, r1, child_ptr)
-            fpre = np.empty((len(edges), H), h.dtype)
-            # leaves (a chunk without links is all leaves) share one zero row of pre
-            pre = np.zeros((m if len(edges) else 1, 3 * H), h.dtype)
-            if len(edges):
-                hs = np.zeros((m, H), h.dtype)
-                hk = np.empty((len(edges), H), h.dtype)
-                x = 0
-                for r in range(m):
-                    j = order[r0 + r]
-                    for e in range(child_ptr[j], child_ptr[j + 1]):
-                        _copy_add(h[child_idx[e]], hk[x], hs[r])
-                        x += 1
-                gemm_nt(hk, w_f, fpre, len(edges))       # U_f h_k for every child link
-                gemm_nt(hs, w_iou, pre, m)               # U_iou (sum of the children's h)
-            x = 0
-            for r in range(m):
-                j = order[r0 + r]
-                cj = c[j]
-                _cs_node_fwd(xproj[j], pre[min(r, len(pre) - 1)], gates[j], cj, H)
-                for e in range(child_ptr[j], child_ptr[j + 1]):
-                    _cs_link_fwd(xproj[j, 3 * H:], fpre[x], c[child_idx[e]], fgates[e], cj)
-                    x += 1
-                _cs_out(gates[j, H:2 * H], cj, h[j])
+            for b0 in range(r0, r1, BLOCK):
+                _cs_fwd_block(xproj, w_iou, w_f, order, b0, min(r1, b0 + BLOCK), child_ptr,
+                              child_idx, h, c, gates, fgates)
+
+
+@njit(**ROW)
+def _cs_fwd_block(xproj, w_iou, w_f, order, r0, r1, child_ptr, child_idx, h, c, gates,
+                  fgates):
+    # nodes order[r0:r1]: their children's h gathered and summed, the two products, then
+    # the gates, all on buffers of one block (they stay in L2 between the steps)
+    H = h.shape[1]
+    m = r1 - r0
+    edges = _edges(order, r0, r1, child_ptr)
+    fpre = np.empty((len(edges), H), h.dtype)
+    # leaves (a block without links is all leaves) share one zero row of pre
+    pre = np.zeros((m if len(edges) else 1, 3 * H), h.dtype)
+    if len(edges):
+        hs = np.zeros((m, H), h.dtype)
+        hk = np.empty((len(edges), H), h.dtype)
+        x = 0
+        for r in range(m):
+            j = order[r0 + r]
+            for e in range(child_ptr[j], child_ptr[j + 1]):
+                _copy_add(h[child_idx[e]], hk[x], hs[r])
+                x += 1
+        gemm_nt(hk, w_f, fpre, len(edges))       # U_f h_k for every child link
+        gemm_nt(hs, w_iou, pre, m)               # U_iou (sum of the children's h)
+    x = 0
+    for r in range(m):
+        j = order[r0 + r]
+        cj = c[j]
+        _cs_node_fwd(xproj[j], pre[min(r, len(pre) - 1)], gates[j], cj, H)
+        for e in range(child_ptr[j], child_ptr[j + 1]):
+            _cs_link_fwd(xproj[j, 3 * H:], fpre[x], c[child_idx[e]], fgates[e], cj)
+            x += 1
+        _cs_out(gates[j, H:2 * H], cj, h[j])
 
 
 # The per-row loops of the Child-Sum kernels work on 1-D rows, and their constants
@@ -347,36 +368,49 @@ def child_sum_bwd_kernel(c, gates, fgates, w_iou_t, w_f_t, order, level_ptr, chi
         nch = _chunks(level_ptr, lev, 4 * H * H, threads)
         for q in prange(nch):
             r0, r1 = _rows(level_ptr, lev, q, nch)
-            m = r1 - r0
-            g = np.empty((m, 3 * H), c.dtype)
-            edges = _edges(order, r0, r1, child_ptr)
+            for b0 in range(r0, r1, BLOCK):
+                _cs_bwd_block(c, gates, fgates, w_iou_t, w_f_t, order, b0,
+                              min(r1, b0 + BLOCK), child_ptr, child_idx, dh, dc, grad_f,
+                              grad_x)
+
+
+@njit(**ROW)
+def _cs_bwd_block(c, gates, fgates, w_iou_t, w_f_t, order, r0, r1, child_ptr, child_idx, dh,
+                  dc, grad_f, grad_x):
+    # nodes order[r0:r1]: gate gradients, then the two products back to the children
+    H = c.shape[1]
+    m = r1 - r0
+    g = np.empty((m, 3 * H), c.dtype)
+    edges = _edges(order, r0, r1, child_ptr)
+    dct = np.empty(H, c.dtype)
+    for r in range(m):
+        j = order[r0 + r]
+        gx = grad_x[j]
+        _cs_node_bwd(gates[j], c[j], dc[j], dh[j], gx, dct, H)
+        copy_row(g[r], gx[:3 * H])
+        gxf = gx[3 * H:]
+        gxf[:] = 0.0
+        for e in range(child_ptr[j], child_ptr[j + 1]):
+            kid = child_idx[e]
+            _cs_link_bwd(fgates[e], c[kid], dct, grad_f[e], gxf, dc[kid])
+    if len(edges):
+        back = np.empty((m, H), c.dtype)
+        gemm_nt(g, w_iou_t, back, m)             # dL/d hs, shared by the children
+        e0 = edges[0]
+        if _consecutive(edges):                  # a forest by level: the links' own rows
+            gf = grad_f[e0:e0 + len(edges)]
+        else:
             gf = np.empty((len(edges), H), c.dtype)
-            dct = np.empty(H, c.dtype)
-            x = 0
-            for r in range(m):
-                j = order[r0 + r]
-                gx = grad_x[j]
-                _cs_node_bwd(gates[j], c[j], dc[j], dh[j], gx, dct, H)
-                copy_row(g[r], gx[:3 * H])
-                gxf = gx[3 * H:]
-                gxf[:] = 0.0
-                for e in range(child_ptr[j], child_ptr[j + 1]):
-                    kid = child_idx[e]
-                    _cs_link_bwd(fgates[e], c[kid], dct, gf[x], gxf, dc[kid])
-                    x += 1
-            if len(edges):
-                for x in range(len(edges)):
-                    copy_row(grad_f[edges[x]], gf[x])
-                back = np.empty((m, H), c.dtype)
-                gemm_nt(g, w_iou_t, back, m)             # dL/d hs, shared by the children
-                bf = np.empty((len(edges), H), c.dtype)
-                gemm_nt(gf, w_f_t, bf, len(edges))       # each link's own f path
-                x = 0
-                for r in range(m):
-                    j = order[r0 + r]
-                    for e in range(child_ptr[j], child_ptr[j + 1]):
-                        _add2(back[r], bf[x], dh[child_idx[e]])
-                        x += 1
+            for x in range(len(edges)):
+                copy_row(gf[x], grad_f[edges[x]])
+        bf = np.empty((len(edges), H), c.dtype)
+        gemm_nt(gf, w_f_t, bf, len(edges))       # each link's own f path
+        x = 0
+        for r in range(m):
+            j = order[r0 + r]
+            for e in range(child_ptr[j], child_ptr[j + 1]):
+                _add2(back[r], bf[x], dh[child_idx[e]])
+                x += 1
 
 
 # ----------------------------------------------------------------- launchers
@@ -397,7 +431,7 @@ def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
 
 def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
     """-> grad_pre [n, H] = dL/d xproj (dL/dh of every node: grad_h plus its parent's part)."""
-    dh = grad_h.contiguous().clone()
+    dh = grad_h                         # the Function's own copy (launcher contract)
     grad_pre = new_output(h.shape, h)
     order, lp, cp, ci = _schedule(forest)
     tree_rnn_bwd_kernel(as_numpy(h), as_numpy(w_hh.t()), order, lp, cp, ci,
@@ -420,7 +454,7 @@ def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
 
 def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     """-> (grad_hh [n, (3+N)H] = dL/d (W_hh hcat), grad_x [n, 4H] = dL/d xproj)."""
-    dh, dc = grad_h.contiguous().clone(), grad_c.contiguous().clone()
+    dh, dc = grad_h, grad_c             # the Function's own copies
     grad_hh = new_output((c.shape[0], w_hh.shape[0]), c)
     grad_x = new_output((c.shape[0], 4 * c.shape[1]), c)
     order, lp, cp, ci = _schedule(forest)
@@ -447,7 +481,7 @@ def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     """-> (grad_iou [n, 3H] = dL/d (U_iou hs), grad_f [E, H] = dL/d (U_f h_k) per child
     link, grad_x [n, 4H] = dL/d xproj)."""
     n, H = c.shape
-    dh, dc = grad_h.contiguous().clone(), grad_c.contiguous().clone()
+    dh, dc = grad_h, grad_c             # the Function's own copies
     grad_f, grad_x = new_output(fgates.shape, c), new_output((n, 4 * H), c)
     order, lp, cp, ci = _schedule(forest)
     child_sum_bwd_kernel(as_numpy(c), as_numpy(gates), as_numpy(fgates),

@@ -162,7 +162,7 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
     n, H = h.shape
     N = w_hh.shape[1] // H
     grad_pre = new_output((n, H), h)
-    dh = grad_h.float().contiguous().clone()       # fp32 accumulator of dL/dh
+    dh = grad_h.float()     # fp32 accumulator of dL/dh (grad_h is the Function's own copy)
     table, order = _child_table(forest, N, h.device)
     w = w_hh.contiguous()
     for a0, a1 in _levels(forest, reverse=True):
@@ -342,7 +342,7 @@ def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     n, H = c.shape
     N = w_hh.shape[1] // H
     grad_hh, grad_x = new_output((n, w_hh.shape[0]), c), new_output((n, 4 * H), c)
-    dh, dc = grad_h.float().contiguous().clone(), grad_c.float().contiguous().clone()
+    dh, dc = grad_h.float(), grad_c.float()       # the Function's own copies, fp32
     table, order = _child_table(forest, N, c.device)
     w = w_hh.contiguous()
     for a0, a1 in _levels(forest, reverse=True):
@@ -516,7 +516,7 @@ def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     n, H = c.shape
     grad_iou, grad_f = new_output((n, 3 * H), c), new_output(fgates.shape, c)
     grad_x = new_output((n, 4 * H), c)
-    dh, dc = grad_h.float().contiguous().clone(), grad_c.float().contiguous().clone()
+    dh, dc = grad_h.float(), grad_c.float()       # the Function's own copies, fp32
     ptr, idx, order, most = _child_links(forest, c.device)
     w = w_hh.contiguous()
     for (a0, a1), maxdeg in reversed(list(zip(_levels(forest), most))):
