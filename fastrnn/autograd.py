@@ -280,12 +280,15 @@ def _slot_weight_grad(grad_rows, h, forest, N):
     return torch.cat(parts, 1)
 
 
-def _children_sums(h, forest):
-    """(nodes, sums [len(nodes), H]): the nodes with children and the sum of each one's
-    children's rows of h (a leaf's sum is zero, so the GEMMs that use it skip leaves)."""
-    nodes, rows = (t.to(h.device) for t in forest.inner())
-    kids = forest.links()[1].to(h.device)
-    return nodes, h.new_zeros(len(nodes), h.shape[1]).index_add_(0, rows, h.index_select(0, kids))
+def _child_sum_weight_grad(grad_iou, grad_f, h, forest):
+    """[4H, H]: U_iou's gradient, over the nodes with children (on a forest by level, the
+    rows past the leaves: no gather), then U_f's, over the child links; each link's
+    child h is gathered once for both."""
+    leaves = int(forest.level_ptr[1])
+    parents, kids = (t.to(h.device) for t in forest.links())
+    hk = h.index_select(0, kids)
+    sums = h.new_zeros(h.shape[0] - leaves, h.shape[1]).index_add_(0, parents - leaves, hk)
+    return torch.cat([_mm(grad_iou[leaves:].t(), sums), _mm(grad_f.t(), hk)])
 
 
 class TreeRNNFunction(torch.autograd.Function):
@@ -363,12 +366,7 @@ class ChildSumTreeLSTMFunction(torch.autograd.Function):
             grad_iou, grad_f, grad_x = ctx.backend.kernels().child_sum_tree_lstm_bwd(
                 grad_h=grads[0], grad_c=grads[1], c=c, gates=gates, fgates=fgates, w_hh=w_hh,
                 forest=lf.tensors())
-            grad_w = None
-            if ctx.needs_input_grad[3]:
-                nodes, sums = _children_sums(h, lf)
-                kids = lf.links()[1].to(h.device)
-                grad_w = torch.cat([_mm(grad_iou.index_select(0, nodes).t(), sums),
-                                    _mm(grad_f.t(), h.index_select(0, kids))])
-            return grad_x, grad_w
+            return grad_x, (_child_sum_weight_grad(grad_iou, grad_f, h, lf)
+                            if ctx.needs_input_grad[3] else None)
         return _tree_backward(ctx, [grad_h, grad_c], reference.child_sum_tree_lstm,
                               kernel_grads, 6)

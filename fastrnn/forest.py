@@ -164,15 +164,6 @@ class Forest:
                            torch.from_numpy(np.ascontiguousarray(kids)))
         return cache[slot]
 
-    def inner(self):
-        """(nodes, rows): int64 CPU tensors of the nodes with children (ascending) and,
-        per child link in edge order, its parent's row among them; made once."""
-        if getattr(self, "_inner", None) is None:
-            nodes = np.flatnonzero(np.diff(self.child_ptr) > 0)
-            rows = np.searchsorted(nodes, self.parent[self.child_idx])
-            self._inner = torch.from_numpy(nodes), torch.from_numpy(rows)
-        return self._inner
-
     def child_table(self, arity):
         """[n, arity] child index per slot, -1 where a node has no child in a slot."""
         table = np.full((self.n, arity), -1, dtype=np.int64)
