@@ -73,9 +73,10 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
            f"(above 1: fastrnn faster); each provider's time is the faster of its medians "
            f"in the shared process and alone in a child process.{_layer_gemm(rows, gemm)}"
            f"{_alongside_note(rows)}", ""]
+    matrix = any(section == "matrix" for section, _, _ in fastest)
     out += ["## Standard shapes", "",
             f"| cell | shape (T, B, H) | mode | {ours} ms | torch ms | reference ms | speedup | "
-            f"{ours} GFLOP/s (% of GEMM) |", "|---|---|---|---|---|---|---|---|"]
+            f"{ours} GFLOP/s (% of GEMM) |", "|---|---|---|---|---|---|---|---|"] if matrix else []
     for (section, case, _), p in fastest.items():
         if section != "matrix":
             continue
@@ -107,7 +108,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
                                 f"{_ms(p.get('torch'))})")
                 out.append(f"| {cell} | " + " | ".join(line) + " |")
             out.append("")
-    if ours == "fastrnn-numba":
+    if ours == "fastrnn-numba" and matrix:
         out += targets(fastest, rows)
     other = [r for r in rows if r["section"] in ("coldstart", "memory", "charlm")]
     if other:
@@ -163,16 +164,21 @@ def trees_table(rows, ours):
             by_metric.setdefault(r["metric"], {})[r["provider"]] = float(r["value"])
     if not by_metric:
         return []
+    from .trees import TARGETS
+    bounds = " / ".join(f"≥ {b:g}× {p}" for p, b in TARGETS.items())
     out = ["", "## Trees (nodes/s; speedup = fastrnn's rate over the baseline's)", "",
-           "| case | fastrnn | torch-levels | reference | vs torch-levels | vs reference |",
-           "|---|---|---|---|---|---|"]
+           f"| case | fastrnn | torch-levels | reference | vs torch-levels | vs reference | "
+           f"targets, forward+backward ({bounds}) |", "|---|---|---|---|---|---|---|"]
     for metric, v in by_metric.items():
         a = v.get(ours, v.get("fastrnn-triton"))
         cells = [f"{a:,.0f}" if a else "–"] + \
             [f"{v[p]:,.0f}" if p in v else "–" for p in ("torch-levels", "reference")]
         ratios = [f"**{a / v[p]:.1f}×**" if a and v.get(p) else "–"
                   for p in ("torch-levels", "reference")]
-        out.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
+        met = " / ".join("–" if not (a and v.get(p)) else "yes" if a / v[p] >= b else "**no**"
+                         for p, b in TARGETS.items())
+        out.append(f"| {metric} | " + " | ".join(cells + ratios) + " | " +
+                   (met if metric.endswith("forward+backward") else "") + " |")
     return out
 
 
