@@ -318,7 +318,8 @@ def finish(rows, gemm, facts, out, device):
     try:
         from .plots import draw
         pngs = draw(out / f"{device}.csv", out)
-        report += "\nPlots: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs) + "\n"
+        if pngs:
+            report += "\nPlots: " + ", ".join(f"[{p.name}]({p.name})" for p in pngs) + "\n"
     except ImportError as e:        # matplotlib is in the [bench] extra
         print(f"plots skipped: {e}")
     (out / ("report.md" if device == "cpu" else f"report-{device}.md")).write_text(report)

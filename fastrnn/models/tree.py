@@ -12,10 +12,12 @@ tuples, ``ast`` trees or nltk.Tree-like objects), and every module takes node fe
 x [n, I] and the forest, and returns every node's h (and c) [n, H]; the roots' are
 ``h[forest.roots]``.
 
-Per module: the input projection of all nodes is one GEMM; then the backend's kernel
-runs the whole forest bottom-up, a level of nodes per product (Numba: one call; Triton:
-one launch per level), and the backward top-down the same way, with the recurrent
-weight's gradient GEMMs over the child links. ``backend`` as for the layers ("numba",
+Per module, one autograd Function: the input projection of all nodes is one GEMM; then
+the backend's kernel runs the whole forest bottom-up, a level of nodes per product
+(Numba: one call; Triton: one launch per level), and the backward top-down the same way,
+with the recurrent weight's gradient GEMMs over the child links. The kernels see the
+forest renumbered by level (``Forest.by_level``); inputs and outputs keep the user's
+numbering. ``backend`` as for the layers ("numba",
 "triton", or "reference" = the per-node recursion of ``fastrnn.reference``).
 Gate order of the LSTMs: i, o, u, f.
 
