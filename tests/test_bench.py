@@ -238,4 +238,23 @@ def test_trees_section_rows_and_table(tmp_path, monkeypatch):
     main(["--quick", "--sections", "trees", "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
     assert "| ChildSumTreeLSTM, 32 AST trees, forward+backward | 3,000 | 1,000 | 100 | **3.0×** " \
-        "| **30.0×** |" in report
+        "| **30.0×** | yes / yes |" in report
+    assert "## Standard shapes" not in report      # no matrix in this run: no empty tables
+
+
+def test_trees_keep_each_providers_faster_median(monkeypatch):
+    # shared process and a child process alone (as the matrix): the faster median wins
+    from bench import trees
+    monkeypatch.setattr(trees, "_measure", lambda quick, device: {
+        "m": (100, {"fastrnn-numba": 2.0, "torch-levels": 3.0, "reference": 50.0})})
+    alone = {"fastrnn-numba": 1.0, "torch-levels": 4.0}
+    monkeypatch.setattr(trees, "run_child", lambda module, flag, p, *rest: {"m": alone[p]})
+    assert trees.run() == [("m", "nodes/s", {"fastrnn-numba": 100.0, "torch-levels": 100 / 3,
+                                             "reference": 2.0})]
+
+
+def test_trees_child_process_times_one_provider():
+    from bench.harness import run_child
+    got = run_child("bench.trees", "--alone", "torch-levels", "--quick")
+    assert len(got) == 8 and all(v > 0 for v in got.values())     # 2 nets x 2 sizes x 2 modes
+    assert all(k.startswith(("ChildSumTreeLSTM, ", "TreeRNN (binary), ")) for k in got)
