@@ -98,9 +98,16 @@ def test_cpu_backends_match_the_per_node_recursion(backend, name, make, kind):
         assert_close(a, b, 1e-12, what)
 
 
-@pytest.mark.parametrize("cls", [TreeRNN, NaryTreeLSTM, ChildSumTreeLSTM])
-def test_gradcheck_float64(cls):
-    forest = _forest("mixed")
+GRADCHECKS = [(cls, "gradcheck", "mixed") for cls in (TreeRNN, NaryTreeLSTM, ChildSumTreeLSTM)] + \
+    [(cls, "gradgradcheck", "full") for cls in (TreeRNN, ChildSumTreeLSTM)]
+
+
+@pytest.mark.parametrize("cls,check,kind", GRADCHECKS,
+                         ids=[f"{c.__name__}-{k}" for c, k, _ in GRADCHECKS])
+def test_gradcheck_float64(cls, check, kind):
+    # gradgradcheck: under create_graph the Functions differentiate the per-node
+    # recursion instead of running the kernels
+    forest = _forest(kind)
     model = cls(2, 3).double()
     model.backend = "numba"
     x = torch.randn(forest.n, 2, dtype=torch.float64, requires_grad=True)
@@ -109,22 +116,7 @@ def test_gradcheck_float64(cls):
     def f(x, *ps):
         return torch.func.functional_call(model, dict(zip(names, ps)), (x, forest))
     ps = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    assert torch.autograd.gradcheck(f, (x, *ps))
-
-
-@pytest.mark.parametrize("cls", [TreeRNN, ChildSumTreeLSTM])
-def test_double_backward_float64(cls):
-    # under create_graph the Functions differentiate the per-node recursion instead
-    forest = _forest("full")
-    model = cls(2, 3).double()
-    model.backend = "numba"
-    x = torch.randn(forest.n, 2, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in model.named_parameters()]
-
-    def f(x, *ps):
-        return torch.func.functional_call(model, dict(zip(names, ps)), (x, forest))
-    ps = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    assert torch.autograd.gradgradcheck(f, (x, *ps))
+    assert getattr(torch.autograd, check)(f, (x, *ps))
 
 
 @pytest.mark.parametrize("backend", ["numba", "reference"])
