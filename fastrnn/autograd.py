@@ -222,7 +222,7 @@ class LSTMFunction(torch.autograd.Function):
 # - the kernels run on the forest renumbered by level (Forest.by_level), where a level's
 #   rows of every per-node array are one block: x's rows go into that order before the
 #   projection (x is the narrow side) and the states come back to the user's numbering
-#   at the end (Child-Sum fwd+bwd at 13,403 AST nodes: 56 -> 50 ms);
+#   at the end (Child-Sum fwd+bwd at 13,403 AST nodes: 55.9 -> 52.0 ms, medians);
 # - a call is one autograd node instead of two: a small tree's cost is mostly fixed
 #   costs, not kernels.
 # Their arguments: x, W_ih, b, W_hh, the forest, the cell's options, the backend.

@@ -13,8 +13,11 @@ weight for all of them (``gemm_nt``), then the gates. Backward comes down one le
 time: a node's dL/dh (and dL/dc) is complete when its level starts, since its only
 parent sits on a higher level and was done before; a chunk forms its gate gradients,
 one product sends them back to the children, and each child's gradient is written by
-its one parent's thread only (no atomics, deterministic). Weight gradients are GEMMs
-over all nodes outside (fastrnn/autograd.py).
+its one parent's thread only (no atomics, deterministic). The Child-Sum kernels do a
+chunk in blocks of BLOCK nodes (gather, products, gates per block, all in cache
+together). Weight gradients are GEMMs over all nodes outside (fastrnn/autograd.py). The
+tree Functions pass the forest renumbered by level (so ``order`` is 0..n-1 and a level's
+rows are one block), but any numbering works.
 """
 import numpy as np
 from numba import njit, prange
