@@ -230,20 +230,31 @@ def _tree_input(ctx, x, w_ih, bias, forest, backend):
     """-> (xproj in level order, the forest renumbered by level); ctx keeps both forests
     and the backend."""
     lf, order, _ = forest.by_level()
-    xl = x if order is None else x.index_select(0, order.to(x.device))
+    xl = x if order is None else x.index_select(0, _on(forest, x.device, "to levels", order))
     ctx.forest, ctx.level_forest, ctx.backend, ctx.xl = forest, lf, backend, xl
     ctx.set_materialize_grads(False)    # an unused output's gradient: zeros made in backward
     return F.linear(xl, w_ih, bias), lf
+
+
+def _on(forest, device, key, t):
+    """``t``, one of ``forest``'s CPU index tensors, on ``device``: copied once per forest
+    and device (on CUDA a copy per call would be a synchronous host-to-device transfer)."""
+    if device.type == "cpu":
+        return t
+    cache = forest.__dict__.setdefault("_on_device", {})
+    if (key, str(device)) not in cache:
+        cache[key, str(device)] = t.to(device)
+    return cache[key, str(device)]
 
 
 def _permute(forest, tensors, to_levels):
     """The rows of ``tensors`` from level order to the user's numbering, or back; new
     contiguous tensors either way (the backward launchers may overwrite them)."""
     _, order, inv = forest.by_level()
-    idx = order if to_levels else inv
+    idx, key = (order, "to levels") if to_levels else (inv, "to nodes")
     return [t.clone(memory_format=torch.contiguous_format) if idx is None else
             t.contiguous() if t.stride(0) == 0 else      # a sum's gradient: rows all alike
-            t.index_select(0, idx.to(t.device)) for t in tensors]
+            t.index_select(0, _on(forest, t.device, key, idx)) for t in tensors]
 
 
 def _tree_backward(ctx, grads, layer, kernel_grads, n_args):
@@ -275,7 +286,8 @@ def _slot_weight_grad(grad_rows, h, forest, N):
     13,403 AST nodes)."""
     parts = []
     for s in range(N):
-        parents, kids = (t.to(h.device) for t in forest.links(s))
+        parents, kids = (_on(forest, h.device, ("links", s, i), t)
+                         for i, t in enumerate(forest.links(s)))
         parts.append(_mm(grad_rows.index_select(0, parents).t(), h.index_select(0, kids)))
     return torch.cat(parts, 1)
 
@@ -285,7 +297,8 @@ def _child_sum_weight_grad(grad_iou, grad_f, h, forest):
     rows past the leaves: no gather), then U_f's, over the child links; each link's
     child h is gathered once for both."""
     leaves = int(forest.level_ptr[1])
-    parents, kids = (t.to(h.device) for t in forest.links())
+    parents, kids = (_on(forest, h.device, ("links", None, i), t)
+                     for i, t in enumerate(forest.links()))
     hk = h.index_select(0, kids)
     sums = h.new_zeros(h.shape[0] - leaves, h.shape[1]).index_add_(0, parents - leaves, hk)
     return torch.cat([_mm(grad_iou[leaves:].t(), sums), _mm(grad_f.t(), hk)])

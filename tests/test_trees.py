@@ -192,6 +192,18 @@ def test_numba_launchers_agree_on_any_numbering(name, make):
         assert_close(a, b, 1e-12, what)
 
 
+def test_index_tensors_go_to_a_device_once():
+    # on CUDA each call would otherwise copy the schedule's index tensors from the host;
+    # "meta" stands in for a device here
+    from fastrnn.autograd import _on
+    forest = _forest("mixed")
+    _, order, _ = forest.by_level()
+    assert _on(forest, torch.device("cpu"), "to levels", order) is order
+    first = _on(forest, torch.device("meta"), "to levels", order)
+    assert first.device.type == "meta" and first.shape == order.shape
+    assert _on(forest, torch.device("meta"), "to levels", order) is first
+
+
 def test_float32():
     forest = _forest("mixed")
     for make in (lambda: TreeRNN(3, 5), lambda: ChildSumTreeLSTM(3, 5)):
