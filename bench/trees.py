@@ -154,7 +154,7 @@ def _measure(quick, device, only=None):
                 # in a row, timed together (bench.models.alternate)
                 t = alternate({p: c for p, c in calls.items() if p != "reference"}, reps,
                               block=max(1, 2000 // forest.n))
-                if device == "cpu" and "reference" in calls:
+                if "reference" in calls and (device == "cpu" or B < 256):
                     # one node at a time: seconds at 256 trees, so timed less, on its own
                     t.update(alternate({"reference": calls["reference"]}, 1 if B == 256 else
                                        3 if B == 32 else reps, warmup=0 if B == 256 else 1))
