@@ -247,14 +247,16 @@ def _on(forest, device, key, t):
     return cache[key, str(device)]
 
 
-def _permute(forest, tensors, to_levels):
-    """The rows of ``tensors`` from level order to the user's numbering, or back; new
-    contiguous tensors either way (the backward launchers may overwrite them)."""
+def _permute(forest, t, to_levels):
+    """The rows of ``t`` from level order to the user's numbering, or back; a new
+    contiguous tensor either way (the backward launchers may overwrite it)."""
     _, order, inv = forest.by_level()
     idx, key = (order, "to levels") if to_levels else (inv, "to nodes")
-    return [t.clone(memory_format=torch.contiguous_format) if idx is None else
-            t.contiguous() if t.stride(0) == 0 else      # a sum's gradient: rows all alike
-            t.index_select(0, _on(forest, t.device, key, idx)) for t in tensors]
+    if idx is None:
+        return t.clone(memory_format=torch.contiguous_format)
+    if t.stride(0) == 0:                    # a sum's gradient: its rows all alike
+        return t.contiguous()
+    return t.index_select(0, _on(forest, t.device, key, idx))
 
 
 def _tree_backward(ctx, grads, layer, kernel_grads, n_args):
@@ -270,11 +272,11 @@ def _tree_backward(ctx, grads, layer, kernel_grads, n_args):
     # an output the loss does not use (say c) has no gradient: zeros, rather than
     # autograd's zeros permuted into level order
     grad_xproj, grad_w = kernel_grads([torch.zeros_like(h) if g is None else
-                                       _permute(ctx.forest, [g], True)[0] for g in grads])
+                                       _permute(ctx.forest, g, True) for g in grads])
     gx, grad_wi, grad_b = linear_grads(grad_xproj, ctx.xl, w_ih, bias is not None,
                                        ctx.needs_input_grad[:3])
     if gx is not None:
-        gx = _permute(ctx.forest, [gx], False)[0]
+        gx = _permute(ctx.forest, gx, False)
     return (gx, grad_wi, grad_b, grad_w) + (None,) * (n_args - 4)
 
 
@@ -314,7 +316,7 @@ class TreeRNNFunction(torch.autograd.Function):
                                            forest=lf.tensors(), nonlinearity=nonlinearity)
         ctx.save_for_backward(x, w_ih, bias, w_hh, h)
         ctx.nonlinearity = nonlinearity
-        return _permute(forest, [h], False)[0]
+        return _permute(forest, h, False)
 
     @staticmethod
     def backward(ctx, grad_h):
@@ -341,7 +343,7 @@ class NaryTreeLSTMFunction(torch.autograd.Function):
         h, c, gates = backend.kernels().nary_tree_lstm_fwd(
             xproj=xproj, w_hh=w_hh.contiguous(), forest=lf.tensors())
         ctx.save_for_backward(x, w_ih, bias, w_hh, h, c, gates)
-        return tuple(_permute(forest, [h, c], False))
+        return _permute(forest, h, False), _permute(forest, c, False)
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):
@@ -368,7 +370,7 @@ class ChildSumTreeLSTMFunction(torch.autograd.Function):
         h, c, gates, fgates = backend.kernels().child_sum_tree_lstm_fwd(
             xproj=xproj, w_hh=w_hh.contiguous(), forest=lf.tensors())
         ctx.save_for_backward(x, w_ih, bias, w_hh, h, c, gates, fgates)
-        return tuple(_permute(forest, [h, c], False))
+        return _permute(forest, h, False), _permute(forest, c, False)
 
     @staticmethod
     def backward(ctx, grad_h, grad_c):

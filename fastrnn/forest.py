@@ -121,8 +121,9 @@ class Forest:
         permutations between the numberings (``inverse[j]``: node j's new number); made
         once. The tree Functions run the kernels on it: a level's rows of every per-node
         array are then one contiguous block instead of rows scattered over the batch
-        (Child-Sum at 13,403 AST nodes: forward kernel 14.8 -> 12.8 ms, backward 16.8
-        -> 13.1 ms). For a forest already in level order: (self, None, None)."""
+        (Child-Sum at 13,403 AST nodes: forward kernel 15.3 -> 12.8 ms, backward 18.8
+        -> 14.9 ms, docs/notes.md). For a forest already in level order: (self, None,
+        None)."""
         if getattr(self, "_by_level", None) is None:
             n, order = self.n, self.order
             if (order == np.arange(n)).all():

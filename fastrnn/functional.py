@@ -364,7 +364,9 @@ def _cell(name, input, hx, weights, bias, input_bias, backend, **opts):
     new = _step(name, be, input, hx, weights, bias, input_bias, **opts)
     if new is None:
         _, new = _sequence(name, input.unsqueeze(0), tuple(h.unsqueeze(0) for h in hx),
-                           weights, 1, bias, 0.0, False, False, None, seq_bias, backend, **opts)
+                           weights, num_layers=1, bias=bias, dropout=0.0, training=False,
+                           bidirectional=False, lengths=None, input_bias=seq_bias,
+                           backend=backend, **opts)
         new = tuple(h[0] for h in new)
     return new
 

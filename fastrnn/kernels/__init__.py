@@ -78,6 +78,20 @@ import torch
 POISON = False
 
 
+def table_launchers(package, path, wrap=None):
+    """{name: launcher} for every launcher the cell table (fastrnn/cells.py) names, each
+    taken from the public module of the backend ``package`` (folder ``path``) that
+    defines it, so a new cell's module is found by its file; ``wrap`` applied to each."""
+    import importlib
+    import pkgutil
+    from ..cells import CELLS
+    modules = [importlib.import_module(f"{package}.{m.name}") for m in pkgutil.iter_modules(path)
+               if not m.name.startswith("_")]
+    found = {n: next(getattr(m, n) for m in modules if hasattr(m, n))
+             for cell in CELLS.values() for n in cell.launchers}
+    return found if wrap is None else {n: wrap(f) for n, f in found.items()}
+
+
 def new_output(shape, like):
     out = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
     if POISON:

@@ -19,9 +19,8 @@ from ..cells import CELLS as TABLE, SEQUENCE
 
 # the sequence cells of the table, a cell with a nonlinearity once per choice (torch's
 # RNN modes "rnn_tanh", "rnn_relu")
-CELLS = tuple(f"{c}_{f}" if "nonlinearity" in TABLE[c].options else c
-              for c in SEQUENCE for f in (("tanh", "relu") if "nonlinearity" in TABLE[c].options
-                                          else (None,)))
+CELLS = tuple(name for c in SEQUENCE for name in
+              ((f"{c}_tanh", f"{c}_relu") if "nonlinearity" in TABLE[c].options else (c,)))
 
 
 class DeepRNN(nn.Module):

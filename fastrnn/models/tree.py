@@ -17,8 +17,8 @@ the backend's kernel runs the whole forest bottom-up, a level of nodes per produ
 (Numba: one call; Triton: one launch per level), and the backward top-down the same way,
 with the recurrent weight's gradient GEMMs over the child links. The kernels see the
 forest renumbered by level (``Forest.by_level``); inputs and outputs keep the user's
-numbering. ``backend`` as for the layers ("numba",
-"triton", or "reference" = the per-node recursion of ``fastrnn.reference``).
+numbering. ``backend`` as for the layers ("numba", "triton", or "reference" = the
+per-node recursion of ``fastrnn.reference``).
 Gate order of the LSTMs: i, o, u, f.
 
 Every module: forward(x, forest) with x [n, I], one row per node of ``forest`` (dtypes:

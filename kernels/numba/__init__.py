@@ -10,10 +10,10 @@ a handful of tensors, so pausing costs nothing later. The collector is left as f
 """
 import functools
 import gc
-import importlib
 import logging
 import os
-import pkgutil
+
+from .. import table_launchers
 
 
 def _gc_paused(run, *args, **kwargs):
@@ -25,12 +25,6 @@ def _gc_paused(run, *args, **kwargs):
         return run(*args, **kwargs)
     finally:
         gc.enable()
-
-
-def _import_kernels():
-    # every public module of this package (a new cell's module is found by its file)
-    return [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
-            if not m.name.startswith("_")]
 
 
 # LLVM's optimisation level while fastrnn's kernels compile: -O2 instead of Numba's
@@ -83,15 +77,7 @@ def _launcher(run):
     return functools.wraps(run)(functools.partial(_gc_paused, run))
 
 
-def _export(modules):
-    """Every launcher the cell table (fastrnn/cells.py) names, from the module defining
-    it, as a module attribute; -> their names."""
-    from ...cells import CELLS
-    names = [n for cell in CELLS.values() for n in cell.launchers]
-    for n in names:
-        globals()[n] = _launcher(next(getattr(m, n) for m in modules if hasattr(m, n)))
-    return names
-
-
 _listen()
-__all__ = _export(_gc_paused(_import_kernels))
+_exports = _gc_paused(table_launchers, __name__, __path__, _launcher)  # imports the kernels
+globals().update(_exports)
+__all__ = list(_exports)
