@@ -24,15 +24,21 @@ setup(
         "fastrnn.kernels.numba": "kernels/numba",
         "fastrnn.kernels.triton": "kernels/triton",
     },
+    # Supported: torch 2.11 (tested on an H200 with its Triton 3.6) to 2.13 (CI). Triton
+    # is no dependency of its own: torch's CUDA wheels bring the one they pin (a second
+    # Triton beside it can break that torch), a CPU-only torch never uses it, and the
+    # test extra brings it for the interpreter tests. CI compiles every kernel with the
+    # oldest (3.6, a separate folder: .ci/run) and the newest Triton.
     install_requires=[
-        "torch>=2.4,<3",          # torch.is_autocast_enabled(device_type); tested on 2.13
+        "torch>=2.11,<3",
         "numpy>=1.24",
         "numba>=0.59",
-        "triton>=3.0; platform_system == 'Linux'",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "babel>=2.10",
                  "matplotlib>=3.7",
+                 # the Triton kernels under TRITON_INTERPRET=1 and their AOT compile
+                 "triton>=3.6,<3.10; platform_system == 'Linux'",
                  # the docs are built strictly and their examples run inside the tests
                  "mkdocs>=1.6", "mkdocstrings[python]>=0.26",
                  # the deployment tests (tests/test_deploy.py): both ONNX exporters, and

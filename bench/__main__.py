@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 from . import cases, matrix
-from .harness import (GEMM_N, child_setup, gemm_gflops, machine_facts, mm_call, progress,
-                      run_child, samples, write_csv)
+from .harness import (GEMM_N, child_setup, gemm_gflops, gemm_name, machine_facts, mm_call,
+                      progress, run_child, samples, write_csv)
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
@@ -303,7 +303,7 @@ def run_cpu(args):
     for r in rows:
         if r.get("gflops") not in (None, ""):
             r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
-    rows.append(_value_row("gemm", "torch", "torch.mm 2048² float32 (best of run)",
+    rows.append(_value_row("gemm", "torch", f"{gemm_name(GEMM_N, torch.float32)} (best of run)",
                            round(gemm, 2), "GFLOP/s", facts))
     m, k, n = matrix.LAYER_GEMM
     rows.append(_value_row("gemm", "torch", f"torch.mm {m}x{k} @ {k}x{n} float32 (best of run)",

@@ -148,6 +148,12 @@ def mm_call(shape=(GEMM_N, GEMM_N, GEMM_N), device="cpu", dtype=torch.float32):
     return (lambda: torch.mm(a, b)), 2 * m * k * p
 
 
+def gemm_name(n, dtype):
+    """What a GEMM rate measured: the report's header and the plots name it from the CSV's
+    first ``gemm`` row, so a run says which product it timed."""
+    return f"torch.mm {n}² {str(dtype).removeprefix('torch.')}"
+
+
 def gemm_gflops(n=GEMM_N, repeats=7, device="cpu", dtype=torch.float32, shape=None):
     """The machine's GEMM rate through torch.mm (GFLOP/s), float32 by default: n x n
     squares, or [m, k] @ [k, p] for ``shape`` = (m, k, p)."""

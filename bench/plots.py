@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import SHAPE_NAMES, best  # noqa: E402
+from .report import SHAPE_NAMES, best, gemm_metric  # noqa: E402
 
 INT = ("T", "B", "H")
 NUM = ("median_ms", "gflops", "gflops_pct_of_gemm", "gemm_alongside_gflops",
@@ -101,7 +101,7 @@ def gflops(rows, providers, path):
             if pts:
                 ax.plot(*zip(*pts), STYLE.get(p, "-"), label=f"{p} {cell}", ms=4)
     if gemm:
-        ax.axhline(gemm, color="k", lw=1, label=f"torch.mm 2048² ({gemm:.0f})")
+        ax.axhline(gemm, color="k", lw=1, label=f"{gemm_metric(rows)} ({gemm:.0f})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("H (= I), T=100, B=32, fwd+bwd")
     ax.set_ylabel("GFLOP/s")

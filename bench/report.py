@@ -64,12 +64,17 @@ def _alongside_note(rows):
             "on the paired figure and shows both.")
 
 
+def gemm_metric(rows):
+    """The GEMM the run measured, as its first ``gemm`` row names it."""
+    return next((r["metric"] for r in rows if r["section"] == "gemm"), "torch.mm")
+
+
 def render(rows, gemm, facts, ours="fastrnn-numba"):
     fastest = best(rows)
     out = [f"Machine: {facts['cpu']}, {facts['cores']} cores ({facts['device']}); torch "
            f"{facts['torch']}, numba {facts['numba']}, triton {facts['triton']}; commit "
-           f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate (torch.mm 2048², float32, "
-           f"best of the run): {gemm:.1f} GFLOP/s. I = H. Speedup = torch time / {ours} time "
+           f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate ({gemm_metric(rows)}): "
+           f"{gemm:.1f} GFLOP/s. I = H. Speedup = torch time / {ours} time "
            f"(above 1: fastrnn faster); each provider's time is the faster of its medians "
            f"in the shared process and alone in a child process.{_layer_gemm(rows, gemm)}"
            f"{_alongside_note(rows)}", ""]

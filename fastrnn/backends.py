@@ -41,10 +41,14 @@ class Backend:
     def device_ok(self, tensor):
         raise NotImplementedError
 
+    def unavailable(self):
+        """Why this backend cannot run here, and how to get it."""
+        return f"{self.name} is not installed"
+
     def supports(self, cell, tensor):
         """-> (ok, reason) for running ``cell`` on tensors like ``tensor``."""
         if not self.is_available():
-            return False, f"{self.name} is not installed"
+            return False, self.unavailable()
         if cell not in self.cells:
             return False, f"{self.name} has no kernel for cell '{cell}'"
         ok, reason = self.device_ok(tensor)
@@ -75,9 +79,42 @@ def triton_interpret():
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _triton_version():
+    """(major, minor) of the installed Triton (torch's nightlies name it pytorch-triton),
+    from its metadata, without importing it; None when unknown."""
+    from importlib import metadata
+    for dist in ("triton", "pytorch-triton"):
+        try:
+            return tuple(int(p) for p in metadata.version(dist).split(".")[:2])
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
 class TritonBackend(Backend):
     name, module, cells = "triton", "fastrnn.kernels.triton", _ALL_CELLS
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    # the oldest Triton CI compiles every kernel with (tests/test_triton_aot.py): torch
+    # 2.11's; older ones are refused rather than half-working
+    OLDEST = (3, 6)
+
+    def is_available(self):
+        if self._available is None:
+            version = _triton_version()
+            self._available = Backend.is_available(self) and (
+                version is None or version >= self.OLDEST)
+        return self._available
+
+    def unavailable(self):
+        version, oldest = _triton_version(), ".".join(map(str, self.OLDEST))
+        if version is not None and version >= self.OLDEST:
+            return f"{self.module} is missing: reinstall fastrnn"
+        have = "is not installed" if version is None else \
+            f"{'.'.join(map(str, version))} is older than {oldest}"
+        return (f"triton {have}: the CUDA backend needs Triton {oldest} or newer. torch's "
+                "CUDA wheels bring the Triton they were built with (install torch for CUDA "
+                "from pytorch.org rather than a second Triton); `pip install "
+                "'fastrnn[test]'` brings it for the CPU interpreter")
 
     def device_ok(self, tensor):
         # under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests)

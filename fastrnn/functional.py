@@ -23,47 +23,62 @@ def _device_type(t):
     return "cpu" if t.is_cpu else t.device.type
 
 
-def _entry_point(fn):
-    """How every functional entry point runs under torch's global modes.
+# The dtype a CUDA call computes in and returns under torch.autocast("cuda"), as torch's:
+# its cuDNN layers (RNN, GRU, LSTM) run in float16 whatever the autocast dtype
+# (aten/src/ATen/cudnn/AutocastRNN.cpp casts input and weights to half); its cells
+# (lstm_cell, gru_cell, rnn_*_cell) are on autocast's lower-precision list: the autocast
+# dtype.
+def _layer_autocast_dtype():
+    return torch.float16
+
+
+def _cell_autocast_dtype():
+    return torch.get_autocast_dtype("cuda")
+
+
+def _entry_point(cuda_autocast_dtype):
+    """How a functional entry point runs under torch's global modes (a decorator).
 
     - autocast: on the CPU the layer computes in its weights' dtype, with autocast off
       inside and the input and states cast to that dtype (what torch's own GRU does under
       CPU autocast; its LSTM fails there and its RNN returns bfloat16). Otherwise the
       input projection would come out in bfloat16 beside float32 states. On CUDA it
-      computes in the autocast dtype, weights included, and returns that dtype, as
-      torch.nn's cuDNN RNNs do (the gpu-marked test compares the dtype with torch.nn's).
-    - torch.compile: ``fn`` runs eagerly, a graph break on each side. Dynamo cannot
+      computes in ``cuda_autocast_dtype()``, weights included, and returns that dtype, as
+      torch.nn does (float16 for the layers, the autocast dtype for the cells; the
+      gpu-marked tests compare the dtype with torch.nn's).
+    - torch.compile: the call runs eagerly, a graph break on each side. Dynamo cannot
       trace the launchers (numpy views, Numba dispatch), and the kernels are fused
-      already; the model's other layers still compile. torch.compiler.disable is
-      applied only once Dynamo is loaded: importing it (it also imports triton) at
-      ``import fastrnn`` would cost every user ~1 s of start-up.
+      already. torch.compiler.disable is applied only once Dynamo is loaded: importing it
+      (it also imports triton) at ``import fastrnn`` would cost every user ~1 s of
+      start-up.
     """
-    disabled = []
+    def decorate(fn):
+        disabled = []
 
-    def run(*args, **kwargs):
-        if "torch._dynamo" not in sys.modules:
-            return fn(*args, **kwargs)
-        if not disabled:
-            disabled.append(torch.compiler.disable(fn))
-        return disabled[0](*args, **kwargs)
+        def run(*args, **kwargs):
+            if "torch._dynamo" not in sys.modules:
+                return fn(*args, **kwargs)
+            if not disabled:
+                disabled.append(torch.compiler.disable(fn))
+            return disabled[0](*args, **kwargs)
 
-    @functools.wraps(fn)
-    def call(input, hx, weights, *args, **kwargs):
-        device = _device_type(input) if isinstance(input, torch.Tensor) else None
-        if device is None or not torch.is_autocast_enabled(device):
-            return run(input, hx, weights, *args, **kwargs)
-        # CUDA: as torch.nn's cuDNN RNNs under autocast, compute in the autocast dtype
-        # (the weights cast too, differentiably) and return it
-        dtype = torch.get_autocast_dtype("cuda") if device == "cuda" else weights[0].dtype
+        @functools.wraps(fn)
+        def call(input, hx, weights, *args, **kwargs):
+            device = _device_type(input) if isinstance(input, torch.Tensor) else None
+            if device is None or not torch.is_autocast_enabled(device):
+                return run(input, hx, weights, *args, **kwargs)
+            dtype = cuda_autocast_dtype() if device == "cuda" else weights[0].dtype
 
-        def cast(t):
-            return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-        hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
-        if device == "cuda":
-            weights = [cast(w) for w in weights]
-        with torch.autocast(device, enabled=False):
-            return run(cast(input), hx, weights, *args, **kwargs)
-    return call
+            def cast(t):
+                return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() \
+                    else t
+            hx = tuple(map(cast, hx)) if isinstance(hx, (tuple, list)) else cast(hx)
+            if device == "cuda":           # the weights too, differentiably
+                weights = [cast(w) for w in weights]
+            with torch.autocast(device, enabled=False):
+                return run(cast(input), hx, weights, *args, **kwargs)
+        return call
+    return decorate
 
 
 # ------------------------------------------------------------------ checks
@@ -262,7 +277,7 @@ def _sequence(name, input, hx, weights, num_layers, bias, dropout, training, bid
     return out, tuple([_stack_states([f[k] for f in finals]) for k in range(len(hx))])
 
 
-@_entry_point
+@_entry_point(_layer_autocast_dtype)
 def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dropout=0.0,
         training=False, bidirectional=False, lengths=None, input_bias=None, backend=None):
     """Elman RNN, h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
@@ -288,7 +303,7 @@ def rnn(input, hx, weights, *, nonlinearity="tanh", num_layers=1, bias=True, dro
     return out, h
 
 
-@_entry_point
+@_entry_point(_layer_autocast_dtype)
 def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
         bidirectional=False, lengths=None, input_bias=None, backend=None):
     """GRU (torch's gate order r, z, n; b_hn inside the r-product).
@@ -301,7 +316,7 @@ def gru(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=Fa
     return out, h
 
 
-@_entry_point
+@_entry_point(_layer_autocast_dtype)
 def lstm(input, hx, weights, *, num_layers=1, bias=True, dropout=0.0, training=False,
          bidirectional=False, proj_size=0, lengths=None, input_bias=None, backend=None):
     """LSTM (torch's gate order i, f, g, o), optionally with a projection (proj_size > 0).
@@ -371,7 +386,7 @@ def _cell(name, input, hx, weights, bias, input_bias, backend, **opts):
     return new
 
 
-@_entry_point
+@_entry_point(_cell_autocast_dtype)
 def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, input_bias=None,
              backend=None):
     """One step of :func:`rnn`: input [B, I], hx [B, H] -> h' [B, H]. ``input_bias``
@@ -381,14 +396,14 @@ def rnn_cell(input, hx, weights, *, nonlinearity="tanh", bias=True, input_bias=N
                  nonlinearity=nonlinearity)[0]
 
 
-@_entry_point
+@_entry_point(_cell_autocast_dtype)
 def gru_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
     """One step of :func:`gru`: input [B, I], hx [B, H] -> h' [B, H]; ``input_bias`` as in
     :func:`rnn_cell`."""
     return _cell("gru", input, (hx,), weights, bias, input_bias, backend)[0]
 
 
-@_entry_point
+@_entry_point(_cell_autocast_dtype)
 def lstm_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
     """One step of :func:`lstm`: input [B, I], hx = (h [B, H], c [B, H]) -> (h', c');
     ``input_bias`` as in :func:`rnn_cell`."""

@@ -10,7 +10,11 @@ device's figures, with its own occupancy arithmetic:
     shared memory a block may use;
   - every persistent grid fits on the device at once (else its barrier deadlocks).
 The per-step fallback, the fused decoding steps and the tree kernels (one launch per
-level, one tiling) are compiled too.
+level, one tiling) are compiled too. Every build is what a launch compiles
+(``resources.launch_spec``): the same divisibility attributes of pointers and sizes and
+the same constant runtime flags.
+
+CI runs it under the newest and the oldest supported Triton (tests/test_triton_aot.py).
 
 Run as a script (``python tests/aot_check.py``) WITHOUT TRITON_INTERPRET; prints one
 line per plan and exits 1 on any violation.
@@ -34,14 +38,14 @@ TREE_KERNELS = (tree.tree_rnn_fwd_kernel, tree.tree_rnn_bwd_kernel, tree.nary_fw
                 tree.nary_bwd_kernel, tree.child_sum_fwd_kernel, tree.child_sum_bwd_kernel)
 
 
-def tree_arities(kernel):
-    """The arities a tree kernel is built for (Child-Sum: any number of children, one build)."""
-    return (2, 3) if "N" in kernel.arg_names else (None,)
 # (H, B): bench/matrix.py's standard shapes and sweeps, the FlashRNN shape, large batches
 SHAPES = sorted({(32, 8), (128, 32), (512, 64), (768, 16), (768, 64), (1024, 16),
                  (512, 256), (512, 1024)} | {(h, 32) for h in (32, 64, 256, 1024)} |
                 {(128, b) for b in (1, 4, 16, 64, 256)})
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+STEP_PHASES = {False: (3,), True: (1, 2)}   # a fused step's launches (plan.Run.launch)
+# a tree launch specialises on H alone: one width divisible by 16, one not (two builds)
+TREE_H = (128, 100)
 
 
 def resident_blocks(u, dev, num_warps):
@@ -63,6 +67,7 @@ def check(p, u, dev, B):
 
 
 def main():
+    print(f"triton {triton.__version__} at {triton.__file__}", flush=True)
     bad = lines = 0
     for name, dev in plan.DEVICES.items():
         for (cell, direction, fl), kernel in KERNELS.items():
@@ -89,25 +94,31 @@ def main():
                     consts = plan.constexprs(kernel, plan.FALLBACK, 128, P, dtype, 8, I=96,
                                              **dict(plan.USAGE_FLAGS, FUSE_X=True, PROJ=fl,
                                                     RELU=False))
-                    u = usage(kernel, dtype, consts, plan.FALLBACK.num_warps, dev["arch"])
-                    ok = u is not None and u["spills"] == 0 and u["regs"] <= 255
-                    bad += not ok
-                    print(f"{'ok ' if ok else 'BAD'} {name} {cell} step {str(dtype)[6:]} {u}")
+                    # a projected step runs its two phases one launch each: phases=1 is
+                    # a constant of its build, as a launch specialises it
+                    for phases in STEP_PHASES[bool(fl)]:
+                        u = usage(kernel, dtype, consts, plan.FALLBACK.num_warps, dev["arch"],
+                                  plan.launch_ints(kernel, 128, P, I=96, phases=phases))
+                        ok = u is not None and u["spills"] == 0 and u["regs"] <= 255
+                        bad += not ok
+                        print(f"{'ok ' if ok else 'BAD'} {name} {cell} step {str(dtype)[6:]} "
+                              f"phases={phases} {u}")
     # the tree kernels: one launch per level, one fixed tiling (tree.BB x tree.U programs)
     for name, dev in plan.DEVICES.items():
         for kernel in TREE_KERNELS:
             for dtype in DTYPES:
-                for N in tree_arities(kernel):
-                    consts = dict(N=N, RELU=False, PRECISION=plan.precision(dtype), BB=tree.BB,
+                for H in TREE_H:          # the arity is a runtime loop: one build for all
+                    consts = dict(RELU=False, PRECISION=plan.precision(dtype), BB=tree.BB,
                                   U=tree.U, BK=tree._bk(dtype, kernel))
                     consts = {k: v for k, v in consts.items() if k in kernel.arg_names}
-                    u = usage(kernel, dtype, consts, tree.NUM_WARPS, dev["arch"])
+                    u = usage(kernel, dtype, consts, arch=dev["arch"], ints=dict(H=H),
+                              **tree.OPTIONS)
                     ok = u is not None and u["spills"] == 0 and u["regs"] <= 255 and \
                         u["shared"] <= dev["smem_block"]
                     bad += not ok
                     lines += 1
                     print(f"{'ok ' if ok else 'BAD'} {name} sm_{dev['arch']} {kernel.__name__} "
-                          f"{str(dtype)[6:]} N={N} {u}", flush=True)
+                          f"{str(dtype)[6:]} H={H} {u}", flush=True)
     print(f"{lines} plans checked, {bad} bad")
     return 1 if bad else 0
 

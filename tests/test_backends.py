@@ -34,6 +34,21 @@ def test_explicit_request_that_cannot_run_raises(monkeypatch):
         backends.select("rnn", torch.zeros(1, dtype=torch.float16))
 
 
+@pytest.mark.parametrize("version,says", [(None, "triton is not installed"),
+                                          ((3, 5), "triton 3.5 is older than 3.6")])
+def test_triton_missing_or_too_old_says_how_to_get_it(monkeypatch, version, says):
+    # Triton is no dependency of fastrnn's own: torch's CUDA wheels bring theirs
+    be = backends.TritonBackend()
+    monkeypatch.setattr(backends, "_triton_version", lambda: version)
+    if version is None:
+        monkeypatch.setattr(backends.Backend, "is_available", lambda self: False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setitem(backends.REGISTRY, "triton", be)
+    with pytest.raises(RuntimeError, match=says) as e:
+        backends.select("rnn", torch.zeros(1), backend="triton")
+    assert "torch's CUDA wheels bring the Triton" in str(e.value)
+
+
 def test_automatic_fallback_logs_once(monkeypatch, caplog):
     monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
     monkeypatch.setattr(backends, "_logged", set())

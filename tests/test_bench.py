@@ -200,9 +200,14 @@ def test_gpu_report_is_written_when_a_case_fails(monkeypatch, tmp_path):
     rows = timing_rows("matrix", times, {}, facts)
     rows += [dict(section="errors", provider=p, metric=c, value=e, unit="", **facts)
              for c, p, e in errors]
+    rows.append(dict(section="gemm", provider="torch", metric="torch.mm 8192² bfloat16",
+                     value=1.0, unit="GFLOP/s", **facts))
     finish(rows, 1.0, facts, tmp_path, "gpu")
     report = (tmp_path / "report-gpu.md").read_text()
     assert "forced failure" in report and (tmp_path / "gpu.csv").exists()
+    # the header names the GEMM the run measured, not the CPU report's
+    assert "GEMM rate (torch.mm 8192² bfloat16): 1.0 GFLOP/s" in report
+    assert "2048" not in report.splitlines()[0]
 
 
 def test_models_section_rows_and_table(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """fastrnn.RNN/GRU/LSTM and the cells as drop-in replacements of the torch.nn classes."""
+import contextlib
 import itertools
 
 import pytest
@@ -448,6 +449,31 @@ def test_autocast_computes_in_the_weights_dtype(kind):
             h_b = states(cell(xb[0].detach()))[0]               # bfloat16 input, cast up
         assert h.dtype == torch.float32 and torch.equal(h, states(cell(x[0]))[0])
         assert torch.equal(h_b, states(cell(xb[0].detach().float()))[0])
+
+
+@pytest.mark.parametrize("bf16_autocast", [True, False])
+def test_cuda_autocast_dtype_is_torchs(monkeypatch, bf16_autocast):
+    # what the entry points compute in under torch.autocast("cuda"), with CUDA simulated
+    # (a CPU-only torch cannot enable it): torch.nn's cuDNN layers run in float16 whatever
+    # the autocast dtype, its cells in the autocast dtype; both cast the weights, so the
+    # call sees every floating tensor in that dtype. The gpu-marked twin compares with
+    # torch.nn on a device (test_triton_persistent.py).
+    from fastrnn import functional
+    autocast = torch.bfloat16 if bf16_autocast else torch.float16
+    monkeypatch.setattr(functional, "_device_type", lambda t: "cuda")
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: True)
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device: autocast)
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: contextlib.nullcontext())
+    seen = []
+
+    def record(input, hx, weights, *args, **kwargs):
+        seen.append({t.dtype for t in [input, *hx, *weights]})
+        return input
+    x, h = torch.randn(5, 3, 4), torch.randn(1, 3, 6)
+    w = [torch.randn(6, 4), torch.randn(6, 6)]
+    functional._entry_point(functional._layer_autocast_dtype)(record)(x, (h, h), w)
+    functional._entry_point(functional._cell_autocast_dtype)(record)(x[0], (h[0],), w)
+    assert seen == [{torch.float16}, {autocast}]
 
 
 # ------------------------------------------------------------- torch features

@@ -43,6 +43,8 @@ def _forest(kind, arity=2):
     if kind == "wide":                                        # 0-20 children (Child-Sum)
         parent = [-1] + [0] * 20 + [1] * 3 + [2] * 7
         return Forest(parent)
+    if kind == "star":                                        # one node, 21 children
+        return Forest([-1] + [0] * 21)
     # "mixed": a batch of all of the above plus random trees, numbered one after another
     parents = []
     for part in ([-1], [-1, 0, 1, 2], [-1, 0, 0, 1, 1, 2, 2],
@@ -81,9 +83,11 @@ def _run(model, x, forest, backend):
     return [t.detach() for t in out] + [leaf.grad] + [p.grad.clone() for p in model.parameters()]
 
 
-# nodes with 0-20 children ("wide") exist for Child-Sum only: an N-ary net refuses them
+# nodes with 0-21 children ("wide", "star"): Child-Sum, and an N-ary net of arity 21 (one
+# of lower arity refuses them)
 CASES = [(name, make, kind) for name, make in MODELS for kind in KINDS] + \
-    [("child_sum", MODELS[-1][1], "wide")]
+    [("child_sum", MODELS[-1][1], "wide"), ("nary21", lambda: NaryTreeLSTM(3, 5, 21), "wide"),
+     ("nary21", lambda: NaryTreeLSTM(3, 5, 21), "star")]
 
 
 @pytest.mark.parametrize("backend", ["numba", "reference"])
@@ -289,7 +293,10 @@ TRITON_MODELS = [("tree_rnn", lambda: TreeRNN(3, 20)),
                  ("nary", lambda: NaryTreeLSTM(3, 20)), ("nary3", lambda: NaryTreeLSTM(3, 20, 3)),
                  ("child_sum", lambda: ChildSumTreeLSTM(3, 20))]
 TRITON_CASES = [(n, m, k) for n, m in TRITON_MODELS for k in KINDS] + \
-    [("child_sum", TRITON_MODELS[-1][1], "wide")]
+    [("child_sum", TRITON_MODELS[-1][1], "wide"),
+     # 21 children: the arity is a runtime loop, one build for every arity (its N x N
+     # forget-gate products make this the slowest case under the interpreter: H = 16)
+     ("nary21", lambda: NaryTreeLSTM(3, 16, 21), "star")]
 
 
 @pytest.mark.parametrize("name,make,kind", TRITON_CASES, ids=[f"{c[0]}-{c[2]}" for c in TRITON_CASES])

@@ -1,9 +1,15 @@
 """Ahead-of-time compile and residency of every Triton configuration the launchers can
-choose (tests/aot_check.py), for an A100 (sm_80) and an H100 (sm_90a), on the CPU.
+choose (tests/aot_check.py), for an A100 (sm_80) and an H100 (sm_90a), on the CPU, under
+the newest Triton (the one installed) and the oldest supported one.
 
-Runs the check in a child process without TRITON_INTERPRET (the interpreter replaces
-@triton.jit functions, so they cannot be compiled there).
+The oldest is torch 2.11's Triton 3.6 (fastrnn.backends.TritonBackend.OLDEST): installed
+beside the newest in a folder of its own (``pip install --no-deps --target DIR
+triton==3.6.0``; .ci/run does) and named by FASTRNN_TRITON_OLDEST, it goes first on the
+child's PYTHONPATH. Both checks run at once, each in a child process without
+TRITON_INTERPRET (the interpreter replaces @triton.jit functions, so they cannot be
+compiled there).
 """
+import functools
 import inspect
 import os
 import subprocess
@@ -14,24 +20,55 @@ import pytest
 
 pytest.importorskip("triton")
 
+OLDEST_DIR = os.environ.get("FASTRNN_TRITON_OLDEST")
 
-def test_every_plan_compiles_without_spills_and_fits_the_device_at_once():
+
+def _start(pythonpath):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     script = Path(__file__).with_name("aot_check.py")
-    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                       timeout=1500)
-    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
-    lines = r.stdout.splitlines()
-    from aot_check import KERNELS, SHAPES, TREE_KERNELS, tree_arities
-    # 2 devices x 8 kernels x (fp32 and bf16 over every shape + fp16 at 2), the tree
-    # kernels (2 devices x each x 3 dtypes x its arities), and the fused steps of the 4
-    # forward kernels in 3 dtypes on both devices
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@functools.cache
+def _checks():
+    """Both checks, started together on first use (two cores: they overlap)."""
+    return {"newest": _start(None), "oldest": _start(OLDEST_DIR) if OLDEST_DIR else None}
+
+
+@functools.cache
+def _result(which):
+    out, err = _checks()[which].communicate(timeout=1500)
+    return _checks()[which].returncode, out, err
+
+
+@pytest.mark.parametrize("which", ["newest", "oldest"])
+def test_every_plan_compiles_without_spills_and_fits_the_device_at_once(which):
+    if which == "oldest" and not OLDEST_DIR:
+        pytest.skip("set FASTRNN_TRITON_OLDEST to a folder holding triton 3.6 (`pip install "
+                    "--no-deps --target DIR triton==3.6.0`; .ci/run does, so CI never skips)")
+    rc, out, err = _result(which)
+    assert rc == 0, out[-5000:] + err[-5000:]
+    lines = out.splitlines()
+    from fastrnn.backends import TritonBackend
+    version = tuple(int(p) for p in lines[0].split()[1].split(".")[:2])
+    if which == "oldest":
+        assert version == TritonBackend.OLDEST and lines[0].split()[3].startswith(OLDEST_DIR)
+    else:
+        assert version >= TritonBackend.OLDEST
+    from aot_check import KERNELS, SHAPES, STEP_PHASES, TREE_H, TREE_KERNELS
+    # 2 devices x 8 kernels x (fp32 and bf16 over every shape + fp16 at 2), and the tree
+    # kernels (2 devices x each x 3 dtypes x both widths)
     devices = len(plan_devices())
     plans = devices * len(KERNELS) * (2 * len(SHAPES) + 2) + \
-        devices * 3 * sum(len(tree_arities(k)) for k in TREE_KERNELS)
+        devices * len(TREE_KERNELS) * 3 * len(TREE_H)
     assert lines[-1] == f"{plans} plans checked, 0 bad"
-    assert sum(line.startswith("ok ") for line in lines) == plans + 2 * 4 * 3, r.stdout
+    # and the fused steps of the forward kernels in 3 dtypes, each of their launches
+    steps = devices * 3 * sum(len(STEP_PHASES[proj]) for (_, d, proj) in KERNELS if d == "fwd")
+    assert sum(line.startswith("ok ") for line in lines) == plans + steps, out
     # the FlashRNN shape persists over many programs on both cards
     flash = [line for line in lines if " lstm fwd bfloat16 H=768 B=16:" in line]
     assert len(flash) == 2 and all("persist=True" in line for line in flash)
@@ -40,6 +77,41 @@ def test_every_plan_compiles_without_spills_and_fits_the_device_at_once():
 def plan_devices():
     from fastrnn.kernels.triton.plan import DEVICES
     return DEVICES
+
+
+def test_the_checks_build_what_a_launch_compiles():
+    # resources.launch_spec runs Triton's own binder: pointers and sizes divisible by 16
+    # carry the attribute, a runtime flag of 1 becomes a constant, do_not_specialize
+    # arguments stay plain (the builds a device compiles, not attribute-free ones). In a
+    # child: the interpreter (conftest) replaces the kernels and their binder
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", "import test_triton_aot as t; t.launch_spec_cases()"],
+                       cwd=Path(__file__).parent, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-3000:]
+
+
+def launch_spec_cases():
+    import torch
+    from fastrnn.kernels.triton import lstm, plan
+    from fastrnn.kernels.triton.resources import launch_spec
+    kernel = lstm.lstm_fwd_kernel
+    consts = plan.constexprs(kernel, plan.FALLBACK, 128, 64, torch.bfloat16, 8, I=96,
+                             **dict(plan.USAGE_FLAGS, FUSE_X=True, PROJ=True, RELU=False))
+    index = {n: (i,) for i, n in enumerate(kernel.arg_names)}
+    for phases in (1, 2):
+        sig, constexprs, attrs = launch_spec(kernel, torch.bfloat16, consts,
+                                             plan.launch_ints(kernel, 100, 64, 96, phases), 90)
+        assert sig["xproj_ptr"] == "*bf16" and sig["lengths_ptr"] == "*i64"
+        assert attrs[index["xproj_ptr"]] == [["tt.divisibility", 16]]
+        assert attrs[index["P"]] == [["tt.divisibility", 16]]          # 64
+        assert attrs.get(index["H"], []) == []                          # 100
+        assert attrs.get(index["T"], []) == [] and sig["T"] == "i32"    # not specialised
+        assert (sig["phases"] == "constexpr" and constexprs[index["phases"]] == 1) == \
+            (phases == 1)
+    with pytest.raises(TypeError, match="phases"):
+        launch_spec(kernel, torch.bfloat16, consts, dict(H=128, P=64, I=96), 90)
+    print("ok")
 
 
 def test_every_kernel_declares_the_type_of_each_runtime_argument():

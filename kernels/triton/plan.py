@@ -176,14 +176,23 @@ def onchip_bytes(cell, direction, H, P, dtype, flags):
     return size
 
 
+def launch_ints(kernel, H, P, I=0, phases=3):
+    """The integer arguments a launch specialises on (resources.specialized_ints), with the
+    values Run.launch passes: a persistent launch runs both phases of a step (3); the
+    per-step mode of a projected LSTM runs them one launch each (1, then 2)."""
+    return {k: v for k, v in dict(H=H, P=P, I=I, phases=phases).items()
+            if k in kernel.arg_names}
+
+
 def kernel_usage(kernel, H, P, dtype, flags, arch):
-    """-> tiling -> the compiled kernel's resources (resources.usage) for this shape."""
+    """-> tiling -> the compiled kernel's resources (resources.usage) for this shape, as
+    its persistent launch compiles it."""
     from .resources import usage
 
     def use(tiling):
         consts = constexprs(kernel, tiling, H, P, dtype, triton.cdiv(H, tiling.U),
                             **dict(flags, **USAGE_FLAGS))
-        return usage(kernel, dtype, consts, tiling.num_warps, arch)
+        return usage(kernel, dtype, consts, tiling.num_warps, arch, launch_ints(kernel, H, P))
     return use
 
 

@@ -10,6 +10,10 @@ units and adds its units of every child's dL/dh, g @ W_hh[:, sH:(s+1)H] with g =
 * f' recomputed over all H from the node's own rows: each child has one parent and the
 unit blocks are disjoint, so there are no atomics and no grid barrier. The recurrent
 weight's gradient is one GEMM outside (fastrnn/autograd.py), as on the CPU.
+
+The arity N is a runtime argument, never specialised: one build serves every arity
+(unrolled over N, a 20-ary N-ary Tree-LSTM, whose forget gates take N x N products,
+did not finish compiling in 45 s on an H200).
 """
 import torch
 import triton
@@ -19,7 +23,11 @@ from .. import new_output
 from . import plan
 from ._common import _product, _units, _wtile, arg_types, tanh
 
-BB, U, NUM_WARPS = 16, 16, 4        # every level: 16 nodes x 16 units per program
+BB, U = 16, 16                     # every level: 16 nodes x 16 units per program
+# every launch's options: 4 warps, and registers up to 255 (ptxas's own budget without a
+# cap spilled 8-24 bytes at 96-128 registers in several builds, under Triton 3.6 and 3.9;
+# a level's launch is not persistent, so its occupancy needs no register budget)
+OPTIONS = dict(num_warps=4, maxnreg=255)
 
 
 @triton.jit
@@ -35,11 +43,12 @@ def _tile(order_ptr, a0, a1, H, BB: tl.constexpr, U: tl.constexpr):
 
 
 @triton.jit
-def _slot_child(table_ptr, nodes, ok, s, N: tl.constexpr):
-    # each node's child in slot s: (its row, 0 where none; whether it exists)
-    kid = tl.load(table_ptr + nodes * N + s, mask=ok, other=-1)
-    has = ok & (kid >= 0)
-    return tl.where(has, kid, 0), has
+def _slot_child(table_ptr, nodes, ok, s, N):
+    # each node's child in slot s: (its row, 0 where none; whether it exists). No mask or
+    # select on the index (a padding row's node is row 0, a valid one): either failed to
+    # compile under Triton 3.6 in some tilings (a layout-conversion pass)
+    kid = tl.load(table_ptr + nodes * N + s)
+    return tl.maximum(kid, 0), ok & (kid >= 0)
 
 
 @triton.jit
@@ -63,17 +72,17 @@ def _act_grad(d, y, RELU: tl.constexpr):
 @arg_types(
     data="xproj_ptr w_t_ptr h_ptr",
     i64="table_ptr order_ptr",
-    int="a0 a1 H")
-@triton.jit(do_not_specialize=["a0", "a1"])
+    int="a0 a1 H N")
+@triton.jit(do_not_specialize=["a0", "a1", "N"])
 def tree_rnn_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, a0, a1, H,
-                        N: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr,
+                        N, RELU: tl.constexpr, PRECISION: tl.constexpr,
                         BB: tl.constexpr, U: tl.constexpr, BK: tl.constexpr):
     # w_t = W_hh^T [NH, H]; table [n, N] child per slot (-1: none)
     nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
     dt = h_ptr.dtype.element_ty
     ho = nodes[:, None] * H + offs_u[None, :]
     acc = tl.load(xproj_ptr + ho, mask=m2, other=0.0).to(tl.float32)
-    for s in tl.static_range(N):
+    for s in range(N):
         row, has = _slot_child(table_ptr, nodes, ok, s, N)
         acc += _product(h_ptr, H, 0, H, row, has, w_t_ptr, s * H * H, H, offs_u, u_ok, 0, dt,
                         PRECISION, False, BB, U, BK)
@@ -84,10 +93,10 @@ def tree_rnn_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, a0, a1,
     data="h_ptr w_ptr grad_pre_ptr",
     fp32="dh_ptr",
     i64="table_ptr order_ptr",
-    int="a0 a1 H")
-@triton.jit(do_not_specialize=["a0", "a1"])
+    int="a0 a1 H N")
+@triton.jit(do_not_specialize=["a0", "a1", "N"])
 def tree_rnn_bwd_kernel(dh_ptr, h_ptr, w_ptr, table_ptr, order_ptr, grad_pre_ptr, a0, a1, H,
-                        N: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr,
+                        N, RELU: tl.constexpr, PRECISION: tl.constexpr,
                         BB: tl.constexpr, U: tl.constexpr, BK: tl.constexpr):
     # w = W_hh [H, NH]; dh [n, H] fp32: dL/dh, complete for this level's nodes, gains
     # their children's parts here
@@ -97,7 +106,7 @@ def tree_rnn_bwd_kernel(dh_ptr, h_ptr, w_ptr, table_ptr, order_ptr, grad_pre_ptr
     y = tl.load(h_ptr + ho, mask=m2, other=0.0).to(tl.float32)
     g = _act_grad(tl.load(dh_ptr + ho, mask=m2, other=0.0), y, RELU)
     tl.store(grad_pre_ptr + ho, g.to(dt), mask=m2)
-    for s in tl.static_range(N):
+    for s in range(N):
         row, has = _slot_child(table_ptr, nodes, ok, s, N)
         acc = tl.zeros((BB, U), tl.float32)
         for k0 in range(0, H, BK):               # g over all H, recomputed from own rows
@@ -153,7 +162,7 @@ def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
         tree_rnn_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
             xproj, w_t, table, order, h, a0, a1, H, N=N, RELU=nonlinearity == "relu",
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U, BK=_bk(xproj.dtype),
-            num_warps=NUM_WARPS)
+            **OPTIONS)
     return h
 
 
@@ -169,7 +178,7 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
         tree_rnn_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
             dh, h, w, table, order, grad_pre, a0, a1, H, N=N, RELU=nonlinearity == "relu",
             PRECISION=plan.precision(h.dtype), BB=BB, U=U, BK=_bk(h.dtype),
-            num_warps=NUM_WARPS)
+            **OPTIONS)
     return grad_pre
 
 
@@ -177,10 +186,10 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
 @arg_types(
     data="xproj_ptr w_t_ptr h_ptr c_ptr gates_ptr",
     i64="table_ptr order_ptr",
-    int="a0 a1 H")
-@triton.jit(do_not_specialize=["a0", "a1"])
+    int="a0 a1 H N")
+@triton.jit(do_not_specialize=["a0", "a1", "N"])
 def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gates_ptr, a0, a1,
-                    H, N: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
+                    H, N, PRECISION: tl.constexpr, BB: tl.constexpr,
                     U: tl.constexpr, BK: tl.constexpr):
     # xproj [n, 4H] (i, o, u, f); w_t = W_hh^T [NH, (3+N)H] (columns i, o, u, f_1..f_N);
     # -> h, c [n, H], gates [n, (3+N)H] after their activations
@@ -192,9 +201,9 @@ def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gate
     ho = nodes[:, None] * H + offs_u[None, :]
     xf = tl.load(xproj_ptr + xo + 3 * H, mask=m2, other=0.0).to(tl.float32)
     fc = tl.zeros((BB, U), tl.float32)
-    for s in tl.static_range(N):                 # the forget gate of slot s, from every slot
+    for s in range(N):                 # the forget gate of slot s, from every slot
         af = xf
-        for l in tl.static_range(N):
+        for l in range(N):
             rl, hl = _slot_child(table_ptr, nodes, ok, l, N)
             af += _product(h_ptr, H, 0, H, rl, hl, w_t_ptr, l * H * GH + (3 + s) * H, GH,
                            offs_u, u_ok, 0, dt, PRECISION, False, BB, U, BK)
@@ -208,7 +217,7 @@ def nary_fwd_kernel(xproj_ptr, w_t_ptr, table_ptr, order_ptr, h_ptr, c_ptr, gate
     ai = tl.load(xproj_ptr + xo, mask=m2, other=0.0).to(tl.float32)
     ao = tl.load(xproj_ptr + xo + H, mask=m2, other=0.0).to(tl.float32)
     au = tl.load(xproj_ptr + xo + 2 * H, mask=m2, other=0.0).to(tl.float32)
-    for s in tl.static_range(N):                 # slot s: its children's part of i, o, u
+    for s in range(N):                 # slot s: its children's part of i, o, u
         rows, has = _slot_child(table_ptr, nodes, ok, s, N)
         w_off = s * H * GH
         ai += _product(h_ptr, H, 0, H, rows, has, w_t_ptr, w_off, GH, offs_u, u_ok, 0, dt,
@@ -242,7 +251,7 @@ def _nary_gate_grads(gates_ptr, c_ptr, dh_ptr, dc_ptr, nodes, cols, m, H, GH):
 
 @triton.jit
 def _slot_forget_grad(gates_ptr, c_ptr, table_ptr, nodes, ok, cols, m, dct, s, H, GH,
-                      N: tl.constexpr):
+                      N):
     # slot s's (g_f, f, child row, child exists): g_f = dL/dc_t c_child f (1 - f)
     f = tl.load(gates_ptr + nodes[:, None] * GH + (3 + s) * H + cols[None, :], mask=m,
                 other=0.0).to(tl.float32)
@@ -254,7 +263,7 @@ def _slot_forget_grad(gates_ptr, c_ptr, table_ptr, nodes, ok, cols, m, dct, s, H
 
 @triton.jit
 def _one_gate_grad(gates_ptr, c_ptr, dh_ptr, dc_ptr, table_ptr, nodes, ok, cols, m, H, GH,
-                   q: tl.constexpr, N: tl.constexpr):
+                   q, N):
     # the gradient of gate q alone (i, o, u, then slot q-3's f) at [rows, cols], fp32: the
     # children's dL/dh is summed gate by gate, so one gate's chunk is live at a time
     # (all of them at once spilled on sm_80 and sm_90)
@@ -276,10 +285,10 @@ def _one_gate_grad(gates_ptr, c_ptr, dh_ptr, dc_ptr, table_ptr, nodes, ok, cols,
     data="c_ptr gates_ptr w_ptr grad_hh_ptr grad_x_ptr",
     fp32="dh_ptr dc_ptr",
     i64="table_ptr order_ptr",
-    int="a0 a1 H")
-@triton.jit(do_not_specialize=["a0", "a1"])
+    int="a0 a1 H N")
+@triton.jit(do_not_specialize=["a0", "a1", "N"])
 def nary_bwd_kernel(c_ptr, gates_ptr, w_ptr, table_ptr, order_ptr, dh_ptr, dc_ptr, grad_hh_ptr,
-                    grad_x_ptr, a0, a1, H, N: tl.constexpr, PRECISION: tl.constexpr,
+                    grad_x_ptr, a0, a1, H, N, PRECISION: tl.constexpr,
                     BB: tl.constexpr, U: tl.constexpr, BK: tl.constexpr):
     # w = W_hh [(3+N)H, NH]; dh, dc [n, H] fp32, complete for this level, gain the
     # children's parts here. -> grad_hh [n, (3+N)H] (dL/d (W_hh hcat)), grad_x [n, 4H]
@@ -298,7 +307,7 @@ def nary_bwd_kernel(c_ptr, gates_ptr, w_ptr, table_ptr, order_ptr, dh_ptr, dc_pt
     tl.store(grad_x_ptr + xo + H, go_.to(dt), mask=m2)
     tl.store(grad_x_ptr + xo + 2 * H, gu.to(dt), mask=m2)
     gfs = tl.zeros((BB, U), tl.float32)
-    for s in tl.static_range(N):
+    for s in range(N):
         gf, f, row, has = _slot_forget_grad(gates_ptr, c_ptr, table_ptr, nodes, ok, offs_u, m2,
                                             dct, s, H, GH, N)
         gfs += gf
@@ -309,7 +318,7 @@ def nary_bwd_kernel(c_ptr, gates_ptr, w_ptr, table_ptr, order_ptr, dh_ptr, dc_pt
         # this slot's child's dL/dh, these units: sum over every gate q and all H of
         # g_q @ W_hh[qH:(q+1)H, sH + units], g recomputed chunk by chunk from own rows
         acc = tl.zeros((BB, U), tl.float32)
-        for q in tl.static_range(3 + N):
+        for q in range(3 + N):
             for k0 in range(0, H, BK):
                 ks = k0 + tl.arange(0, BK)
                 mk = ok[:, None] & (ks < H)[None, :]
@@ -333,7 +342,7 @@ def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
         nary_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
             xproj, w_t, table, order, h, c, gates, a0, a1, H, N=N,
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U, BK=_bk(xproj.dtype),
-            num_warps=NUM_WARPS)
+            **OPTIONS)
     return h, c, gates
 
 
@@ -349,19 +358,27 @@ def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
         nary_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
             c, gates, w, table, order, dh, dc, grad_hh, grad_x, a0, a1, H, N=N,
             PRECISION=plan.precision(c.dtype), BB=BB, U=U, BK=_bk(c.dtype),
-            num_warps=NUM_WARPS)
+            **OPTIONS)
     return grad_hh, grad_x
 
 
 # --------------------------------------------------------- Child-Sum Tree-LSTM
 @triton.jit
-def _child(child_ptr_ptr, child_idx_ptr, nodes, ok, p):
-    # the p-th child link of each node: (edge id, child, exists)
+def _links(child_ptr_ptr, nodes, ok):
+    # each node's first child link and number of children, [BB] each (0 on padding rows)
     start = tl.load(child_ptr_ptr + nodes, mask=ok, other=0)
-    deg = tl.load(child_ptr_ptr + nodes + 1, mask=ok, other=0) - start
-    v = ok & (p < deg)
-    e = tl.where(v, start + p, 0)
-    return e, tl.load(child_idx_ptr + e, mask=v, other=0), v
+    return start, tl.load(child_ptr_ptr + nodes + 1, mask=ok, other=0) - start
+
+
+@triton.jit
+def _child(child_idx_ptr, start, deg, p):
+    # the p-th child link of each node: (edge id, read only under the mask; child; exists)
+    e = start + p
+    # clamped to a valid link without a mask (the loop runs only where a link exists): a
+    # masked or selected index here did not compile under Triton 3.6 (a layout-conversion
+    # pass failed on the launch's specialisation, sm_80 and sm_90)
+    safe = tl.maximum(tl.minimum(e, start + deg - 1), 0)
+    return e, tl.load(child_idx_ptr + safe), p < deg
 
 
 @arg_types(
@@ -376,6 +393,7 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
     # xproj [n, 4H] (i, o, u, f); w_t = W_hh^T [H, 4H]; maxdeg: the most children of a node
     # of this level. -> h, c [n, H], gates [n, 3H] (i, o, u), fgates [E, H] per child link
     nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
+    start, deg = _links(child_ptr_ptr, nodes, ok)
     dt = h_ptr.dtype.element_ty
     xo = nodes[:, None] * (4 * H) + offs_u[None, :]
     ai = tl.load(xproj_ptr + xo, mask=m2, other=0.0).to(tl.float32)
@@ -385,7 +403,7 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
         ks = k0 + tl.arange(0, BK)
         hs = tl.zeros((BB, BK), tl.float32)
         for p in range(maxdeg):
-            _, kid, v = _child(child_ptr_ptr, child_idx_ptr, nodes, ok, p)
+            _, kid, v = _child(child_idx_ptr, start, deg, p)
             hs += tl.load(h_ptr + kid[:, None] * H + ks[None, :],
                           mask=v[:, None] & (ks < H)[None, :], other=0.0).to(tl.float32)
         hs = hs.to(dt)
@@ -399,7 +417,7 @@ def child_sum_fwd_kernel(xproj_ptr, w_t_ptr, child_ptr_ptr, child_idx_ptr, order
     xf = tl.load(xproj_ptr + xo + 3 * H, mask=m2, other=0.0).to(tl.float32)
     fc = tl.zeros((BB, U), tl.float32)
     for p in range(maxdeg):                      # a forget gate per child link
-        e, kid, v = _child(child_ptr_ptr, child_idx_ptr, nodes, ok, p)
+        e, kid, v = _child(child_idx_ptr, start, deg, p)
         f = tl.sigmoid(xf + _product(h_ptr, H, 0, H, kid, v, w_t_ptr, 3 * H, 4 * H, offs_u,
                                      u_ok, 0, dt, PRECISION, False, BB, U, BK))
         mv = v[:, None] & u_ok[None, :]
@@ -430,6 +448,7 @@ def child_sum_bwd_kernel(c_ptr, gates_ptr, fgates_ptr, w_ptr, child_ptr_ptr, chi
     # w = W_hh [4H, H]; dh, dc [n, H] fp32 as in nary_bwd_kernel. -> grad_iou [n, 3H],
     # grad_f [E, H] per child link, grad_x [n, 4H]
     nodes, ok, offs_u, u_ok, m2 = _tile(order_ptr, a0, a1, H, BB, U)
+    start, deg = _links(child_ptr_ptr, nodes, ok)
     dt = c_ptr.dtype.element_ty
     dct, gi, go_, gu = _nary_gate_grads(gates_ptr, c_ptr, dh_ptr, dc_ptr, nodes, offs_u, m2,
                                         H, 3 * H)
@@ -455,7 +474,7 @@ def child_sum_bwd_kernel(c_ptr, gates_ptr, fgates_ptr, w_ptr, child_ptr_ptr, chi
                          input_precision=PRECISION)
     gfs = tl.zeros((BB, U), tl.float32)
     for p in range(maxdeg):
-        e, kid, v = _child(child_ptr_ptr, child_idx_ptr, nodes, ok, p)
+        e, kid, v = _child(child_idx_ptr, start, deg, p)
         mv = v[:, None] & u_ok[None, :]
         fo = e[:, None] * H + offs_u[None, :]
         co = kid[:, None] * H + offs_u[None, :]
@@ -507,7 +526,7 @@ def child_sum_tree_lstm_fwd(*, xproj, w_hh, forest):
             xproj, w_t, ptr, idx, order, h, c, gates, fgates, a0, a1, maxdeg, H,
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U,
             BK=_bk(xproj.dtype, child_sum_fwd_kernel),
-            num_warps=NUM_WARPS)
+            **OPTIONS)
     return h, c, gates, fgates
 
 
@@ -523,5 +542,5 @@ def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
         child_sum_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
             c, gates, fgates, w, ptr, idx, order, dh, dc, grad_iou, grad_f, grad_x, a0, a1,
             maxdeg, H, PRECISION=plan.precision(c.dtype), BB=BB, U=U,
-            BK=_bk(c.dtype, child_sum_bwd_kernel), num_warps=NUM_WARPS)
+            BK=_bk(c.dtype, child_sum_bwd_kernel), **OPTIONS)
     return grad_iou, grad_f, grad_x
