@@ -13,7 +13,7 @@ weight's gradient is one GEMM outside (fastrnn/autograd.py), as on the CPU.
 
 The arity N is a runtime argument, never specialised: one build serves every arity
 (unrolled over N, a 20-ary N-ary Tree-LSTM, whose forget gates take N x N products,
-did not finish compiling in 45 s on an H200).
+did not finish within 45 s on an H200).
 """
 import torch
 import triton
