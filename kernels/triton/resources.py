@@ -2,8 +2,9 @@
 
 ``triton.compile`` with a GPUTarget builds the cubin for sm_80 / sm_90a on any machine
 (no GPU needed); ``cuobjdump``, shipped in the triton wheel, reads its resource usage.
-The launchers' plans (plan.py) and the ahead-of-time check in CI use this one reader, so
-the residency the tests check is the residency the launchers compute.
+The build is the one a launch compiles (``launch_spec``: Triton's own specialisation of
+the arguments). The launchers' plans (plan.py) and the ahead-of-time check in CI use this
+one reader, so the residency the tests check is the residency the launchers compute.
 """
 import functools
 import os

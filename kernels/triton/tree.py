@@ -160,7 +160,7 @@ def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
     xproj, w_t = xproj.contiguous(), w_hh.t().contiguous()
     for a0, a1 in _levels(forest):
         tree_rnn_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
-            xproj, w_t, table, order, h, a0, a1, H, N=N, RELU=nonlinearity == "relu",
+            xproj, w_t, table, order, h, a0, a1, H, N, RELU=nonlinearity == "relu",
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U, BK=_bk(xproj.dtype),
             **OPTIONS)
     return h
@@ -176,7 +176,7 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
     w = w_hh.contiguous()
     for a0, a1 in _levels(forest, reverse=True):
         tree_rnn_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
-            dh, h, w, table, order, grad_pre, a0, a1, H, N=N, RELU=nonlinearity == "relu",
+            dh, h, w, table, order, grad_pre, a0, a1, H, N, RELU=nonlinearity == "relu",
             PRECISION=plan.precision(h.dtype), BB=BB, U=U, BK=_bk(h.dtype),
             **OPTIONS)
     return grad_pre
@@ -340,7 +340,7 @@ def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
     xproj, w_t = xproj.contiguous(), w_hh.t().contiguous()
     for a0, a1 in _levels(forest):
         nary_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
-            xproj, w_t, table, order, h, c, gates, a0, a1, H, N=N,
+            xproj, w_t, table, order, h, c, gates, a0, a1, H, N,
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U, BK=_bk(xproj.dtype),
             **OPTIONS)
     return h, c, gates
@@ -356,7 +356,7 @@ def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     w = w_hh.contiguous()
     for a0, a1 in _levels(forest, reverse=True):
         nary_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
-            c, gates, w, table, order, dh, dc, grad_hh, grad_x, a0, a1, H, N=N,
+            c, gates, w, table, order, dh, dc, grad_hh, grad_x, a0, a1, H, N,
             PRECISION=plan.precision(c.dtype), BB=BB, U=U, BK=_bk(c.dtype),
             **OPTIONS)
     return grad_hh, grad_x
