@@ -13,6 +13,9 @@ Sections (all by default; pick with --sections):
            training and decoding, gradient-flow diagnostics overhead (bench/models.py).
   trees    tree nets on the standard library's ASTs: the level-batched kernels against
            the per-node reference and level-batched PyTorch (bench/trees.py).
+  host     the Triton path's host side with its launches stubbed: kernel launches and
+           torch ops per call, each launcher's Python time per call, next to the Numba
+           launcher's time (bench/host.py).
 
 Timing: warm-up (JIT) is never timed; providers alternate within every repeat;
 medians over repeats and rounds. In the matrix each provider is also timed alone
@@ -41,7 +44,7 @@ from .harness import (GEMM_N, child_setup, gemm_gflops, gemm_name, machine_facts
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
-SECTIONS = ["matrix", "sweeps", "costs", "charlm", "models", "trees"]
+SECTIONS = ["matrix", "sweeps", "costs", "charlm", "models", "trees", "host"]
 OURS = "fastrnn-numba"
 ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
 PROBE_FLOPS = 2 * GEMM_N ** 3   # one probe call: torch.mm of GEMM_N² squares (harness.mm_call)
@@ -215,6 +218,14 @@ def models_rows(quick, facts, section="models"):
     return rows
 
 
+def host_rows(quick, facts):
+    from . import host
+    return [_value_row("host", "fastrnn-triton", f"{r['cell']} {r['call']}: {r['launcher']}",
+                       r["triton_host_us"], "us", facts, **{k: v for k, v in r.items()
+                                                            if k != "triton_host_us"})
+            for r in host.run(reps=50 if quick else 200)]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,6 +310,9 @@ def run_cpu(args):
     if "trees" in sections:
         print("tree nets on the standard library's ASTs ...", flush=True)
         rows += models_rows(args.quick, facts, "trees")
+    if "host" in sections:
+        print("the Triton launchers' host side, launches stubbed ...", flush=True)
+        rows += host_rows(args.quick, facts)
     gemm, layer_gemm = _gemm_rates(gemm, layer_gemm)
     for r in rows:
         if r.get("gflops") not in (None, ""):

@@ -73,7 +73,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
     fastest = best(rows)
     out = [f"Machine: {facts['cpu']}, {facts['cores']} cores ({facts['device']}); torch "
            f"{facts['torch']}, numba {facts['numba']}, triton {facts['triton']}; commit "
-           f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate ({gemm_metric(rows)}): "
+           f"{facts['commit']}. Threads: {facts['threads']}. GEMM rate, {gemm_metric(rows)}: "
            f"{gemm:.1f} GFLOP/s. I = H. Speedup = torch time / {ours} time "
            f"(above 1: fastrnn faster); each provider's time is the faster of its medians "
            f"in the shared process and alone in a child process.{_layer_gemm(rows, gemm)}"
@@ -125,6 +125,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
     out += models_table(rows, ours)
     out += trees_table(rows, ours)
+    out += host_table(rows)
     fp16 = [p for (s, _, _), p in fastest.items() if ours in p and "torch-fp16" in p]
     if fp16:
         out += ["", "## Against torch in fp16 (cuDNN's persistent algorithm)", "",
@@ -184,6 +185,29 @@ def trees_table(rows, ours):
                          for p, b in TARGETS.items())
         out.append(f"| {metric} | " + " | ".join(cells + ratios) + " | " +
                    (met if metric.endswith("forward+backward") else "") + " |")
+    return out
+
+
+def host_table(rows):
+    """The Triton path's host side, launches stubbed (bench/host.py)."""
+    host = [r for r in rows if r["section"] == "host"]
+    if not host:
+        return []
+    from .host import HOST_SHAPE, STEP
+    out = ["", f"## Host side of the Triton path (launches stubbed; layer (T, B, H) = "
+           f"{HOST_SHAPE}, step (B, I, H) = {STEP})", "",
+           "Per layer call (forward+backward) or step: the Triton kernel launches and the "
+           "torch ops that launch a kernel on a GPU (all torch ops, views and allocations "
+           "included). Per launcher call: its Python time with the launch stubbed, and the "
+           "Numba launcher's time on the same arguments (it computes). A step's host time "
+           "here is mostly its two weight transposes (`.t().contiguous()`: CPU copies of "
+           "0.2-4 MB; on a GPU, two launches).", "",
+           "| call | launcher | Triton launches | torch kernels (ops) | Triton host µs | "
+           "Numba µs | torch kernels by op |", "|---|---|---|---|---|---|---|"]
+    for r in host:
+        out.append(f"| {r['cell']} {r['call']} | {r['launcher']} | {r['launches']} | "
+                   f"{r['torch_kernels']} ({r['torch_ops']}) | {float(r['value']):.1f} | "
+                   f"{float(r['numba_us']):.1f} | {r['torch_kernel_ops']} |")
     return out
 
 

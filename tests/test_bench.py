@@ -206,7 +206,7 @@ def test_gpu_report_is_written_when_a_case_fails(monkeypatch, tmp_path):
     report = (tmp_path / "report-gpu.md").read_text()
     assert "forced failure" in report and (tmp_path / "gpu.csv").exists()
     # the header names the GEMM the run measured, not the CPU report's
-    assert "GEMM rate (torch.mm 8192² bfloat16): 1.0 GFLOP/s" in report
+    assert "GEMM rate, torch.mm 8192² bfloat16: 1.0 GFLOP/s" in report
     assert "2048" not in report.splitlines()[0]
 
 

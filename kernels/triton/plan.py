@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from ...backends import triton_interpret
 from ...cells import CELLS, SEQUENCE
@@ -29,6 +28,16 @@ DEVICES = {
     "H100": dict(arch=90, sms=132, regs=65536, smem_sm=228 * 1024, smem_block=227 * 1024),
 }
 MAX_WARPS_SM, MAX_BLOCKS_SM, MAX_REGS = 64, 32, 255
+
+
+# triton.cdiv and triton.next_power_of_2 are @triton.jit functions: called from Python
+# each costs ~5 us, paid on every launch; these are the same arithmetic
+def cdiv(a, b):
+    return -(-a // b)
+
+
+def next_power_of_2(n):
+    return 1 << max(n - 1, 0).bit_length()
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,7 @@ class Plan:
     why: str
 
     def grid(self, nrows):
-        return (self.units, triton.cdiv(nrows, self.tiling.BB))
+        return (self.units, cdiv(nrows, self.tiling.BB))
 
 
 def blocks_per_sm(usage, dev, num_warps):
@@ -92,7 +101,7 @@ def choose(H, B, usage, dev, tilings):
     that tiling does not compile."""
     best = None
     for tl_ in tilings:
-        units, tiles = triton.cdiv(H, tl_.U), triton.cdiv(B, tl_.BB)
+        units, tiles = cdiv(H, tl_.U), cdiv(B, tl_.BB)
         # skip compiling what could not fit even at the highest occupancy
         if units > dev["sms"] * MAX_WARPS_SM // tl_.num_warps:
             continue
@@ -105,7 +114,7 @@ def choose(H, B, usage, dev, tilings):
                         f"{units}x{tiles} programs exceed {cap} resident: row chunks of {rows}")
     if best is not None:
         return best
-    return Plan(FALLBACK, triton.cdiv(H, FALLBACK.U), B, False,
+    return Plan(FALLBACK, cdiv(H, FALLBACK.U), B, False,
                 "no tiling fits the device at once: one step per launch")
 
 
@@ -119,28 +128,42 @@ def precision(dtype):
 def chunks(tiling, H, P, dtype):
     """The product chunks over P and over H: the whole padded width when on chip."""
     if tiling.onchip:
-        return max(16, triton.next_power_of_2(P)), max(16, triton.next_power_of_2(H))
+        return max(16, next_power_of_2(P)), max(16, next_power_of_2(H))
     # fp32 products need more registers (sm_80, tf32: LSTM forward spilled 8 bytes at 32);
     # 16-bit at 64 left no registers to spare (232-255)
     bk = 16 if dtype.itemsize == 4 else 32
-    return min(bk, max(16, triton.next_power_of_2(P))), min(bk, max(16, triton.next_power_of_2(H)))
+    return min(bk, max(16, next_power_of_2(P))), min(bk, max(16, next_power_of_2(H)))
 
 
 def proj_units(P, units):
     """UP: the state units of a projected LSTM each of the ``units`` programs owns."""
-    return max(16, triton.next_power_of_2(triton.cdiv(P, units)))
+    return max(16, next_power_of_2(cdiv(P, units)))
 
 
 def constexprs(kernel, tiling, H, P, dtype, units, I=0, **flags):
-    """Every constexpr of ``kernel`` for this tiling (flags: PROJ, REVERSE, SAVE, ...)."""
+    """Every constexpr of ``kernel`` for this tiling (flags: PROJ, REVERSE, SAVE, ...):
+    worked out once per key, a launch's host path being the time of short calls."""
+    # the precision follows a global flag of torch's: part of the key, never cached
+    return dict(_constexprs(kernel, tiling, H, P, dtype, units, I, tuple(sorted(flags.items())),
+                            precision(dtype)))
+
+
+@functools.lru_cache(maxsize=None)
+def arg_names(kernel):
+    """The names of ``kernel``'s arguments, as a set (a launch filters its keywords by it)."""
+    return frozenset(kernel.arg_names)
+
+
+@functools.lru_cache(maxsize=4096)
+def _constexprs(kernel, tiling, H, P, dtype, units, I, flags, prec):
+    flags = dict(flags)
     bkp, bkh = chunks(tiling, H, P, dtype)
     up = proj_units(P, units) if flags.get("PROJ") else tiling.U
-    prec = precision(dtype)
     if prec == "tf32" and flags.get("PROJ") and kernel.__name__ == "lstm_bwd_kernel":
         # its TF32 build spilled on sm_90 in every tiling (24 bytes at 8 warps, the
         # smallest tiles); IEEE fp32 did not (180 registers): more precise, never less
         prec = "ieee"
-    bkx = min(16 if dtype.itemsize == 4 else 32, max(16, triton.next_power_of_2(I or 16)))
+    bkx = min(16 if dtype.itemsize == 4 else 32, max(16, next_power_of_2(I or 16)))
     values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh, BKX=bkx,
                   ONCHIP=tiling.onchip, PRECISION=prec)
     return {k: v for k, v in values.items() if k in kernel.arg_names}
@@ -171,7 +194,7 @@ def onchip_bytes(cell, direction, H, P, dtype, flags):
 
     def size(t):
         bkp, bkh = chunks(t, H, P, dtype)
-        up = proj_units(P, triton.cdiv(H, t.U)) if proj else 0
+        up = proj_units(P, cdiv(H, t.U)) if proj else 0
         return (GATES[cell] * bkp * t.U + bkh * up) * dtype.itemsize
     return size
 
@@ -190,7 +213,7 @@ def kernel_usage(kernel, H, P, dtype, flags, arch):
     from .resources import usage
 
     def use(tiling):
-        consts = constexprs(kernel, tiling, H, P, dtype, triton.cdiv(H, tiling.U),
+        consts = constexprs(kernel, tiling, H, P, dtype, cdiv(H, tiling.U),
                             **dict(flags, **USAGE_FLAGS))
         return usage(kernel, dtype, consts, tiling.num_warps, arch, launch_ints(kernel, H, P))
     return use
@@ -213,7 +236,7 @@ FORCE = None
 
 def interpreter_plan(H, B):
     tiling = FORCE or ONCHIP[0]
-    return Plan(tiling, triton.cdiv(H, tiling.U), B, False,
+    return Plan(tiling, cdiv(H, tiling.U), B, False,
                 "TRITON_INTERPRET=1 runs programs one after another: one step per launch")
 
 
@@ -241,6 +264,13 @@ def states_args(grad_states, stand_in, name="states_ptr"):
     return {name: grad_states, "keep": 1}
 
 
+@functools.lru_cache(maxsize=256)
+def _full_lengths(B, T, device):
+    # every row's length T, when the call has no lengths: the kernels only read it, so one
+    # tensor per (B, T, device) serves every call (a fill less per launcher call)
+    return torch.full((B,), T, dtype=torch.int64, device=device)
+
+
 @functools.lru_cache(maxsize=None)
 def _no_barrier(device):
     # the barrier counter of a per-step launch, which never touches it: an int32 tensor,
@@ -257,12 +287,12 @@ class Run:
         self.dtype, self.device = like.dtype, like.device
         self.lengths = lengths
         self.nsteps = T if lengths is None else int(lengths.max()) if B else 0
-        self.lens_dev = torch.full((B,), T, dtype=torch.int64, device=self.device) \
-            if lengths is None else lengths.to(device=self.device, dtype=torch.int64)
+        self.lens_dev = _full_lengths(B, T, self.device) if lengths is None else \
+            lengths.to(device=self.device, dtype=torch.int64)
         if triton_interpret() or direction == "step":
             # one step needs no barrier (a projection: two launches)
             self.plan = interpreter_plan(H, B) if triton_interpret() else \
-                Plan(FALLBACK, triton.cdiv(H, FALLBACK.U), B, False, "one step: one launch")
+                Plan(FALLBACK, cdiv(H, FALLBACK.U), B, False, "one step: one launch")
         else:
             self.plan = cached_plan(kernel, cell, direction, H, P, B, self.dtype, tuple(sorted(
                 (k, v) for k, v in flags.items() if k in ("PROJ", "RELU"))),
@@ -298,7 +328,8 @@ class Run:
         iters = self.nsteps + (self.direction == "bwd")
         common = dict(args, lengths_ptr=self.lens_dev, T=self.T, B=self.B, H=self.H, P=self.P,
                       I=self.I, **consts)
-        common = {k: v for k, v in common.items() if k in self.kernel.arg_names}
+        names = arg_names(self.kernel)
+        common = {k: v for k, v in common.items() if k in names}
         for row0 in range(0, self.B, p.rows):
             row_end = min(self.B, row0 + p.rows)
             grid = p.grid(row_end - row0)

@@ -159,7 +159,7 @@ def tree_rnn_fwd(*, xproj, w_hh, forest, nonlinearity="tanh"):
     table, order = _child_table(forest, N, xproj.device)
     xproj, w_t = xproj.contiguous(), w_hh.t().contiguous()
     for a0, a1 in _levels(forest):
-        tree_rnn_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
+        tree_rnn_fwd_kernel[(plan.cdiv(H, U), plan.cdiv(a1 - a0, BB))](
             xproj, w_t, table, order, h, a0, a1, H, N, RELU=nonlinearity == "relu",
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U, BK=_bk(xproj.dtype),
             **OPTIONS)
@@ -175,7 +175,7 @@ def tree_rnn_bwd(*, grad_h, h, w_hh, forest, nonlinearity="tanh"):
     table, order = _child_table(forest, N, h.device)
     w = w_hh.contiguous()
     for a0, a1 in _levels(forest, reverse=True):
-        tree_rnn_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
+        tree_rnn_bwd_kernel[(plan.cdiv(H, U), plan.cdiv(a1 - a0, BB))](
             dh, h, w, table, order, grad_pre, a0, a1, H, N, RELU=nonlinearity == "relu",
             PRECISION=plan.precision(h.dtype), BB=BB, U=U, BK=_bk(h.dtype),
             **OPTIONS)
@@ -339,7 +339,7 @@ def nary_tree_lstm_fwd(*, xproj, w_hh, forest):
     table, order = _child_table(forest, N, xproj.device)
     xproj, w_t = xproj.contiguous(), w_hh.t().contiguous()
     for a0, a1 in _levels(forest):
-        nary_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
+        nary_fwd_kernel[(plan.cdiv(H, U), plan.cdiv(a1 - a0, BB))](
             xproj, w_t, table, order, h, c, gates, a0, a1, H, N,
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U, BK=_bk(xproj.dtype),
             **OPTIONS)
@@ -355,7 +355,7 @@ def nary_tree_lstm_bwd(*, grad_h, grad_c, c, gates, w_hh, forest):
     table, order = _child_table(forest, N, c.device)
     w = w_hh.contiguous()
     for a0, a1 in _levels(forest, reverse=True):
-        nary_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
+        nary_bwd_kernel[(plan.cdiv(H, U), plan.cdiv(a1 - a0, BB))](
             c, gates, w, table, order, dh, dc, grad_hh, grad_x, a0, a1, H, N,
             PRECISION=plan.precision(c.dtype), BB=BB, U=U, BK=_bk(c.dtype),
             **OPTIONS)
@@ -522,7 +522,7 @@ def child_sum_tree_lstm_fwd(*, xproj, w_hh, forest):
     fgates = new_output((len(idx), H), xproj)
     xproj, w_t = xproj.contiguous(), w_hh.t().contiguous()
     for (a0, a1), maxdeg in zip(_levels(forest), most):
-        child_sum_fwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
+        child_sum_fwd_kernel[(plan.cdiv(H, U), plan.cdiv(a1 - a0, BB))](
             xproj, w_t, ptr, idx, order, h, c, gates, fgates, a0, a1, maxdeg, H,
             PRECISION=plan.precision(xproj.dtype), BB=BB, U=U,
             BK=_bk(xproj.dtype, child_sum_fwd_kernel),
@@ -539,7 +539,7 @@ def child_sum_tree_lstm_bwd(*, grad_h, grad_c, c, gates, fgates, w_hh, forest):
     ptr, idx, order, most = _child_links(forest, c.device)
     w = w_hh.contiguous()
     for (a0, a1), maxdeg in reversed(list(zip(_levels(forest), most))):
-        child_sum_bwd_kernel[(triton.cdiv(H, U), triton.cdiv(a1 - a0, BB))](
+        child_sum_bwd_kernel[(plan.cdiv(H, U), plan.cdiv(a1 - a0, BB))](
             c, gates, fgates, w, ptr, idx, order, dh, dc, grad_iou, grad_f, grad_x, a0, a1,
             maxdeg, H, PRECISION=plan.precision(c.dtype), BB=BB, U=U,
             BK=_bk(c.dtype, child_sum_bwd_kernel), **OPTIONS)
