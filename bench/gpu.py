@@ -5,7 +5,10 @@
 2. fastrnn-triton against torch.nn (cuDNN), CUDA-event timing, warm-up (Triton
    compilation, cuDNN plans) untimed, providers alternated, medians: LSTM at the
    FlashRNN paper's shape (B=16, T=1024, H=768) in bf16, and RNN, GRU and LSTM at
-   the standard shapes in float32 and bf16, forward and forward+backward.
+   the standard shapes in float32 and bf16, forward and forward+backward;
+3. per fastrnn-triton case, the plan the launchers chose and its median wall time
+   split into the device kernels' time (torch.profiler: their sum and count) and the
+   rest, the host's (``split``).
 
 Writes bench/results/gpu.csv and report-gpu.md; the card's name is in every row.
 A GPU session is short and rare, so one failure must not cost the rest: the tests run
@@ -96,6 +99,58 @@ def time_matrix(todo, device, repeats=10, warmup=3, limit_s=None):
     return times, errors
 
 
+def split(fn, device):
+    """-> dict(plans, kernel_ms, kernels) of one call of ``fn`` (warm): the Triton plans its
+    launchers chose (logger "fastrnn"), and torch.profiler's device kernels of the call,
+    their summed time and their number. Set against the case's median wall time this
+    splits it into kernel time and host time."""
+    import logging
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    plans = []
+
+    class Plans(logging.Handler):
+        def emit(self, record):
+            if hasattr(record, "plan"):
+                p = record.plan
+                plans.append(f"{p.tiling.U}x{p.tiling.BB}{' onchip' if p.tiling.onchip else ''}"
+                             f" w{p.tiling.num_warps} {p.units}x{-(-p.rows // p.tiling.BB)}"
+                             f"{' persist' if p.persist else ' per-step'}")
+    log = logging.getLogger("fastrnn")
+    handler, level = Plans(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    try:
+        with profile(activities=acts) as prof:
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return dict(plans=" + ".join(dict.fromkeys(plans)) or "-", kernels=len(kernels),
+                kernel_ms=sum(e.device_time for e in kernels) / 1e3)
+
+
+def split_rows(times, device, facts):
+    """The fastrnn-triton cases' plan and wall = kernel + host split (``split``)."""
+    rows = []
+    for case, by in times.items():
+        ts = by.get(("fastrnn-triton", "same"))
+        if not ts:
+            continue
+        s = split(_build(case, "fastrnn-triton", device), device)
+        wall = sorted(ts)[len(ts) // 2]
+        rows.append(dict(section="split", provider="fastrnn-triton", metric=case,
+                         value=round(wall, 4), unit="ms", plan=s["plans"],
+                         launches=s["kernels"], kernel_ms=round(s["kernel_ms"], 4),
+                         host_ms=round(wall - s["kernel_ms"], 4), **facts))
+    return rows
+
+
 def main(args):
     if not torch.cuda.is_available():
         print("python -m bench --gpu needs a CUDA device; torch.cuda.is_available() is False "
@@ -120,6 +175,7 @@ def main(args):
         r["gflops_pct_of_gemm"] = round(100 * r["gflops"] / gemm, 1)
     rows += [dict(section="errors", provider=p, metric=c, value=e, unit="", **facts)
              for c, p, e in errors]
+    rows += split_rows(times, "cuda", facts)
     try:                                  # the tree nets' level kernels on the same card
         from .trees import run as trees
         rows += [dict(section="trees", provider=p, metric=m, value=round(v, 1), unit=u, **facts)

@@ -23,7 +23,9 @@ FIELDS = ["section", "axis", "cell", "variant", "mode", "T", "B", "I", "H", "pro
           "process", "median_ms", "samples", "gflops", "gflops_pct_of_gemm",
           "gemm_alongside_gflops", "gflops_pct_of_gemm_alongside",
           "speedup_vs_torch", "speedup_vs_torch_fp16", "metric", "value", "unit", "device", "machine", "cpu", "cores",
-          "threads", "torch", "numba", "triton", "commit"]
+          "threads", "torch", "numba", "triton", "commit",
+          # where a call's time goes (bench/gpu.py's split, bench/host.py)
+          "plan", "launches", "kernel_ms", "host_ms"]
 
 
 def child_setup(provider):

@@ -126,6 +126,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
     out += models_table(rows, ours)
     out += trees_table(rows, ours)
     out += host_table(rows)
+    out += split_table(rows)
     fp16 = [p for (s, _, _), p in fastest.items() if ours in p and "torch-fp16" in p]
     if fp16:
         out += ["", "## Against torch in fp16 (cuDNN's persistent algorithm)", "",
@@ -208,6 +209,22 @@ def host_table(rows):
         out.append(f"| {r['cell']} {r['call']} | {r['launcher']} | {r['launches']} | "
                    f"{r['torch_kernels']} ({r['torch_ops']}) | {float(r['value']):.1f} | "
                    f"{float(r['numba_us']):.1f} | {r['torch_kernel_ops']} |")
+    return out
+
+
+def split_table(rows):
+    """The GPU job's fastrnn-triton cases: plan, kernels and host (bench/gpu.py's split)."""
+    split = [r for r in rows if r["section"] == "split"]
+    if not split:
+        return []
+    out = ["", "## Where the time goes (fastrnn-triton: plan, device kernels, host)", "",
+           "Wall: the case's median. Kernels: torch.profiler's device kernels of one call, "
+           "their number and summed time. Host: wall minus kernels.", "",
+           "| case | plan | wall ms | kernels | kernel ms | host ms |",
+           "|---|---|---|---|---|---|"]
+    for r in split:
+        out.append(f"| {r['metric']} | {r['plan']} | {float(r['value']):.3f} | {r['launches']} | "
+                   f"{float(r['kernel_ms']):.3f} | {float(r['host_ms']):.3f} |")
     return out
 
 

@@ -410,7 +410,8 @@ def lstm_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
     return _cell("lstm", input, tuple(hx), weights, bias, input_bias, backend)
 
 
-def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **opts):
+def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, graph=False,
+            **opts):
     """A decoding loop's step, set up once for many calls with the same weights:
     -> step(x [B, I], state) -> new state (``state``: h, or (h, c) for "lstm"), equal to
     ``<cell>_cell(x, state, weights, bias=bias, input_bias=input_bias, **opts)``.
@@ -419,6 +420,11 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **
     lookup and the bias sum (b_ih + input_bias [B, G]) happen here, once, and each call
     is the launcher alone: at batch 1 the per-token cost is the step kernel's, not the
     checks'. Otherwise (gradients, autocast) each call is the cell function.
+
+    ``graph=True``, on CUDA tensors under no_grad: the step is captured into a CUDA graph
+    once per input shape (``GraphStep``) and each call replays it, so the per-token host
+    work is two copies in, the replay and the outputs' copies out. Ignored elsewhere
+    (the CPU, gradients, autocast). Off by default until a device has measured it.
     """
     fn = globals()[f"{cell}_cell"]
     if "nonlinearity" in CELLS[cell].options:
@@ -432,5 +438,51 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, **
                                    backend=backend, **opts)
     fixed = dict(_step_weights(weights, bias, input_bias), **opts)   # the bias sum, once
     if len(CELLS[cell].states) > 1:
-        return lambda x, state: launch(x=x, **dict(zip(CELLS[cell].states, state)), **fixed)
-    return lambda x, h: launch(x=x, h=h, **fixed)
+        step = lambda x, state: launch(x=x, **dict(zip(CELLS[cell].states, state)), **fixed)
+    else:
+        step = lambda x, h: launch(x=x, h=h, **fixed)
+    return GraphStep(step) if graph and like.is_cuda else step
+
+
+class GraphStep:
+    """A no-grad decoding step replayed from CUDA graphs, one captured per input shape.
+
+    The first call with a shape warms the step up on a side stream (kernel compile and
+    plan, as torch.cuda.graph asks) and captures it on static copies of its inputs; every
+    call copies its inputs into those, replays, and returns copies of the outputs (a
+    caller may keep a state across steps, as beam search does). The weights and biases
+    the step holds are the graph's constants: a stepper serves one set of weights.
+    """
+
+    def __init__(self, step):
+        self.step, self.graphs = step, {}
+
+    def _run(self, x, states, single):
+        out = self.step(x, states[0] if single else states)
+        return (out,) if single else tuple(out)
+
+    def __call__(self, x, state):
+        single = not isinstance(state, (tuple, list))
+        states = (state,) if single else tuple(state)
+        key = (x.shape, x.dtype, x.device) + tuple((s.shape, s.dtype) for s in states)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x, states, single)
+        static_in, static_out, graph = self.graphs[key]
+        for dst, src in zip(static_in, (x, *states)):
+            dst.copy_(src)
+        graph.replay()
+        out = tuple(o.clone() for o in static_out)
+        return out[0] if single else out
+
+    def _capture(self, x, states, single):
+        static_in = [t.clone() for t in (x, *states)]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._run(static_in[0], tuple(static_in[1:]), single)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._run(static_in[0], tuple(static_in[1:]), single)
+        return static_in, static_out, graph

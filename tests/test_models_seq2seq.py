@@ -1,4 +1,5 @@
 """Seq2Seq (Cho et al. 2014) on every backend against the same model built with torch.nn."""
+import contextlib
 import itertools
 
 import pytest
@@ -79,6 +80,59 @@ def test_decoding_matches_torch_build(backend, beam):
     tok_ref, score_ref = twin.generate(src, lengths, beam=beam, max_len=5)
     assert torch.equal(tok, tok_ref)
     assert_close(score, score_ref, _tol(backend), "scores")
+    # graph=True is for CUDA: on the CPU it changes nothing
+    tok_g, score_g = ours.generate(src, lengths, beam=beam, max_len=5, graph=True)
+    assert torch.equal(tok_g, tok) and torch.equal(score_g, score)
+
+
+def test_graph_step_copies_in_replays_and_copies_out(monkeypatch):
+    # GraphStep's bookkeeping with torch.cuda's graph API faked on the CPU: one capture
+    # per input shape, inputs copied into the captured tensors, fresh outputs each call
+    captures = []
+
+    class FakeGraph:
+        def replay(self):
+            self.body()
+
+    class Capture:
+        def __init__(self, graph):
+            self.graph = graph
+
+        def __enter__(self):
+            captures.append(self.graph)
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_run(self, x, states, single):
+        graph = captures[-1] if captures else None
+        out = real_run(self, x, states, single)
+        if graph is not None and not hasattr(graph, "body"):
+            # what a replay does: the captured step again, on the static inputs
+            graph.body = lambda: [o.copy_(n) for o, n in
+                                  zip(out, real_run(self, x, states, single))]
+        return out
+    real_run = functional.GraphStep._run
+    monkeypatch.setattr(functional.GraphStep, "_run", fake_run)
+    class FakeStream:
+        def wait_stream(self, other):
+            pass
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    cell = torch.nn.LSTMCell(4, 5)
+    w = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    with torch.no_grad():
+        eager = functional.stepper("lstm", w, torch.zeros(3, 4), backend="numba")
+        graphed = functional.GraphStep(eager)
+        for B in (3, 3, 2):
+            x, state = torch.randn(B, 4), (torch.randn(B, 5), torch.randn(B, 5))
+            got, want = graphed(x, state), eager(x, state)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+            assert got[0] is not graphed(x, state)[0]          # a fresh copy each call
+    assert len(captures) == 2 and len(graphed.graphs) == 2     # one per batch size
 
 
 def _sequence_logprob(model, src, lengths, seqs):

@@ -128,3 +128,101 @@ def test_fused_step_on_cuda(kind, B):
         got, want = m(x, state), ref(x, state)
     for a, b in zip(got if kind == "LSTMCell" else [got], want if kind == "LSTMCell" else [want]):
         assert_close(a, b, 1e-2, kind)       # TF32 products, as torch's cuDNN cells
+
+
+def _replayed(fn, *static):
+    """fn(*static) captured into a CUDA graph after a side-stream warm-up; -> (graph,
+    its outputs)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*static)
+    return graph, out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_layer_forward_and_backward_replay_from_a_cuda_graph(kind):
+    # no host synchronisation and no per-call host state on the path without lengths:
+    # a capture replays with the results of eager calls, outputs and every gradient
+    import fastrnn
+    m = getattr(fastrnn, kind)(32, 64, device="cuda")
+    x = torch.randn(20, 8, 32, device="cuda", requires_grad=True)
+
+    def fwd_bwd(x):
+        m.zero_grad(set_to_none=False)
+        x.grad = None if x.grad is None else x.grad.zero_()
+        out = m(x)[0]
+        out.sum().backward()
+        return out
+    with torch.no_grad():
+        fwd_graph, fwd_out = _replayed(lambda x: m(x)[0], x.detach())
+    graph, out = _replayed(fwd_bwd, x)
+    new = torch.randn_like(x)
+    x.data.copy_(new)
+    graph.replay()
+    fwd_graph.replay()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    want = fwd_bwd(x)
+    # the same kernels on the same inputs (cuBLAS may pick another algorithm in a graph)
+    assert_close(out, want, 1e-5, "out")
+    assert_close(fwd_out, want.detach(), 1e-5, "forward")
+    for a, b in zip(grads, [x.grad] + [p.grad for p in m.parameters()]):
+        assert_close(a, b, 1e-5, "grad")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["RNNCell", "GRUCell", "LSTMCell"])
+@pytest.mark.parametrize("B", [1, 64])
+def test_cell_step_replays_from_a_cuda_graph(kind, B):
+    import fastrnn
+    m = getattr(fastrnn, kind)(96, 512, device="cuda")
+    x, h = torch.randn(B, 96, device="cuda"), torch.randn(B, 512, device="cuda")
+    state = (h, h.clone()) if kind == "LSTMCell" else h
+    with torch.no_grad():
+        graph, out = _replayed(m, x, state)
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        want = m(x, state)
+    for a, b in zip(out if kind == "LSTMCell" else [out], want if kind == "LSTMCell" else [want]):
+        assert_close(a, b, 1e-5, kind)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("B", [1, 64])
+def test_stepper_graph_replays_what_eager_steps_give(cell, B):
+    from fastrnn import functional
+    twin = {"rnn": torch.nn.RNNCell, "gru": torch.nn.GRUCell,
+            "lstm": torch.nn.LSTMCell}[cell](96, 512, device="cuda")
+    w = [twin.weight_ih, twin.weight_hh, twin.bias_ih, twin.bias_hh]
+    x = torch.randn(B, 96, device="cuda")
+    with torch.no_grad():
+        eager = functional.stepper(cell, w, x)
+        graphed = functional.stepper(cell, w, x, graph=True)
+        assert isinstance(graphed, functional.GraphStep)
+        h = torch.randn(B, 512, device="cuda")
+        state = (h, h.clone()) if cell == "lstm" else h
+        a = b = state
+        for _ in range(4):
+            x = torch.randn(B, 96, device="cuda")
+            a, b = graphed(x, a), eager(x, b)
+            for p, q in zip(a if cell == "lstm" else [a], b if cell == "lstm" else [b]):
+                assert_close(p, q, 1e-5, cell)
+
+
+@pytest.mark.gpu
+def test_seq2seq_beam_search_from_cuda_graphs_equals_eager():
+    from fastrnn.models import Seq2Seq
+    torch.manual_seed(0)
+    model = Seq2Seq(src_vocab=50, tgt_vocab=40, embed=16, hidden=32).cuda().eval()
+    src = torch.randint(3, 50, (8, 12), device="cuda")
+    lengths = torch.full((8,), 12, dtype=torch.int64)
+    tok, score = model.generate(src, lengths, beam=5, max_len=10)
+    tok_g, score_g = model.generate(src, lengths, beam=5, max_len=10, graph=True)
+    assert torch.equal(tok, tok_g) and torch.equal(score, score_g)

@@ -96,7 +96,7 @@ class Seq2Seq(nn.Module):
     def _weights(self):
         return self.decoder._flat_weights            # w_ih [3H, E+C], w_hh, b_ih, b_hh
 
-    def _stepper(self, c):
+    def _stepper(self, c, graph=False):
         """-> step(e [N, E], h [N, H]) -> h': the decoder cell on input [e; c].
 
         fastrnn: c's part of the input projection is formed once here and enters every
@@ -109,7 +109,7 @@ class Seq2Seq(nn.Module):
         E = self.embed_size
         w_e = w_ih[:, :E] if torch.is_grad_enabled() else w_ih[:, :E].contiguous()
         return functional.stepper("gru", [w_e, w_hh, *b], c, input_bias=F.linear(c, w_ih[:, E:]),
-                                  backend=self.decoder.backend)
+                                  backend=self.decoder.backend, graph=graph)
 
     def _scores(self, h, e, c_out):
         """s_t = O_h h'_t + O_y e(y_{t-1}) + O_c c (c_out = O_c c, [B, V] or broadcastable)."""
@@ -155,8 +155,11 @@ class Seq2Seq(nn.Module):
 
     # ------------------------------------------------------------ decoding
     @torch.no_grad()
-    def generate(self, src, src_lengths, beam=1, max_len=32, length_penalty=1.0):
+    def generate(self, src, src_lengths, beam=1, max_len=32, length_penalty=1.0, graph=False):
         """Beam search (beam 1: greedy), batched over sentences × beams.
+
+        ``graph=True`` on CUDA replays each decoder step from a CUDA graph
+        (``functional.stepper``); the same tokens and scores, less host time per token.
 
         Returns (tokens [B, L] without bos, ending with eos and then 0s; a row that hit
         ``max_len`` has no eos), scores [B] (the best beam's log-probability divided by
@@ -168,7 +171,7 @@ class Seq2Seq(nn.Module):
         B, k = src.shape[0], beam
         c = self.encode(src, src_lengths).repeat_interleave(k, dim=0)     # [N, C], N = B*k
         h = torch.tanh(self.V_dec(c))
-        c_out, step = self.O_c(c), self._stepper(c)
+        c_out, step = self.O_c(c), self._stepper(c, graph)
         scores = c.new_full((B, k), float("-inf"))
         scores[:, 0] = 0                                  # expand from one beam at first
         tokens = src.new_zeros(B, k, 0)
