@@ -1,11 +1,13 @@
 """The host side of the Triton path, measured on the CPU (``--sections host``).
 
-Per sequence cell, one layer call forward+backward at (T, B, H) = HOST_SHAPE and one
-decoding step of its cell (no_grad, B = 1, H = 512), on the Triton backend with every
+Per sequence cell, one layer call forward+backward at (T, B, H) = HOST_SHAPE, one
+decoding step of its cell module and one of a decoding loop's ``functional.stepper``
+(no_grad, B = 1, H = 512), on the Triton backend with every
 kernel launch stubbed (fastrnn.kernels.triton.stub): the kernel launches and the torch
 ops each issues (a torch op is a kernel launch on a GPU, except views and allocations),
-and each launcher's Python time per call, timed alone on the arguments the layer gave
-it, next to the Numba launcher's time per call on the same arguments (which computes).
+and each launcher's Python time per call, timed alone on the arguments the call gave
+it, next to the Numba launcher's time per call on the arguments the same call gives it
+on the Numba backend (which computes).
 A regression in the host path shows here on any machine; the kernels' own time only on
 a device. Runs in a child process with TRITON_INTERPRET=1, so that the backends accept
 CPU tensors for Triton (the stub runs no kernel, interpreted or compiled).
@@ -85,6 +87,27 @@ def step_call(cell, backend="triton", shape=STEP):
     return call
 
 
+def stepper_call(cell, backend="triton", shape=STEP):
+    """-> a function running one step of a decoding loop's ``functional.stepper``
+    (no_grad), which lays its weights out once for the backend."""
+    import torch
+
+    from fastrnn import functional
+    from fastrnn.cells import CELLS
+    B, I, H = shape
+    twin = getattr(torch.nn, CELLS[cell].torch_cell)(I, H)
+    w = [twin.weight_ih, twin.weight_hh, twin.bias_ih, twin.bias_hh]
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    state = (h, h.clone()) if len(CELLS[cell].states) > 1 else h
+    with torch.no_grad():
+        step = functional.stepper(cell, w, x, backend=backend)
+
+    def call():
+        with torch.no_grad():
+            step(x, state)
+    return call
+
+
 def _per_call_us(fn, reps):
     import time
     fn()
@@ -110,16 +133,20 @@ def measure(reps=200):
     for cell in SEQUENCE:
         for kind, make, names in (
                 ("layer fwd+bwd", layer_call, CELLS[cell].launchers[:2]),
-                ("step", step_call, CELLS[cell].launchers[2:])):
-            call = make(cell)
-            launches, kernels, ops = counted(call)
-            with stub.captured(triton_mod, names) as calls, stub.stubbed():
-                call()
+                ("step", step_call, CELLS[cell].launchers[2:]),
+                ("stepper step", stepper_call, CELLS[cell].launchers[2:])):
+            # the launchers' arguments as each backend's call gives them (a stepper looks
+            # its launcher up when it is made: made inside the capture)
+            with stub.captured(triton_mod, names) as calls:
+                call = make(cell)
+                launches, kernels, ops = counted(call)
+            with stub.captured(numba_mod, names) as numba_calls:
+                make(cell, "numba")()
             for name in names:
-                kwargs = calls[name][0]
+                kwargs, numba_kwargs = calls[name][0], numba_calls[name][0]
                 with stub.stubbed():
                     triton_us = _per_call_us(lambda: getattr(triton_mod, name)(**kwargs), reps)
-                numba_us = _per_call_us(lambda: getattr(numba_mod, name)(**kwargs),
+                numba_us = _per_call_us(lambda: getattr(numba_mod, name)(**numba_kwargs),
                                         max(1, reps // 10))
                 rows.append(dict(cell=cell, call=kind, launcher=name,
                                  launches=len(launches), torch_kernels=len(kernels),

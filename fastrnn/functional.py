@@ -436,7 +436,8 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, gr
             torch.is_autocast_enabled(_device_type(like)):
         return lambda x, state: fn(x, state, weights, bias=bias, input_bias=input_bias,
                                    backend=backend, **opts)
-    fixed = dict(_step_weights(weights, bias, input_bias), **opts)   # the bias sum, once
+    # the bias sum, once, and the weights in the layout the step launcher reads
+    fixed = be.prepare_step(dict(_step_weights(weights, bias, input_bias), **opts))
     if len(CELLS[cell].states) > 1:
         step = lambda x, state: launch(x=x, **dict(zip(CELLS[cell].states, state)), **fixed)
     else:

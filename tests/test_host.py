@@ -14,7 +14,7 @@ pytest.importorskip("triton")
 # torch ops that launch a kernel on a GPU, per one-layer forward+backward at host.HOST_SHAPE
 # (the input projection and the weight gradients included) and per decoding step
 LAYER_KERNELS = {"rnn": 16, "gru": 22, "lstm": 18}
-STEP_KERNELS = {"rnn": 3, "gru": 5, "lstm": 3}
+STEP_KERNELS = {"rnn": 3, "gru": 5, "lstm": 3}     # a *Cell module's step
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +43,23 @@ def test_a_decoding_step_is_one_launch(cell):
     assert len(kernels) <= STEP_KERNELS[cell], kernels
 
 
+@pytest.mark.parametrize("cell", [c for c in SEQUENCE if CELLS[c].step])
+def test_a_steppers_step_copies_no_weights(cell):
+    # functional.stepper lays the weights out once as the Triton step kernel reads them
+    # (Backend.prepare_step): each step is its launch, the bias add and no weight copy
+    from fastrnn import functional
+    B, I, H = host.STEP
+    twin = getattr(torch.nn, CELLS[cell].torch_cell)(I, H)
+    w = [twin.weight_ih, twin.weight_hh, twin.bias_ih, twin.bias_hh]
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    state = (h, h.clone()) if len(CELLS[cell].states) > 1 else h
+    with torch.no_grad():
+        step = functional.stepper(cell, w, x, backend="triton")
+        launches, kernels, _ = host.counted(lambda: step(x, state))
+    assert launches == [f"{cell}_fwd_kernel"]
+    assert "clone" not in kernels and len(kernels) <= STEP_KERNELS[cell] - 2, kernels
+
+
 def test_the_stub_runs_nothing_and_restores_the_launch():
     from fastrnn.kernels.triton import plan, stub
     from triton.runtime.interpreter import InterpretedFunction
@@ -60,8 +77,10 @@ def test_the_stub_runs_nothing_and_restores_the_launch():
 def test_bench_host_rows_and_table():
     from bench.report import host_table
     rows = host.measure(reps=2)
-    assert {(r["cell"], r["launcher"]) for r in rows} == \
-        {(c, n) for c in SEQUENCE for n in CELLS[c].launchers}
+    assert {(r["cell"], r["call"], r["launcher"]) for r in rows} == \
+        {(c, call, n) for c in SEQUENCE for call, names in
+         (("layer fwd+bwd", CELLS[c].launchers[:2]), ("step", CELLS[c].launchers[2:]),
+          ("stepper step", CELLS[c].launchers[2:])) for n in names}
     assert all(r["triton_host_us"] > 0 and r["numba_us"] > 0 for r in rows)
     table = host_table([dict(r, section="host", value=r["triton_host_us"]) for r in rows])
     assert any("lstm_bwd" in line for line in table)
