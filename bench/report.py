@@ -200,9 +200,10 @@ def host_table(rows):
            "Per layer call (forward+backward) or step: the Triton kernel launches and the "
            "torch ops that launch a kernel on a GPU (all torch ops, views and allocations "
            "included). Per launcher call: its Python time with the launch stubbed, and the "
-           "Numba launcher's time on the same arguments (it computes). A step's host time "
-           "here is mostly its two weight transposes (`.t().contiguous()`: CPU copies of "
-           "0.2-4 MB; on a GPU, two launches).", "",
+           "Numba launcher's time on the arguments the same call gives it on the Numba "
+           "backend (it computes). A `*Cell` module's step here is mostly its two weight "
+           "transposes (`.t().contiguous()`: CPU copies of 0.2-4 MB; on a GPU, two "
+           "launches); a stepper's step has none.", "",
            "| call | launcher | Triton launches | torch kernels (ops) | Triton host µs | "
            "Numba µs | torch kernels by op |", "|---|---|---|---|---|---|---|"]
     for r in host:
