@@ -114,8 +114,9 @@ def split(fn, device):
         def emit(self, record):
             if hasattr(record, "plan"):
                 p = record.plan
+                grid = "x".join(map(str, p.grid(p.rows)))
                 plans.append(f"{p.tiling.U}x{p.tiling.BB}{' onchip' if p.tiling.onchip else ''}"
-                             f" w{p.tiling.num_warps} {p.units}x{-(-p.rows // p.tiling.BB)}"
+                             f" w{p.tiling.num_warps} {grid}"
                              f"{' persist' if p.persist else ' per-step'}")
     log = logging.getLogger("fastrnn")
     handler, level = Plans(), log.level

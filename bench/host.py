@@ -69,17 +69,25 @@ def layer_call(cell, backend="triton", shape=HOST_SHAPE, **options):
     return call
 
 
+def _step_inputs(cell, shape):
+    """(x [B, I], the cell's state) of a step at ``shape`` = (B, I, H)."""
+    import torch
+
+    from fastrnn.cells import CELLS
+    B, I, H = shape
+    h = torch.randn(B, H)
+    return torch.randn(B, I), (h, h.clone()) if len(CELLS[cell].states) > 1 else h
+
+
 def step_call(cell, backend="triton", shape=STEP):
     """-> a function running one decoding step (no_grad) of the drop-in ``cell``'s cell."""
     import torch
 
     import fastrnn
     from fastrnn.cells import CELLS
-    B, I, H = shape
-    module = getattr(fastrnn, CELLS[cell].torch_cell)(I, H)
+    module = getattr(fastrnn, CELLS[cell].torch_cell)(*shape[1:])
     module.backend = backend
-    x, h = torch.randn(B, I), torch.randn(B, H)
-    state = (h, h.clone()) if len(CELLS[cell].states) > 1 else h
+    x, state = _step_inputs(cell, shape)
 
     def call():
         with torch.no_grad():
@@ -94,11 +102,9 @@ def stepper_call(cell, backend="triton", shape=STEP):
 
     from fastrnn import functional
     from fastrnn.cells import CELLS
-    B, I, H = shape
-    twin = getattr(torch.nn, CELLS[cell].torch_cell)(I, H)
+    twin = getattr(torch.nn, CELLS[cell].torch_cell)(*shape[1:])
     w = [twin.weight_ih, twin.weight_hh, twin.bias_ih, twin.bias_hh]
-    x, h = torch.randn(B, I), torch.randn(B, H)
-    state = (h, h.clone()) if len(CELLS[cell].states) > 1 else h
+    x, state = _step_inputs(cell, shape)
     with torch.no_grad():
         step = functional.stepper(cell, w, x, backend=backend)
 

@@ -445,6 +445,21 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, gr
     return GraphStep(step) if graph and like.is_cuda else step
 
 
+def cuda_graph(fn, *static):
+    """-> (graph, its outputs): ``fn(*static)`` captured into a CUDA graph after two calls
+    on a side stream (compiles, plans, allocator warm-up: as torch.cuda.graph asks)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*static)
+    return graph, out
+
+
 class GraphStep:
     """A no-grad decoding step replayed from CUDA graphs, one captured per input shape.
 
@@ -477,13 +492,6 @@ class GraphStep:
 
     def _capture(self, x, states, single):
         static_in = [t.clone() for t in (x, *states)]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._run(static_in[0], tuple(static_in[1:]), single)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self._run(static_in[0], tuple(static_in[1:]), single)
+        graph, static_out = cuda_graph(lambda x, *states: self._run(x, states, single),
+                                       *static_in)
         return static_in, static_out, graph

@@ -3,6 +3,9 @@ of the table (fastrnn/cells.py) through its autograd Function on a backend, and 
 layer through fastrnn.reference's recurrence in float64 with autograd (the oracle), and
 compares outputs, final states and every gradient. One shape list, one tolerance table;
 the comparison helpers every test file uses."""
+import os
+
+import pytest
 import torch
 
 from fastrnn import autograd, reference
@@ -13,6 +16,20 @@ from fastrnn.cells import CELLS
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 # (3, 140, 5): more than gemm_nt's ROW_BLOCK rows per thread on up to 4 threads
 SHAPES = [(1, 3, 5), (63, 4, 33), (7, 1, 1), (9, 5, 64), (5, 17, 130), (3, 140, 5)]
+
+
+def oldest_triton_env(env=None):
+    """``env`` (default os.environ) with the oldest supported Triton first on PYTHONPATH:
+    the folder FASTRNN_TRITON_OLDEST names (.ci/run installs triton 3.6 and numpy < 2.4
+    there); the test skips, saying how to get it, where it is not set."""
+    oldest = os.environ.get("FASTRNN_TRITON_OLDEST")
+    if not oldest:
+        pytest.skip("set FASTRNN_TRITON_OLDEST to a folder holding triton 3.6 and numpy < 2.4 "
+                    "(`pip install --no-deps --target DIR triton==3.6.0 'numpy<2.4'`; .ci/run "
+                    "does, so CI never skips)")
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [oldest, env.get("PYTHONPATH")]))
+    return env
 
 
 def rel_err(a, b):

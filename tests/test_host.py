@@ -47,15 +47,7 @@ def test_a_decoding_step_is_one_launch(cell):
 def test_a_steppers_step_copies_no_weights(cell):
     # functional.stepper lays the weights out once as the Triton step kernel reads them
     # (Backend.prepare_step): each step is its launch, the bias add and no weight copy
-    from fastrnn import functional
-    B, I, H = host.STEP
-    twin = getattr(torch.nn, CELLS[cell].torch_cell)(I, H)
-    w = [twin.weight_ih, twin.weight_hh, twin.bias_ih, twin.bias_hh]
-    x, h = torch.randn(B, I), torch.randn(B, H)
-    state = (h, h.clone()) if len(CELLS[cell].states) > 1 else h
-    with torch.no_grad():
-        step = functional.stepper(cell, w, x, backend="triton")
-        launches, kernels, _ = host.counted(lambda: step(x, state))
+    launches, kernels, _ = host.counted(host.stepper_call(cell))
     assert launches == [f"{cell}_fwd_kernel"]
     assert "clone" not in kernels and len(kernels) <= STEP_KERNELS[cell] - 2, kernels
 

@@ -15,7 +15,7 @@ from fastrnn import Forest, ForestError, reference
 from fastrnn.cells import CELLS
 from fastrnn.models import ChildSumTreeLSTM, NaryTreeLSTM, TreeRNN
 
-from helpers import assert_close
+from helpers import assert_close, oldest_triton_env
 
 
 def _random_tree(rng, n, max_children):
@@ -322,12 +322,7 @@ def test_lstm_tree_kernels_pass_under_the_oldest_triton():
     # interpreter, torch 2.11's Triton, in a child whose path puts it first (with numpy
     # < 2.4, which that interpreter needs; tests/test_triton_aot.py compiles the kernels
     # there for sm_80 and sm_90a)
-    oldest = os.environ.get("FASTRNN_TRITON_OLDEST")
-    if not oldest:
-        pytest.skip("set FASTRNN_TRITON_OLDEST to a folder holding triton 3.6 and numpy < 2.4 "
-                    "(.ci/run does)")
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [oldest, os.environ.get("PYTHONPATH")])))
+    env = oldest_triton_env(dict(os.environ, TRITON_INTERPRET="1"))
     run = ("import sys, pytest, triton; print('triton', triton.__version__); "
            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', "
            "'ignore::DeprecationWarning', 'test_trees.py', '-k', "

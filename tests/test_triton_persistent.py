@@ -130,27 +130,13 @@ def test_fused_step_on_cuda(kind, B):
         assert_close(a, b, 1e-2, kind)       # TF32 products, as torch's cuDNN cells
 
 
-def _replayed(fn, *static):
-    """fn(*static) captured into a CUDA graph after a side-stream warm-up; -> (graph,
-    its outputs)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn(*static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(*static)
-    return graph, out
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 def test_layer_forward_and_backward_replay_from_a_cuda_graph(kind):
     # no host synchronisation and no per-call host state on the path without lengths:
     # a capture replays with the results of eager calls, outputs and every gradient
     import fastrnn
+    from fastrnn.functional import cuda_graph
     m = getattr(fastrnn, kind)(32, 64, device="cuda")
     x = torch.randn(20, 8, 32, device="cuda", requires_grad=True)
 
@@ -161,8 +147,8 @@ def test_layer_forward_and_backward_replay_from_a_cuda_graph(kind):
         out.sum().backward()
         return out
     with torch.no_grad():
-        fwd_graph, fwd_out = _replayed(lambda x: m(x)[0], x.detach())
-    graph, out = _replayed(fwd_bwd, x)
+        fwd_graph, fwd_out = cuda_graph(lambda x: m(x)[0], x.detach())
+    graph, out = cuda_graph(fwd_bwd, x)
     new = torch.randn_like(x)
     x.data.copy_(new)
     graph.replay()
@@ -181,11 +167,12 @@ def test_layer_forward_and_backward_replay_from_a_cuda_graph(kind):
 @pytest.mark.parametrize("B", [1, 64])
 def test_cell_step_replays_from_a_cuda_graph(kind, B):
     import fastrnn
+    from fastrnn.functional import cuda_graph
     m = getattr(fastrnn, kind)(96, 512, device="cuda")
     x, h = torch.randn(B, 96, device="cuda"), torch.randn(B, 512, device="cuda")
     state = (h, h.clone()) if kind == "LSTMCell" else h
     with torch.no_grad():
-        graph, out = _replayed(m, x, state)
+        graph, out = cuda_graph(m, x, state)
         x.copy_(torch.randn_like(x))
         graph.replay()
         want = m(x, state)
