@@ -97,7 +97,7 @@ def step_call(cell, backend="triton", shape=STEP):
 
 def stepper_call(cell, backend="triton", shape=STEP):
     """-> a function running one step of a decoding loop's ``functional.stepper``
-    (no_grad), which lays its weights out once for the backend."""
+    (no_grad), which checks its arguments once, not per step."""
     import torch
 
     from fastrnn import functional

@@ -201,9 +201,8 @@ def host_table(rows):
            "torch ops that launch a kernel on a GPU (all torch ops, views and allocations "
            "included). Per launcher call: its Python time with the launch stubbed, and the "
            "Numba launcher's time on the arguments the same call gives it on the Numba "
-           "backend (it computes). A `*Cell` module's step here is mostly its two weight "
-           "transposes (`.t().contiguous()`: CPU copies of 0.2-4 MB; on a GPU, two "
-           "launches); a stepper's step has none.", "",
+           "backend (it computes). The kernels read the weights as torch holds them, so "
+           "no call copies a weight.", "",
            "| call | launcher | Triton launches | torch kernels (ops) | Triton host µs | "
            "Numba µs | torch kernels by op |", "|---|---|---|---|---|---|---|"]
     for r in host:

@@ -13,6 +13,8 @@ callers pass ``xproj_fn``, which recomputes it from x and W_ih (alive anyway for
 their own gradients). Without it (xproj is a leaf, as in the kernel tests)
 xproj is saved.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -92,9 +94,28 @@ def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
 def _save(ctx, backend, xproj, xproj_fn, tensors, opts):
     """What every layer Function keeps for backward: xproj only when it cannot be
     recomputed (``xproj_fn``), then ``tensors`` (inputs, saved outputs, lengths); the
-    backend and non-tensor options on ctx; and where its dL/dh_t go, if recorded."""
+    backend and non-tensor options on ctx; and where its dL/dh_t go, if recorded. An
+    output the loss does not use gets None as its gradient (_out_grad, _state_grad)."""
     ctx.save_for_backward(None if xproj_fn else xproj, *tensors)
     ctx.backend, ctx.opts, ctx.xproj_fn, ctx.dh_slot = backend, opts, xproj_fn, _slot()
+    ctx.set_materialize_grads(False)
+
+
+def _out_grad(g, out):
+    """dL/d out, contiguous; zeros when the loss does not use the sequence's output."""
+    return torch.zeros_like(out) if g is None else g.contiguous()
+
+
+def _state_grad(g, state):
+    """dL/d a final state, contiguous; when the loss does not use it (the common case),
+    zeros that are made once per shape and only read (autograd's materialized zeros
+    were a fill per call: a kernel launch on a GPU)."""
+    return _zeros(state.shape, state.dtype, state.device) if g is None else g.contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros(shape, dtype, device):
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 def _double_backward(ctx, layer, inputs, grads, n_args):
@@ -140,12 +161,13 @@ class RNNFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_hn):
         xproj, h0, w_hh, out, lengths = ctx.saved_tensors
         reverse, nonlinearity = ctx.opts
+        grad_out, grad_hn = _out_grad(grad_out, out), _state_grad(grad_hn, h0)
         if torch.is_grad_enabled():
             return _double_backward(
                 ctx, lambda x, h, w: reference.rnn_layer(x, h, w, lengths, reverse, nonlinearity),
                 [xproj, h0, w_hh], [grad_out, grad_hn], 8)
         grad_pre, grad_h0 = _kernel_bwd(
-            ctx, "rnn", grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
+            ctx, "rnn", grad_out=grad_out, grad_hn=grad_hn, out=out,
             w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
         grad_w = None
         if ctx.needs_input_grad[2]:
@@ -167,12 +189,13 @@ class GRUFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_hn):
         xproj, h0, w_hh, b_hn, out, gates, lengths = ctx.saved_tensors
         reverse, = ctx.opts
+        grad_out, grad_hn = _out_grad(grad_out, out), _state_grad(grad_hn, h0)
         if torch.is_grad_enabled():
             return _double_backward(
                 ctx, lambda x, h, w, b: reference.gru_layer(x, h, w, b, lengths, reverse),
                 [xproj, h0, w_hh, b_hn], [grad_out, grad_hn], 8)
         grad_x, grad_hp, grad_h0 = _kernel_bwd(
-            ctx, "gru", grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), out=out,
+            ctx, "gru", grad_out=grad_out, grad_hn=grad_hn, out=out,
             h0=h0, gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
         grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
@@ -198,13 +221,15 @@ class LSTMFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_hn, grad_cn):
         xproj, h0, c0, w_hh, w_hr, out, gates, cells, mids, lengths = ctx.saved_tensors
         reverse, = ctx.opts
+        grad_out, grad_hn, grad_cn = \
+            _out_grad(grad_out, out), _state_grad(grad_hn, h0), _state_grad(grad_cn, c0)
         if torch.is_grad_enabled():
             return _double_backward(
                 ctx, lambda x, h, c, w, wr: reference.lstm_layer(x, h, c, w, wr, lengths, reverse),
                 [xproj, h0, c0, w_hh, w_hr], [grad_out, grad_hn, grad_cn], 9)
         grad_pre, grad_h, grad_h0, grad_c0 = _kernel_bwd(
-            ctx, "lstm", grad_out=grad_out.contiguous(), grad_hn=grad_hn.contiguous(),
-            grad_cn=grad_cn.contiguous(), c0=c0, gates=gates, cells=cells, w_hh=w_hh, w_hr=w_hr,
+            ctx, "lstm", grad_out=grad_out, grad_hn=grad_hn,
+            grad_cn=grad_cn, c0=c0, gates=gates, cells=cells, w_hh=w_hh, w_hr=w_hr,
             lengths=lengths, reverse=reverse)
         grad_w = grad_wr = None
         if ctx.needs_input_grad[3]:

@@ -58,11 +58,6 @@ class Backend:
             return False, f"{self.name} does not support dtype {tensor.dtype}"
         return True, ""
 
-    def prepare_step(self, args):
-        """A stepper's fixed launcher arguments, laid out once for this backend's step
-        launcher (functional.stepper); by default as they are."""
-        return args
-
     def kernels(self):
         # cached: import_module's lookup cost a few microseconds per decoding step
         if self._kernels is None:
@@ -109,13 +104,6 @@ class TritonBackend(Backend):
             self._available = Backend.is_available(self) and (
                 version is None or version >= self.OLDEST)
         return self._available
-
-    def prepare_step(self, args):
-        # the step kernels read W^T: stored so once and viewed back as W, the launcher's
-        # per-call w.t().contiguous() finds it contiguous, no copy (two copies, two kernel
-        # launches on a GPU, every step before)
-        return {k: v.t().contiguous().t() if k in ("w_ih", "w_hh", "w_hr") and v is not None
-                else v for k, v in args.items()}
 
     def unavailable(self):
         version, oldest = _triton_version(), ".".join(map(str, self.OLDEST))

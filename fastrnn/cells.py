@@ -12,7 +12,10 @@ a sequence cell it also says how torch's flat weights become launcher arguments,
 is all fastrnn.functional's one layer runner needs. Adding a cell starts here:
 kernels/README.md, "Adding a cell".
 """
+import functools
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,13 @@ CELLS = {c.name: c for c in (
 # the sequence cells (drop-in torch.nn layers and cells) and the tree cells
 SEQUENCE = tuple(n for n, c in CELLS.items() if c.torch_layer)
 TREES = tuple(n for n, c in CELLS.items() if not c.torch_layer)
+
+
+@functools.lru_cache(maxsize=16)
+def b_hh_input_mask(gates, H, dtype, device):
+    """For a ``b_hn`` cell: [gates * H], 1 over the blocks of b_hh that join the input bias,
+    0 over the last (b_hn, inside the recurrence). b_ih + b_hh * mask is one op each way
+    (a slice, zeros and a cat were six with their gradients); made once, only read."""
+    mask = torch.ones(gates * H, dtype=dtype, device=device)
+    mask[-H:] = 0
+    return mask

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import autograd, backends
-from .cells import CELLS
+from .cells import CELLS, b_hh_input_mask
 from .autograd import StateGradients
 from .gemm_layout import project
 
@@ -21,6 +21,13 @@ from .gemm_layout import project
 def _device_type(t):
     # t.device.type builds a device object (~0.4 us, paid per decoding step); is_cpu does not
     return "cpu" if t.is_cpu else t.device.type
+
+
+def _autocast_on(t):
+    """Whether torch.autocast is on for ``t``'s device (never for a device autocast does
+    not know, such as meta, where asking raises)."""
+    device = _device_type(t)
+    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
 
 
 # The dtype a CUDA call computes in and returns under torch.autocast("cuda"), as torch's:
@@ -64,9 +71,9 @@ def _entry_point(cuda_autocast_dtype):
 
         @functools.wraps(fn)
         def call(input, hx, weights, *args, **kwargs):
-            device = _device_type(input) if isinstance(input, torch.Tensor) else None
-            if device is None or not torch.is_autocast_enabled(device):
+            if not isinstance(input, torch.Tensor) or not _autocast_on(input):
                 return run(input, hx, weights, *args, **kwargs)
+            device = _device_type(input)
             dtype = cuda_autocast_dtype() if device == "cuda" else weights[0].dtype
 
             def cast(t):
@@ -222,8 +229,8 @@ def _weights(cell, w, bias, proj):
     b = None
     if bias and cell.b_hn:
         # the other gates' parts of b_hh are pre-summed; b_hn stays inside r * (.)
-        H = w_hh.shape[1]
-        b = w[2] + torch.cat([w[3][:-H], w[3].new_zeros(H)])
+        b = torch.addcmul(w[2], w[3], b_hh_input_mask(cell.gates, w_hh.shape[1], w[3].dtype,
+                                                      w[3].device))
     elif bias:
         b = w[2] + w[3]                   # both biases enter before the activations
     if cell.b_hn:
@@ -432,12 +439,11 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, gr
     _cell_input_bias(input_bias, like, weights)                  # checked once, up front
     be = backends.select(cell, like, backend)
     launch = _step_launcher(cell, be)
-    if launch is None or torch.is_grad_enabled() or \
-            torch.is_autocast_enabled(_device_type(like)):
+    if launch is None or torch.is_grad_enabled() or _autocast_on(like):
         return lambda x, state: fn(x, state, weights, bias=bias, input_bias=input_bias,
                                    backend=backend, **opts)
-    # the bias sum, once, and the weights in the layout the step launcher reads
-    fixed = be.prepare_step(dict(_step_weights(weights, bias, input_bias), **opts))
+    # the bias sum, once (the step kernels read the weights as torch holds them)
+    fixed = dict(_step_weights(weights, bias, input_bias), **opts)
     if len(CELLS[cell].states) > 1:
         step = lambda x, state: launch(x=x, **dict(zip(CELLS[cell].states, state)), **fixed)
     else:

@@ -6,10 +6,17 @@ later process loads the kernels in well under a second instead of compiling them
 its first call. It drives each cell through the public layers on tiny inputs, so it
 compiles exactly what those calls need: per dtype, the sequence kernels forward and
 backward (equal lengths and a PackedSequence, which specialise separately), the
-decoding step (the *Cell modules), and with ``--cells`` the tree nets.
+decoding step (the *Cell modules), and the tree nets (``--cells`` picks some).
 
-    python -m fastrnn.precompile                       # rnn gru lstm, float32
+    python -m fastrnn.precompile                       # every cell and tree net, float32
     python -m fastrnn.precompile --dtypes float32 float64 --cells lstm tree
+
+With ``--gpu`` it tunes instead, on this CUDA device: a forward+backward of each cell
+at the standard GPU shapes (GPU_SHAPES; dtypes bfloat16 and float32 unless --dtypes
+says) times every tiling that fits the device at once and keeps the fastest in the
+tuning cache (kernels/triton/tuning.py), then prints each candidate's time.
+
+    python -m fastrnn.precompile --gpu --cells lstm --dtypes bfloat16
 """
 import argparse
 import logging
@@ -23,6 +30,10 @@ from .cells import CELLS as TABLE, SEQUENCE
 
 CELLS = SEQUENCE + ("tree",)      # "tree": the three tree cells
 DTYPES = ("float32", "float64")
+GPU_DTYPES = ("bfloat16", "float32", "float16")
+# (T, B, H) of bench --gpu's cases: small, middle, FlashRNN's, large batches
+GPU_SHAPES = ((100, 8, 32), (100, 32, 128), (256, 64, 512), (1024, 16, 768),
+              (256, 256, 512), (256, 1024, 512))
 
 
 def _layer_calls(cell, dtype):
@@ -63,6 +74,45 @@ def _tree_calls(dtype):
     return calls
 
 
+def _tune(cells, dtypes, out):
+    """--gpu: tune every cell's plans at GPU_SHAPES on this device; -> exit status."""
+    import fastrnn
+    if not torch.cuda.is_available():
+        print("fastrnn.precompile --gpu: no CUDA device here; plans are tuned on the device "
+              "they run on", file=sys.stderr)
+        return 2
+    from .kernels.triton import tuning
+    if not tuning.enabled():
+        print("fastrnn.precompile --gpu: FASTRNN_TUNE=0 turns tuning off", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    for dtype in dtypes:
+        for cell in cells:
+            for T, B, H in GPU_SHAPES:
+                layer = getattr(fastrnn, TABLE[cell].torch_layer)(H, H).to("cuda", dtype)
+                layer.backend = "triton"
+                x = torch.randn(T, B, H, device="cuda", dtype=dtype, requires_grad=True)
+                layer(x)[0].sum().backward()
+                torch.cuda.synchronize()
+    out.write(timings_table(tuning.timings()))
+    print(f"fastrnn.precompile --gpu: {len(tuning.timings())} plans tuned or read in "
+          f"{time.perf_counter() - t0:.1f} s; cache: {tuning.path()}", file=sys.stderr)
+    return 0
+
+
+def timings_table(timings):
+    """{key: {plan: ms}} -> text, a block per launch, the fastest marked."""
+    lines = []
+    for key, ms in timings.items():
+        lines.append(key)
+        best = min(ms, key=ms.get) if ms else None
+        lines += [f"  {name:<22} {t:9.4f} ms{'  <- kept' if name == best else ''}"
+                  for name, t in sorted(ms.items(), key=lambda kv: kv[1])]
+        if not ms:
+            lines.append("  one tiling fits at once: nothing to time")
+    return "\n".join(lines) + "\n"
+
+
 def _bar(done, total, label, t0, out):
     width = 24
     fill = width * done // total
@@ -74,9 +124,26 @@ def _bar(done, total, label, t0, out):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m fastrnn.precompile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["float32"])
-    ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(SEQUENCE))
+    ap.add_argument("--dtypes", nargs="+", choices=DTYPES + GPU_DTYPES[::2],
+                    help="default: float32 (--gpu: bfloat16 float32)")
+    ap.add_argument("--cells", nargs="+", choices=CELLS,
+                    help="default: all (--gpu: the sequence cells)")
+    ap.add_argument("--gpu", action="store_true",
+                    help="tune the Triton plans on this CUDA device instead (see above)")
     args = ap.parse_args(argv)
+    if args.gpu:
+        cells = args.cells or list(SEQUENCE)
+        wrong = set(args.dtypes or ()) - set(GPU_DTYPES) | set(cells) - set(SEQUENCE)
+        if wrong:
+            ap.error(f"--gpu tunes the sequence cells in {', '.join(GPU_DTYPES)}; not "
+                     f"{', '.join(sorted(wrong))}")
+        return _tune(cells, args.dtypes or list(GPU_DTYPES[:2]), sys.stdout)
+    args.cells = args.cells or list(CELLS)
+    args.dtypes = args.dtypes or ["float32"]
+    wrong = set(args.dtypes) - set(DTYPES)
+    if wrong:
+        ap.error(f"the Numba kernels compile for {', '.join(DTYPES)}; not "
+                 f"{', '.join(sorted(wrong))} (those are --gpu's)")
     from . import backends
     numba_backend = backends.REGISTRY["numba"]
     if not numba_backend.is_available():

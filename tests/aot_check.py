@@ -9,8 +9,9 @@ device's figures, with its own occupancy arithmetic:
   - no configuration that can be launched spills or exceeds 255 registers or the
     shared memory a block may use;
   - every persistent grid fits on the device at once (else its barrier deadlocks).
-The per-step fallback, the fused decoding steps and the tree kernels (one launch per
-level, one tiling) are compiled too. Every build is what a launch compiles
+The per-step fallback, the fused decoding steps, every wide tiling at the width where
+tuning chooses among them (``plan.WIDE``, kernels/triton/tuning.py) and the tree kernels (one launch per level,
+one tiling) are compiled too. Every build is what a launch compiles
 (``resources.launch_spec``): the same divisibility attributes of pointers and sizes and
 the same constant runtime flags.
 
@@ -66,9 +67,50 @@ def check(p, u, dev, B):
     return ok
 
 
+# the wide tilings: compiled at the FlashRNN width, where tuning chooses among them
+WIDE_H = 768
+# wide tiles a kernel may spill at: the projected LSTM's two products over U x BB >= 1024
+# need more than 255 registers a thread on sm_80 or sm_90, under one Triton or the other.
+# plan.blocks_per_sm gives a spilling build 0 blocks, so it is never launched (the check
+# verifies that); a spill anywhere else fails.
+MAY_SPILL = {"lstm+proj": {(32, 32), (16, 128)}}
+
+
+def check_wide():
+    """-> (lines, bad): every plan.WIDE tiling of every sequence kernel compiles for each
+    device without spills (MAY_SPILL excepted: never launched), as its persistent launch
+    builds it."""
+    bad = lines = 0
+    for name, dev in plan.DEVICES.items():
+        for (cell, direction, fl), kernel in KERNELS.items():
+            flags = dict(PROJ=fl, RELU=False)
+            P = WIDE_H // 2 if fl else WIDE_H
+            for dtype in (torch.float32, torch.bfloat16):
+                use = plan.kernel_usage(kernel, WIDE_H, P, dtype, flags, dev["arch"])
+                for tiling in plan.WIDE:
+                    u = use(tiling)
+                    what = (f"{cell}{'+proj' * bool(fl)}", direction, f"sm_{dev['arch']}",
+                            str(dtype)[6:], (tiling.U, tiling.BB))
+                    fits = u is not None and u["regs"] <= 255 and \
+                        u["shared"] <= dev["smem_block"]
+                    ok = fits and (u["spills"] == 0 or (
+                        (tiling.U, tiling.BB) in MAY_SPILL.get(what[0], ()) and
+                        plan.blocks_per_sm(u, dev, tiling.num_warps) == 0))
+                    bad += not ok
+                    lines += 1
+                    print(f"{'ok ' if ok else 'BAD'} {name} {' '.join(what[:4])} H={WIDE_H} "
+                          f"wide {tiling} {u}{' (spills: never launched)' * bool(u and u['spills'])}",
+                          flush=True)
+    return lines, bad
+
+
 def main():
     print(f"triton {triton.__version__} at {triton.__file__}", flush=True)
     bad = lines = 0
+    if sys.argv[1:] == ["--wide"]:          # this part alone
+        lines, bad = check_wide()
+        print(f"{lines} plans checked, {bad} bad")
+        return 1 if bad else 0
     for name, dev in plan.DEVICES.items():
         for (cell, direction, fl), kernel in KERNELS.items():
             for dtype in DTYPES:
@@ -98,7 +140,8 @@ def main():
                     # a constant of its build, as a launch specialises it
                     for phases in STEP_PHASES[bool(fl)]:
                         u = usage(kernel, dtype, consts, plan.FALLBACK.num_warps, dev["arch"],
-                                  plan.launch_ints(kernel, 128, P, I=96, phases=phases))
+                                  plan.launch_ints(kernel, 128, P, I=96, phases=phases),
+                                  maxnreg=plan.FALLBACK.maxnreg)
                         ok = u is not None and u["spills"] == 0 and u["regs"] <= 255
                         bad += not ok
                         print(f"{'ok ' if ok else 'BAD'} {name} {cell} step {str(dtype)[6:]} "
@@ -119,6 +162,8 @@ def main():
                     lines += 1
                     print(f"{'ok ' if ok else 'BAD'} {name} sm_{dev['arch']} {kernel.__name__} "
                           f"{str(dtype)[6:]} H={H} {u}", flush=True)
+    more = check_wide()
+    lines, bad = lines + more[0], bad + more[1]
     print(f"{lines} plans checked, {bad} bad")
     return 1 if bad else 0
 

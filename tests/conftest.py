@@ -8,6 +8,8 @@ runs in a subprocess without it (tests/test_triton_aot.py).
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# plans in the static order (kernels/triton/tuning.py): tests time nothing
+os.environ.setdefault("FASTRNN_TUNE", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).parent.parent
 NOTICE = "fastrnn: compiling Numba kernels"
 RUN_RNN = """
@@ -106,3 +109,41 @@ def test_precompile_help_names_its_options():
     out = subprocess.run([sys.executable, "-m", "fastrnn.precompile", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--dtypes" in out.stdout and "--cells" in out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a device")
+def test_precompile_gpu_mode_says_it_needs_a_device():
+    out = subprocess.run([sys.executable, "-m", "fastrnn.precompile", "--gpu"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no CUDA device" in out.stderr
+
+
+@pytest.mark.parametrize("argv,says", [(["--gpu", "--cells", "tree"], "not tree"),
+                                       (["--dtypes", "bfloat16"], "--gpu's")])
+def test_precompile_refuses_what_its_mode_cannot_build(argv, says, capsys):
+    from fastrnn.precompile import main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_precompile_gpu_table_marks_the_kept_plan():
+    from fastrnn.precompile import timings_table
+    text = timings_table({"lstm_fwd_kernel H=768": {"U16 BB16 4w": 10.9, "U32 BB16 4w": 9.2},
+                          "rnn_fwd_kernel H=32": {}})
+    lines = text.splitlines()
+    assert lines[0] == "lstm_fwd_kernel H=768" and lines[1].split()[:3] == ["U32", "BB16", "4w"]
+    assert lines[1].endswith("<- kept") and not lines[2].endswith("<- kept")
+    assert "nothing to time" in lines[4]
+
+
+def test_precompile_builds_the_tree_nets_by_default(monkeypatch, capsys):
+    # docs/deploying.md: precompile covers what first use would compile, trees included
+    from fastrnn import precompile
+    asked = []
+    monkeypatch.setattr(precompile, "_layer_calls",
+                        lambda cell, dtype: asked.append(cell) or [("x", lambda: None)])
+    monkeypatch.setattr(precompile, "_tree_calls",
+                        lambda dtype: asked.append("tree") or [("x", lambda: None)])
+    assert precompile.main([]) == 0
+    assert asked == ["rnn", "gru", "lstm", "tree"]

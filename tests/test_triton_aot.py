@@ -60,11 +60,13 @@ def test_every_plan_compiles_without_spills_and_fits_the_device_at_once(which):
     else:
         assert version >= TritonBackend.OLDEST
     from aot_check import KERNELS, SHAPES, STEP_PHASES, TREE_H, TREE_KERNELS
-    # 2 devices x 8 kernels x (fp32 and bf16 over every shape + fp16 at 2), and the tree
-    # kernels (2 devices x each x 3 dtypes x both widths)
+    # 2 devices x 8 kernels x (fp32 and bf16 over every shape + fp16 at 2), the tree
+    # kernels (2 devices x each x 3 dtypes x both widths) and every wide tiling (2 devices
+    # x 8 kernels x fp32 and bf16)
     devices = len(plan_devices())
     plans = devices * len(KERNELS) * (2 * len(SHAPES) + 2) + \
-        devices * len(TREE_KERNELS) * 3 * len(TREE_H)
+        devices * len(TREE_KERNELS) * 3 * len(TREE_H) + \
+        devices * len(KERNELS) * 2 * len(plan_wide())
     assert lines[-1] == f"{plans} plans checked, 0 bad"
     # and the fused steps of the forward kernels in 3 dtypes, each of their launches
     steps = devices * 3 * sum(len(STEP_PHASES[proj]) for (_, d, proj) in KERNELS if d == "fwd")
@@ -77,6 +79,11 @@ def test_every_plan_compiles_without_spills_and_fits_the_device_at_once(which):
 def plan_devices():
     from fastrnn.kernels.triton.plan import DEVICES
     return DEVICES
+
+
+def plan_wide():
+    from fastrnn.kernels.triton.plan import WIDE
+    return WIDE
 
 
 def test_the_checks_build_what_a_launch_compiles():

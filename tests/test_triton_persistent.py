@@ -39,6 +39,16 @@ def test_gru_lstm_split_over_units_and_rows(tiling, cell, P):
     check(cell, "triton", 3, 37, 40, torch.float32, P=P, reverse=True)
 
 
+@pytest.mark.parametrize("wide", plan.WIDE, ids=str)
+@pytest.mark.parametrize("cell,P", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 19)])
+def test_wide_tilings_split_over_units_and_rows(wide, cell, P, monkeypatch):
+    # every tiling tuning may launch (plan.WIDE), with two or more programs each way
+    monkeypatch.setattr(plan, "FORCE", wide)
+    B = 2 * wide.BB + 3
+    check(cell, "triton", 3, B, 40, torch.float32, P=P, reverse=True,
+          lengths=torch.arange(B) % 3 + 1)
+
+
 @pytest.mark.parametrize("cell,P", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 19)])
 def test_variable_lengths_across_row_tiles(cell, P, monkeypatch):
     # rows of one batch tile end at different steps; a second tile has shorter rows only
@@ -64,6 +74,23 @@ def test_lstm_768_is_spread_over_many_programs(caplog):
                                False)
     assert_close(out, ref[0], 1e-5, "out")
     assert_close(c_n, ref[2], 1e-5, "c_n")
+
+
+@pytest.mark.parametrize("cell,P", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 11)])
+def test_persistent_launch_leaves_its_barrier_counters_at_zero(cell, P, caplog):
+    # one program along the units (H = 16): the interpreter runs the device's persistent
+    # launch, barriers and release included, over three row tiles (B = 37); the counters
+    # are never filled per launch, so each launch must hand them back at 0 (the next
+    # launch, or a CUDA graph's replay, counts from there)
+    counters = plan.barrier_counters(torch.device("cpu"), 3)
+    counters.fill_(0)
+    with caplog.at_level(logging.DEBUG, logger="fastrnn"):
+        check(cell, "triton", 3, 37, 16, torch.float32, P=P, reverse=True,
+              lengths=torch.tensor([3, 1, 2] * 12 + [2]))
+    plans = [r.plan for r in caplog.records if hasattr(r, "plan")]
+    assert len(plans) == 2 and all(p.persist and p.grid(37) == (1, 3) for p in plans), plans
+    assert plan.barrier_counters(torch.device("cpu"), 3) is counters
+    assert not counters.any(), counters[:3]
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "lstm:proj"])

@@ -66,11 +66,18 @@ def step_time(s, lens, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _wtile(w_ptr, off, ld, k0, K, offs_u, u_ok, BK: tl.constexpr):
-    # [BK, U] = w[off + k * ld + u] for k in [k0, k0 + BK): the weights of this program's units
+def _wtile(w_ptr, off, ld, k0, K, offs_u, u_ok, BK: tl.constexpr, ROWS: tl.constexpr = False):
+    # [BK, U] = w[off + k * ld + u] for k in [k0, k0 + BK): the weights of this program's
+    # units. ROWS: ``w`` is held as torch holds a weight, [units, K] (the forward kernels
+    # read W_ih, W_hh and W_hr so: no transposed copy per call, a kernel launch each on
+    # a GPU): element (k, u) is w[(off + u) * K + k], and ld is not used
     offs_k = k0 + tl.arange(0, BK)
+    mask = (offs_k < K)[:, None] & u_ok[None, :]
+    if ROWS:
+        return tl.load(w_ptr + (off + offs_u[None, :]).to(tl.int64) * K + offs_k[:, None],
+                       mask=mask, other=0.0)
     return tl.load(w_ptr + off + offs_k[:, None].to(tl.int64) * ld + offs_u[None, :],
-                   mask=(offs_k < K)[:, None] & u_ok[None, :], other=0.0)
+                   mask=mask, other=0.0)
 
 
 @triton.jit
@@ -86,16 +93,16 @@ def _arows(a_ptr, ld, col, k0, K, offs_b, row_ok, dt: tl.constexpr, BK: tl.const
 @triton.jit
 def _product(a_ptr, a_ld, a_col, K, offs_b, row_ok, w_ptr, w_off, w_ld, offs_u, u_ok, w_onchip,
              dt: tl.constexpr, PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
-             U: tl.constexpr, BK: tl.constexpr):
-    # [BB, U] = a[rows, a_col : a_col + K] @ w[w_off + k * w_ld + units], fp32. ONCHIP: the
-    # weight tile is ``w_onchip``, loaded once by the caller (BK covers K: one chunk);
-    # otherwise it is streamed chunk by chunk
+             U: tl.constexpr, BK: tl.constexpr, ROWS: tl.constexpr = False):
+    # [BB, U] = a[rows, a_col : a_col + K] @ w[w_off + k * w_ld + units], fp32 (ROWS: w
+    # in torch's layout, see _wtile). ONCHIP: the weight tile is ``w_onchip``, loaded once
+    # by the caller (BK covers K: one chunk); otherwise it is streamed chunk by chunk
     acc = tl.zeros((BB, U), tl.float32)
     for k0 in range(0, K, BK):
         if ONCHIP:
             tw = w_onchip
         else:
-            tw = _wtile(w_ptr, w_off, w_ld, k0, K, offs_u, u_ok, BK)
+            tw = _wtile(w_ptr, w_off, w_ld, k0, K, offs_u, u_ok, BK, ROWS)
         acc += tl.dot(_arows(a_ptr, a_ld, a_col, k0, K, offs_b, row_ok, dt, BK), tw,
                       input_precision=PRECISION)
     return acc
@@ -114,24 +121,24 @@ def _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, W, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _input_gate(x_ptr, wx_t_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok,
+def _input_gate(x_ptr, wx_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok,
                 dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
                 BKX: tl.constexpr):
     # the fused step's input product for gate q: x [B, I] @ W_ih^T [I, G] (q-th block, this
     # program's units); the biases come in as the step's xproj [1, B, G] (plan.step_bias)
-    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_t_ptr, q * H, G, offs_u, u_ok, 0, dt,
-                    PRECISION, False, BB, U, BKX)
+    return _product(x_ptr, I, 0, I, offs_b, row_ok, wx_ptr, q * H, G, offs_u, u_ok, 0, dt,
+                    PRECISION, False, BB, U, BKX, True)
 
 
 @triton.jit
-def _x_part(xproj_ptr, xo, ma, q, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u, u_ok,
+def _x_part(xproj_ptr, xo, ma, q, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u, u_ok,
             dt: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
             BKX: tl.constexpr, FUSE_X: tl.constexpr):
     # gate q's input part at this step, [BB, U] fp32: xproj's; with FUSE_X (a fused step)
     # xproj holds the per-row biases and x @ W_ih^T is formed here, the product first so
     # that the load is not live across it (loading first spilled GRU/LSTM bf16 on sm_90)
     if FUSE_X:
-        v = _input_gate(x_ptr, wx_t_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok, dt,
+        v = _input_gate(x_ptr, wx_ptr, q, G, I, H, offs_b, row_ok, offs_u, u_ok, dt,
                         PRECISION, BB, U, BKX) + _gate_in(xproj_ptr, xo, q, H, ma)
     else:
         v = _gate_in(xproj_ptr, xo, q, H, ma)
@@ -149,6 +156,19 @@ def _grid_sync(sync_ptr, target, PERSIST: tl.constexpr):
         while cur < target:
             cur = tl.atomic_add(sync_ptr, 0, sem="acquire")
         tl.debug_barrier()
+
+
+@triton.jit
+def _grid_release(sync_ptr, nu, PERSIST: tl.constexpr):
+    # after a persistent launch's last barrier: every program leaves once, and the last
+    # to leave (the counter then reaches a multiple of nu) sets it back to 0, when no
+    # program can still be spinning on it. The launch after it on the stream, or the
+    # next replay of a CUDA graph, finds 0: the counter is allocated and zeroed once
+    # (plan.barrier_counters), never filled per launch.
+    if PERSIST:
+        left = tl.atomic_add(sync_ptr, 1, sem="acq_rel")
+        if (left + 1) % nu == 0:
+            tl.atomic_xchg(sync_ptr, 0, sem="release")
 
 
 @triton.jit

@@ -15,23 +15,24 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_sync, _product, _rows,
-                      sigmoid, step_time, tanh, _units, _wtile, _x_part)
+from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_release, _grid_sync,
+                      _product, _rows, sigmoid, step_time, tanh, _units, _wtile, _x_part)
 
 
 @arg_types(
-    data="xproj_ptr x_ptr wx_t_ptr h0_ptr w_t_ptr b_hn_ptr out_ptr hn_ptr gates_ptr hbuf_ptr",
+    data="xproj_ptr x_ptr wx_ptr h0_ptr w_ptr b_hn_ptr out_ptr hn_ptr gates_ptr hbuf_ptr",
     i64="lengths_ptr",
     i32="sync_ptr",
     int="T B H I row0 row_end s_begin s_end phases")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
-def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, lengths_ptr,
+def gru_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, b_hn_ptr, lengths_ptr,
                    out_ptr, hn_ptr, gates_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end,
                    s_begin, s_end, phases, REVERSE: tl.constexpr, SAVE: tl.constexpr,
                    FUSE_X: tl.constexpr, PERSIST: tl.constexpr, ONCHIP: tl.constexpr,
                    PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
                    BKH: tl.constexpr, BKX: tl.constexpr):
-    # w_t = W_hh^T [H, 3H]; hbuf [2, B, H]; gates written only if SAVE
+    # w = W_hh [3H, H] and (FUSE_X) wx = W_ih [3H, I] as torch holds them (_wtile's ROWS);
+    # hbuf [2, B, H]; gates written only if SAVE
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)
     dt = out_ptr.dtype.element_ty
@@ -39,9 +40,9 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, length
     m2 = row_ok[:, None] & u_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
     if ONCHIP:
-        wr = _wtile(w_t_ptr, 0, G, 0, H, offs_u, u_ok, BKH)
-        wz = _wtile(w_t_ptr, H, G, 0, H, offs_u, u_ok, BKH)
-        wn = _wtile(w_t_ptr, 2 * H, G, 0, H, offs_u, u_ok, BKH)
+        wr = _wtile(w_ptr, 0, G, 0, H, offs_u, u_ok, BKH, True)
+        wz = _wtile(w_ptr, H, G, 0, H, offs_u, u_ok, BKH, True)
+        wn = _wtile(w_ptr, 2 * H, G, 0, H, offs_u, u_ok, BKH, True)
     b_hn = tl.load(b_hn_ptr + offs_u, mask=u_ok, other=0.0).to(tl.float32)[None, :]
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
@@ -55,19 +56,19 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, length
             if ONCHIP:
                 tr, tz, tn = wr, wz, wn
             else:
-                tr = _wtile(w_t_ptr, 0, G, k0, H, offs_u, u_ok, BKH)
-                tz = _wtile(w_t_ptr, H, G, k0, H, offs_u, u_ok, BKH)
-                tn = _wtile(w_t_ptr, 2 * H, G, k0, H, offs_u, u_ok, BKH)
+                tr = _wtile(w_ptr, 0, G, k0, H, offs_u, u_ok, BKH, True)
+                tz = _wtile(w_ptr, H, G, k0, H, offs_u, u_ok, BKH, True)
+                tn = _wtile(w_ptr, 2 * H, G, k0, H, offs_u, u_ok, BKH, True)
             ar += tl.dot(h, tr, input_precision=PRECISION)
             az += tl.dot(h, tz, input_precision=PRECISION)
             an += tl.dot(h, tn, input_precision=PRECISION)
         ma = act[:, None] & u_ok[None, :]
         xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-        xr = _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
+        xr = _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
                      u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-        xz = _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
+        xz = _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
                      u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-        xn = _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok, offs_u,
+        xn = _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
                      u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         r = sigmoid(xr + ar)
         z = sigmoid(xz + az)
@@ -85,6 +86,7 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, b_hn_ptr, length
         tl.store(dst + so, y, mask=m2)
         tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
         _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
+    _grid_release(sync, nu, PERSIST)
 
 
 @triton.jit
@@ -171,6 +173,7 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         tl.store(gx + H, dz.to(dt), mask=m2)
         tl.store(gx + 2 * H, (dn * r).to(dt), mask=m2)
         _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST)
+    _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
         dh0 = direct + _gru_dh(gbuf_ptr + (nsteps % 2) * B * G, H, offs_b, row_ok, offs_u, u_ok,
                                w_ptr, wr, wz, wn, dt, PRECISION, ONCHIP, BB, U, BKH)
@@ -190,8 +193,8 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     run = plan.Run(gru_fwd_kernel, "gru", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
                    REVERSE=reverse, SAVE=save)
     run.prefill_final((h_n, h0))
-    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj,
-               h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_ptr=xproj,
+               h0_ptr=h0.contiguous(), w_ptr=w_hh.contiguous(),
                b_hn_ptr=xproj.new_zeros(H) if b_hn is None else b_hn.contiguous(), out_ptr=out,
                hn_ptr=h_n, gates_ptr=gates if save else out, hbuf_ptr=run.buffer((2, B, H)),
                FUSE_X=False)
@@ -226,8 +229,8 @@ def gru_step(*, x, h, w_ih, w_hh, b_ih, b_hh):
     run = plan.Run(gru_fwd_kernel, "gru", "step", x, H=H, P=H, B=B, T=1, lengths=None, I=I,
                    REVERSE=False, SAVE=False)
     run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, 3 * H, x, gru=True), x_ptr=x.contiguous(),
-               wx_t_ptr=w_ih.t().contiguous(), h0_ptr=h.contiguous(),
-               w_t_ptr=w_hh.t().contiguous(),
+               wx_ptr=w_ih.contiguous(), h0_ptr=h.contiguous(),
+               w_ptr=w_hh.contiguous(),
                b_hn_ptr=x.new_zeros(H) if b_hh is None else b_hh[2 * H:].contiguous(),
                out_ptr=out, hn_ptr=h_n, gates_ptr=out, hbuf_ptr=run.buffer((2, B, H)),
                FUSE_X=True)

@@ -9,7 +9,7 @@ i, f, g, o, as torch):
     a = xproj[t] + h @ W_hh^T;  i, f, g, o = sig, sig, tanh, sig of a's quarters
     c' = f * c + i * g;  m = o * tanh(c');  h' = m (or m @ W_hr^T)
 
-Forward: the program holds the four gate rows of W_hh^T for its units, reads the whole
+Forward: the program holds the four gate rows of W_hh for its units, reads the whole
 h_{t-1} from a ping-pong buffer [2, B, P], keeps its slice of c in registers and writes
 its slice of h_t; one barrier a step (two with a projection: m is exchanged, then every
 program forms its UP units of h from the whole m).
@@ -23,19 +23,19 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_sync, _product, _rows,
-                      sigmoid, step_time, tanh, _units, _wtile, _x_part)
+from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_release, _grid_sync,
+                      _product, _rows, sigmoid, step_time, tanh, _units, _wtile, _x_part)
 
 
 @arg_types(
-    data="xproj_ptr x_ptr wx_t_ptr h0_ptr c0_ptr w_t_ptr wr_t_ptr out_ptr hn_ptr cn_ptr "
+    data="xproj_ptr x_ptr wx_ptr h0_ptr c0_ptr w_ptr wr_ptr out_ptr hn_ptr cn_ptr "
          "gates_ptr cells_ptr mids_ptr hbuf_ptr mbuf_ptr",
     fp32="cbuf_ptr",
     i64="lengths_ptr",
     i32="sync_ptr",
     int="T B H P I row0 row_end s_begin s_end phases")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
-def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_ptr,
+def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, c0_ptr, w_ptr, wr_ptr,
                     lengths_ptr, out_ptr, hn_ptr, cn_ptr, gates_ptr, cells_ptr, mids_ptr,
                     hbuf_ptr, mbuf_ptr, cbuf_ptr, sync_ptr, T, B, H, P, I, row0, row_end,
                     s_begin, s_end, phases, PROJ: tl.constexpr, REVERSE: tl.constexpr,
@@ -43,7 +43,8 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_pt
                     ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
                     U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr, BKH: tl.constexpr,
                     BKX: tl.constexpr):
-    # w_t = W_hh^T [P, G]; wr_t = W_hr^T [H, P]; hbuf [2, B, P] and mbuf [B, H] exchange
+    # w = W_hh [G, P], wr = W_hr [P, H] and (FUSE_X) wx = W_ih [G, I] as torch holds them
+    # (read transposed: _wtile's ROWS); hbuf [2, B, P] and mbuf [B, H] exchange
     # buffers; cbuf [B, H] fp32 carries c between per-step launches. FUSE_X (one step,
     # T = 1, the *Cell path): x [B, I] @ W_ih^T is formed here, xproj [1, B, G] = biases.
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
@@ -56,12 +57,12 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_pt
         offs_p, p_ok = _units(P, UP)
     wr = 0
     if ONCHIP:   # [BKP, U] per gate, loaded once for the whole sequence
-        wi = _wtile(w_t_ptr, 0, G, 0, P, offs_u, u_ok, BKP)
-        wf = _wtile(w_t_ptr, H, G, 0, P, offs_u, u_ok, BKP)
-        wg = _wtile(w_t_ptr, 2 * H, G, 0, P, offs_u, u_ok, BKP)
-        wo = _wtile(w_t_ptr, 3 * H, G, 0, P, offs_u, u_ok, BKP)
+        wi = _wtile(w_ptr, 0, G, 0, P, offs_u, u_ok, BKP, True)
+        wf = _wtile(w_ptr, H, G, 0, P, offs_u, u_ok, BKP, True)
+        wg = _wtile(w_ptr, 2 * H, G, 0, P, offs_u, u_ok, BKP, True)
+        wo = _wtile(w_ptr, 3 * H, G, 0, P, offs_u, u_ok, BKP, True)
         if PROJ:
-            wr = _wtile(wr_t_ptr, 0, P, 0, H, offs_p, p_ok, BKH)           # [BKH, UP]
+            wr = _wtile(wr_ptr, 0, P, 0, H, offs_p, p_ok, BKH, True)   # [BKH, UP]
     c = tl.load(cbuf_ptr + so, mask=m2, other=0.0)
     if s_begin == 0:
         c = tl.load(c0_ptr + so, mask=m2, other=0.0).to(tl.float32)
@@ -80,23 +81,23 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_pt
                 if ONCHIP:
                     ti, tf, tg, to = wi, wf, wg, wo
                 else:
-                    ti = _wtile(w_t_ptr, 0, G, k0, P, offs_u, u_ok, BKP)
-                    tf = _wtile(w_t_ptr, H, G, k0, P, offs_u, u_ok, BKP)
-                    tg = _wtile(w_t_ptr, 2 * H, G, k0, P, offs_u, u_ok, BKP)
-                    to = _wtile(w_t_ptr, 3 * H, G, k0, P, offs_u, u_ok, BKP)
+                    ti = _wtile(w_ptr, 0, G, k0, P, offs_u, u_ok, BKP, True)
+                    tf = _wtile(w_ptr, H, G, k0, P, offs_u, u_ok, BKP, True)
+                    tg = _wtile(w_ptr, 2 * H, G, k0, P, offs_u, u_ok, BKP, True)
+                    to = _wtile(w_ptr, 3 * H, G, k0, P, offs_u, u_ok, BKP, True)
                 ai += tl.dot(h, ti, input_precision=PRECISION)
                 af += tl.dot(h, tf, input_precision=PRECISION)
                 ag += tl.dot(h, tg, input_precision=PRECISION)
                 ao += tl.dot(h, to, input_precision=PRECISION)
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-            ai += _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+            ai += _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
                           offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            af += _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+            af += _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
                           offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            ag += _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+            ag += _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
                           offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            ao += _x_part(xproj_ptr, xo, ma, 3, H, x_ptr, wx_t_ptr, G, I, offs_b, row_ok,
+            ao += _x_part(xproj_ptr, xo, ma, 3, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
                           offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
             ig, fg, gg, og = sigmoid(ai), sigmoid(af), tanh(ag), sigmoid(ao)
             c_new = fg * c + ig * gg
@@ -121,8 +122,8 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_pt
         if PROJ:
             _grid_sync(sync, ((s - s_begin) * NBAR + 1) * nu, PERSIST)
             if phases & 2:    # this program's UP units of h = m @ W_hr^T, from the whole m
-                hp = _product(mbuf_ptr, H, 0, H, offs_b, row_ok, wr_t_ptr, 0, P, offs_p, p_ok, wr,
-                              dt, PRECISION, ONCHIP, BB, UP, BKH)
+                hp = _product(mbuf_ptr, H, 0, H, offs_b, row_ok, wr_ptr, 0, P, offs_p, p_ok, wr,
+                              dt, PRECISION, ONCHIP, BB, UP, BKH, True)
                 po = offs_b[:, None] * P + offs_p[None, :]
                 mp = row_ok[:, None] & p_ok[None, :]
                 tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :],
@@ -130,6 +131,7 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, c0_ptr, w_t_ptr, wr_t_pt
                 tl.store(dst + po, hp.to(dt), mask=mp)
                 tl.store(hn_ptr + po, hp.to(dt), mask=mp & last[:, None])
         _grid_sync(sync, ((s - s_begin) * NBAR + NBAR) * nu, PERSIST)
+    _grid_release(sync, nu, PERSIST)
     if not PERSIST:
         if phases & 1:    # a launch of the second phase alone leaves c as it found it
             tl.store(cbuf_ptr + so, c, mask=m2)
@@ -253,6 +255,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
             tl.store(dst + go_ + 2 * H, gc.to(dt), mask=m2)
             tl.store(dst + go_ + 3 * H, go.to(dt), mask=m2)
         _grid_sync(sync, ((i - s_begin) * NBAR + NBAR) * nu, PERSIST)
+    _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end) & (phases & 1):   # after step 0: dh0, dc0
         dh0 = _lstm_dh(gbuf_ptr + (nsteps % 2) * B * G, H, P, offs_b, row_ok, offs_p, p_ok,
                        w_ptr, wi, wf, wg, wo, dt, PRECISION, ONCHIP, BB, UP, BKH)
@@ -274,9 +277,9 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     run = plan.Run(lstm_fwd_kernel, "lstm", "fwd", xproj, H=H, P=P, B=B, T=T, lengths=lengths,
                    PROJ=proj, REVERSE=reverse, SAVE=save)
     run.prefill_final((h_n, h0), (c_n, c0))
-    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj,
-               h0_ptr=h0.contiguous(), c0_ptr=c0.contiguous(), w_t_ptr=w_hh.t().contiguous(),
-               wr_t_ptr=w_hr.t().contiguous() if proj else xproj, out_ptr=out, hn_ptr=h_n,
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_ptr=xproj,
+               h0_ptr=h0.contiguous(), c0_ptr=c0.contiguous(), w_ptr=w_hh.contiguous(),
+               wr_ptr=w_hr.contiguous() if proj else xproj, out_ptr=out, hn_ptr=h_n,
                cn_ptr=c_n, gates_ptr=gates if save else out, cells_ptr=cells if save else out,
                mids_ptr=mids if proj and save else out, hbuf_ptr=run.buffer((2, B, P)),
                mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True),
@@ -324,9 +327,9 @@ def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
     run = plan.Run(lstm_fwd_kernel, "lstm", "step", x, H=H, P=P, B=B, T=1, lengths=None,
                    I=I, PROJ=proj, REVERSE=False, SAVE=False)
     run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, G, x), x_ptr=x.contiguous(),
-               wx_t_ptr=w_ih.t().contiguous(), h0_ptr=h.contiguous(),
-               c0_ptr=c.contiguous(), w_t_ptr=w_hh.t().contiguous(),
-               wr_t_ptr=w_hr.t().contiguous() if proj else x, out_ptr=out, hn_ptr=h_n,
+               wx_ptr=w_ih.contiguous(), h0_ptr=h.contiguous(),
+               c0_ptr=c.contiguous(), w_ptr=w_hh.contiguous(),
+               wr_ptr=w_hr.contiguous() if proj else x, out_ptr=out, hn_ptr=h_n,
                cn_ptr=c_n, gates_ptr=out, cells_ptr=out, mids_ptr=out, hbuf_ptr=run.buffer((2, B, P)),
                mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True),
                FUSE_X=True)

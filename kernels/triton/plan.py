@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ...backends import triton_interpret
-from ...cells import CELLS, SEQUENCE
+from ...cells import CELLS, SEQUENCE, b_hh_input_mask
+from . import tuning
 
 log = logging.getLogger("fastrnn")
 
@@ -47,6 +48,8 @@ class Tiling:
     onchip: bool      # recurrent weights loaded once into registers/shared memory, else
     #                   read every step (from L1 while they fit there, else L2)
     num_warps: int = 4
+    maxnreg: int = None   # ptxas's register cap (None: its own choice, which spilled some
+    #                       wide tiles at 96-128 registers; 255 gave them 0 spills)
 
 
 # Preference order: weights on chip first, then the most programs (the probe: 128
@@ -58,15 +61,26 @@ ONCHIP = [Tiling(16, 16, True, 8), Tiling(16, 32, True, 8)]
 STREAMING = [Tiling(16, 16, False), Tiling(16, 16, False, 8), Tiling(16, 32, False),
              Tiling(16, 64, False), Tiling(32, 64, False)]
 ONCHIP_MAX_BYTES = 64 * 1024
+# Wide tiles, after those: for a batch the tilings above cover only in row chunks (one
+# launch after another), the whole batch in one launch with taller batch tiles; and
+# what tuning (kernels/triton/tuning.py) may find faster where an earlier tiling fits
+# (U=32 with 4 warps ran 15% faster than the static choice forward at the FlashRNN
+# shape on an H200). Built with ptxas's register cap at 255: its own budget spilled
+# some of these at 96-128 registers. tests/aot_check.py compiles each for sm_80 and
+# sm_90a; a build that spills is never launched (blocks_per_sm: 0).
+WIDE = [Tiling(32, 16, False, 4, 255), Tiling(32, 32, False, 8, 255),
+        Tiling(16, 128, False, 8, 255)]
 # the per-step mode's (and the fused step's) tiling: 8 warps, so that it compiles without
-# spills everywhere (the fp32 LSTM backward spilled 32 bytes on sm_90 with 4)
-FALLBACK = STREAMING[1]
+# spills everywhere (the fp32 LSTM backward spilled 32 bytes on sm_90 with 4), and ptxas's
+# register cap at 255 (the RNN step, reading W_ih and W_hh as torch holds them, spilled
+# 8-24 bytes at 80 registers under Triton 3.6 without it)
+FALLBACK = Tiling(16, 16, False, 8, 255)
 
 
 def candidates(onchip_bytes):
     """Tilings to try, in order; ``onchip_bytes(tiling)``: the weights it would hold on
     chip (0: this kernel never holds them)."""
-    return [t for t in ONCHIP if 0 < onchip_bytes(t) <= ONCHIP_MAX_BYTES] + STREAMING
+    return [t for t in ONCHIP if 0 < onchip_bytes(t) <= ONCHIP_MAX_BYTES] + STREAMING + WIDE
 
 
 @dataclass(frozen=True)
@@ -101,11 +115,7 @@ def choose(H, B, usage, dev, tilings):
     that tiling does not compile."""
     best = None
     for tl_ in tilings:
-        units, tiles = cdiv(H, tl_.U), cdiv(B, tl_.BB)
-        # skip compiling what could not fit even at the highest occupancy
-        if units > dev["sms"] * MAX_WARPS_SM // tl_.num_warps:
-            continue
-        cap = dev["sms"] * blocks_per_sm(usage(tl_), dev, tl_.num_warps)
+        units, tiles, cap = _fit(tl_, H, B, usage, dev)
         if units * tiles <= cap:
             return Plan(tl_, units, B, True, f"{units}x{tiles} programs fit {cap} resident")
         rows = (cap // units) * tl_.BB if units <= cap else 0
@@ -116,6 +126,27 @@ def choose(H, B, usage, dev, tilings):
         return best
     return Plan(FALLBACK, cdiv(H, FALLBACK.U), B, False,
                 "no tiling fits the device at once: one step per launch")
+
+
+def _fit(tiling, H, B, usage, dev):
+    """(programs along the units, batch tiles, programs the device holds at once)."""
+    units, tiles = cdiv(H, tiling.U), cdiv(B, tiling.BB)
+    # skip compiling what could not fit even at the highest occupancy
+    if units > dev["sms"] * MAX_WARPS_SM // tiling.num_warps:
+        return units, tiles, 0
+    return units, tiles, dev["sms"] * blocks_per_sm(usage(tiling), dev, tiling.num_warps)
+
+
+def resident_plans(H, B, usage, dev, tilings):
+    """The persistent plans, one launch for all B rows, of every tiling of ``tilings``
+    whose grid the device holds at once (what tuning may time), in order."""
+    plans = []
+    for t in tilings:
+        units, tiles, cap = _fit(t, H, B, usage, dev)
+        if units * tiles <= cap:
+            plans.append(Plan(t, units, B, True, f"{units}x{tiles} programs fit {cap} "
+                              "resident; tuned on this device"))
+    return plans
 
 
 def precision(dtype):
@@ -215,7 +246,8 @@ def kernel_usage(kernel, H, P, dtype, flags, arch):
     def use(tiling):
         consts = constexprs(kernel, tiling, H, P, dtype, cdiv(H, tiling.U),
                             **dict(flags, **USAGE_FLAGS))
-        return usage(kernel, dtype, consts, tiling.num_warps, arch, launch_ints(kernel, H, P))
+        return usage(kernel, dtype, consts, tiling.num_warps, arch, launch_ints(kernel, H, P),
+                     maxnreg=tiling.maxnreg)
     return use
 
 
@@ -230,13 +262,57 @@ def cached_plan(kernel, cell, direction, H, P, B, dtype, flags, dev_index):
     return plan_for(kernel, cell, direction, H, P, B, dtype, dict(flags), _device(dev_index))
 
 
+@functools.lru_cache(maxsize=None)
+def tuning_key(kernel, cell, direction, H, P, B, dtype, flags, dev_index):
+    """The tuning cache's key of a launch: kernel, widths, batch bucket, dtype, flags,
+    device and Triton (its builds decide the registers, so the fits)."""
+    import triton
+    return (f"{kernel.__name__} H={H} P={P} B<={next_power_of_2(B)} {str(dtype)[6:]} "
+            f"{dict(flags)} {torch.cuda.get_device_name(dev_index)} triton {triton.__version__}")
+
+
+def tuning_plans(kernel, cell, direction, H, P, B, dtype, flags, dev_index, tilings=None):
+    """The plans of ``tilings`` (None: every candidate) the device holds at once for this
+    launch (resident_plans): what tuning may launch."""
+    dev, fl = _device(dev_index), dict(flags)
+    if tilings is None:
+        tilings = candidates(onchip_bytes(cell, direction, H, P, dtype, fl))
+    return resident_plans(H, B, kernel_usage(kernel, H, P, dtype, fl, dev["arch"]), dev,
+                          tilings)
+
+
+TUNE_STEPS, TUNE_REPS = 16, 3
+
+
+def time_plan(run, p, args):
+    """Seconds per launch of plan ``p`` on the first TUNE_STEPS steps of the call's own
+    arguments (CUDA events; a first launch compiles). Every output it writes is written
+    again by the call's own launch, which follows."""
+    iters = min(TUNE_STEPS, run.iters)
+    run.launch_plan(p, args, iters)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(TUNE_REPS):
+        run.launch_plan(p, args, iters)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / TUNE_REPS / 1e3
+
+
 # Tests set this to a Tiling to run the per-step mode with it under the interpreter.
 FORCE = None
 
 
-def interpreter_plan(H, B):
+def interpreter_plan(H, B, persist=True):
+    """TRITON_INTERPRET=1 runs programs one after another: a barrier over several programs
+    along the units would never open, so those run one step per launch; with one program
+    along the units the barrier has no one to wait for, and the launch is the device's
+    persistent one (its time loop, barriers and counter release)."""
     tiling = FORCE or ONCHIP[0]
-    return Plan(tiling, cdiv(H, tiling.U), B, False,
+    units = cdiv(H, tiling.U)
+    if units == 1 and persist:
+        return Plan(tiling, 1, B, True, "TRITON_INTERPRET=1, one program along the units")
+    return Plan(tiling, units, B, False,
                 "TRITON_INTERPRET=1 runs programs one after another: one step per launch")
 
 
@@ -248,9 +324,8 @@ def step_bias(b_ih, b_hh, G, like, gru=False):
     if b_hh is None:
         return b.contiguous()
     if gru:
-        H = G // 3
-        b_hh = torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)])
-    return (b + b_hh).contiguous()
+        return torch.addcmul(b, b_hh, b_hh_input_mask(3, G // 3, b_hh.dtype, b_hh.device))
+    return b + b_hh
 
 
 def states_args(grad_states, stand_in, name="states_ptr"):
@@ -271,11 +346,20 @@ def _full_lengths(B, T, device):
     return torch.full((B,), T, dtype=torch.int64, device=device)
 
 
-@functools.lru_cache(maxsize=None)
-def _no_barrier(device):
-    # the barrier counter of a per-step launch, which never touches it: an int32 tensor,
-    # as declared, so that the launch compiles the build the AOT check compiled
-    return torch.zeros(1, dtype=torch.int32, device=device)
+_COUNTERS = {}
+
+
+def barrier_counters(device, n):
+    """The int32 barrier counters [>= n] of a launch on ``device``'s current stream: zeroed
+    once, and left at 0 by every persistent launch (_common._grid_release), so that no
+    launch fills them and a CUDA graph's replay finds them as the capture did. One set
+    per stream: launches on two streams at once must not share a counter."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _COUNTERS[key] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+    return buf
 
 
 class Run:
@@ -285,18 +369,27 @@ class Run:
         self.kernel, self.direction, self.flags = kernel, direction, flags
         self.H, self.P, self.B, self.T, self.I = H, P, B, T, I
         self.dtype, self.device = like.dtype, like.device
-        self.lengths = lengths
+        self.lengths, self.tune = lengths, None
         self.nsteps = T if lengths is None else int(lengths.max()) if B else 0
+        # the backward has one more iteration than steps: dh0 and dc0
+        self.iters = self.nsteps + (direction == "bwd")
         self.lens_dev = _full_lengths(B, T, self.device) if lengths is None else \
             lengths.to(device=self.device, dtype=torch.int64)
-        if triton_interpret() or direction == "step":
+        if triton_interpret():
             # one step needs no barrier (a projection: two launches)
-            self.plan = interpreter_plan(H, B) if triton_interpret() else \
-                Plan(FALLBACK, cdiv(H, FALLBACK.U), B, False, "one step: one launch")
+            self.plan = interpreter_plan(H, B, persist=direction != "step")
+        elif direction == "step":
+            self.plan = Plan(FALLBACK, cdiv(H, FALLBACK.U), B, False, "one step: one launch")
         else:
-            self.plan = cached_plan(kernel, cell, direction, H, P, B, self.dtype, tuple(sorted(
+            key = (kernel, cell, direction, H, P, B, self.dtype, tuple(sorted(
                 (k, v) for k, v in flags.items() if k in ("PROJ", "RELU"))),
                 self.device.index or 0)
+            self.plan = cached_plan(*key)
+            # tuned where some tiling holds the whole batch at once, never while a CUDA
+            # graph is captured (no timing there)
+            if tuning.enabled() and self.plan.persist and not (
+                    self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+                self.tune = key
         log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s (%s)", cell, direction, T, B, H,
                   P, self.dtype, self.plan, self.plan.why, extra={"plan": self.plan})
 
@@ -320,12 +413,17 @@ class Run:
                 x.masked_fill_(pad[:, :, None], 0)
 
     def launch(self, **args):
-        p, tiling = self.plan, self.plan.tiling
+        if self.tune is not None:
+            self.plan = tuning.pick(tuning_key(*self.tune), self.plan,
+                                    lambda tilings: tuning_plans(*self.tune, tilings),
+                                    lambda p: time_plan(self, p, args))
+        self.launch_plan(self.plan, args, self.iters)
+
+    def launch_plan(self, p, args, iters):
+        tiling = p.tiling
         consts = constexprs(self.kernel, tiling, self.H, self.P, self.dtype, p.units, self.I,
                             **self.flags)
         two_phase = bool(self.flags.get("PROJ"))
-        # the backward has one more iteration than steps: dh0 and dc0
-        iters = self.nsteps + (self.direction == "bwd")
         common = dict(args, lengths_ptr=self.lens_dev, T=self.T, B=self.B, H=self.H, P=self.P,
                       I=self.I, **consts)
         names = arg_names(self.kernel)
@@ -334,12 +432,12 @@ class Run:
             row_end = min(self.B, row0 + p.rows)
             grid = p.grid(row_end - row0)
             run = functools.partial(self.kernel[grid], **common, row0=row0, row_end=row_end,
-                                    num_warps=tiling.num_warps)
+                                    num_warps=tiling.num_warps,
+                                    **({"maxnreg": tiling.maxnreg} if tiling.maxnreg else {}))
+            sync = barrier_counters(self.device, grid[1])
             if p.persist:
-                sync = torch.zeros(grid[1], dtype=torch.int32, device=self.device)
                 run(sync_ptr=sync, s_begin=0, s_end=iters, phases=3, PERSIST=True)
                 continue
             for s in range(iters):
                 for phases in ((1, 2) if two_phase else (3,)):
-                    run(sync_ptr=_no_barrier(self.device), s_begin=s, s_end=s + 1,
-                        phases=phases, PERSIST=False)
+                    run(sync_ptr=sync, s_begin=s, s_end=s + 1, phases=phases, PERSIST=False)

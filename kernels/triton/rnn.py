@@ -6,7 +6,7 @@ whole padded H when its weights are on chip, ONCHIP), BKX over I. ``xproj`` [T, 
 is the input projection of every step (one GEMM, outside). Tensors are contiguous;
 addresses are int64. The plan of every kernel here (kernels/README.md):
 
-Forward: the program holds the rows of W_hh for its units (as W_hh^T columns), reads
+Forward: the program holds the rows of W_hh for its units (read as W_hh^T columns), reads
 the whole h_{t-1} from a ping-pong buffer [2, B, H], writes its slice of h_t, and meets
 the other programs of its batch tile at a barrier (PERSIST), or the step ends with the
 launch. Backward: it holds the W_hh columns of its units, reads the whole
@@ -19,8 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (arg_types, _fwd_step, _grid_sync, _product, _rows, step_time, tanh,
-                      _units, _wtile, _x_part)
+from ._common import (arg_types, _fwd_step, _grid_release, _grid_sync, _product, _rows,
+                      step_time, tanh, _units, _wtile, _x_part)
 
 
 @triton.jit
@@ -39,17 +39,18 @@ def _act_grad(d, y, RELU: tl.constexpr):
 
 
 @arg_types(
-    data="xproj_ptr x_ptr wx_t_ptr h0_ptr w_t_ptr out_ptr hn_ptr hbuf_ptr",
+    data="xproj_ptr x_ptr wx_ptr h0_ptr w_ptr out_ptr hn_ptr hbuf_ptr",
     i64="lengths_ptr",
     i32="sync_ptr",
     int="T B H I row0 row_end s_begin s_end phases")
 @triton.jit(do_not_specialize=["T", "B", "row0", "row_end", "s_begin", "s_end"])
-def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, lengths_ptr, out_ptr,
+def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, lengths_ptr, out_ptr,
                    hn_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end, s_begin, s_end,
                    phases, REVERSE: tl.constexpr, RELU: tl.constexpr, FUSE_X: tl.constexpr,
                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                    BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKX: tl.constexpr):
-    # w_t = W_hh^T [H, H]; FUSE_X (one step, T = 1): x [B, I] @ W_ih^T here, xproj = biases
+    # w = W_hh [H, H] as torch holds it (read transposed: _wtile's ROWS, no copy per call);
+    # FUSE_X (one step, T = 1): x [B, I] @ W_ih^T here (wx = W_ih [H, I]), xproj = biases
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
     offs_u, u_ok = _units(H, U)
     dt = out_ptr.dtype.element_ty
@@ -57,22 +58,23 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_t_ptr, h0_ptr, w_t_ptr, lengths_ptr, out
     so = offs_b[:, None] * H + offs_u[None, :]
     w = 0
     if ONCHIP:
-        w = _wtile(w_t_ptr, 0, H, 0, H, offs_u, u_ok, BKH)                   # [BKH, U]
+        w = _wtile(w_ptr, 0, H, 0, H, offs_u, u_ok, BKH, True)           # [BKH, U]
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
         act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, H, REVERSE)
-        acc = _product(src, H, 0, H, offs_b, row_ok, w_t_ptr, 0, H, offs_u, u_ok, w, dt,
-                       PRECISION, ONCHIP, BB, U, BKH)
+        acc = _product(src, H, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u, u_ok, w, dt,
+                       PRECISION, ONCHIP, BB, U, BKH, True)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
-        acc += _x_part(xproj_ptr, ho, ma, 0, H, x_ptr, wx_t_ptr, H, I, offs_b, row_ok, offs_u,
+        acc += _x_part(xproj_ptr, ho, ma, 0, H, x_ptr, wx_ptr, H, I, offs_b, row_ok, offs_u,
                        u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         y = _act(acc, RELU).to(dt)
         tl.store(out_ptr + ho, y, mask=ma)
         tl.store(dst + so, y, mask=m2)
         tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
         _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
+    _grid_release(sync, nu, PERSIST)
 
 
 @arg_types(
@@ -118,6 +120,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         tl.store(grad_pre_ptr + ho, g, mask=ma)
         tl.store(gbuf_ptr + ((i + 1) % 2) * B * H + so, g, mask=m2)
         _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST)
+    _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
         dh0 = _product(gbuf_ptr + (nsteps % 2) * B * H, H, 0, H, offs_b, row_ok, w_ptr, 0, H,
                        offs_u, u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH)
@@ -135,7 +138,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
     run = plan.Run(rnn_fwd_kernel, "rnn", "fwd", xproj, H=H, P=H, B=B, T=T, lengths=lengths,
                    REVERSE=reverse, RELU=nonlinearity == "relu")
     run.prefill_final((h_n, h0))
-    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_t_ptr=xproj, h0_ptr=h0.contiguous(), w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
+    run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_ptr=xproj, h0_ptr=h0.contiguous(), w_ptr=w_hh.contiguous(), out_ptr=out, hn_ptr=h_n,
                hbuf_ptr=run.buffer((2, B, H)), FUSE_X=False)
     run.zero_past_lengths(out)
     return out, h_n
@@ -167,7 +170,7 @@ def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     run = plan.Run(rnn_fwd_kernel, "rnn", "step", x, H=H, P=H, B=B, T=1, lengths=None, I=I,
                    REVERSE=False, RELU=nonlinearity == "relu")
     run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, H, x), x_ptr=x.contiguous(),
-               wx_t_ptr=w_ih.t().contiguous(), h0_ptr=h.contiguous(),
-               w_t_ptr=w_hh.t().contiguous(), out_ptr=out, hn_ptr=h_n,
+               wx_ptr=w_ih.contiguous(), h0_ptr=h.contiguous(),
+               w_ptr=w_hh.contiguous(), out_ptr=out, hn_ptr=h_n,
                hbuf_ptr=run.buffer((2, B, H)), FUSE_X=True)
     return h_n

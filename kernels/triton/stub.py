@@ -26,8 +26,9 @@ def _persistent_plan(kernel, cell, direction, H, P, B, dtype, flags, dev_index):
 
 
 @contextlib.contextmanager
-def stubbed():
-    """-> the list of launches made inside the block, as (kernel name, grid)."""
+def stubbed(tuning=False):
+    """-> the list of launches made inside the block, as (kernel name, grid). Plans are
+    not tuned (kernels/triton/tuning.py: that times launches) unless ``tuning``."""
     launches = []
 
     def record(self, *args, grid, warmup, **kwargs):
@@ -35,15 +36,19 @@ def stubbed():
 
     saved = [(cls, cls.run) for cls in _kernel_classes()]
     saved_plan, saved_interpret = plan.cached_plan, plan.triton_interpret
+    saved_enabled = plan.tuning.enabled
     try:
         for cls, _ in saved:
             cls.run = record
         plan.cached_plan, plan.triton_interpret = _persistent_plan, lambda: False
+        if not tuning:
+            plan.tuning.enabled = lambda: False
         yield launches
     finally:
         for cls, run in saved:
             cls.run = run
         plan.cached_plan, plan.triton_interpret = saved_plan, saved_interpret
+        plan.tuning.enabled = saved_enabled
 
 
 @contextlib.contextmanager
