@@ -196,6 +196,9 @@ class Forest:
         ``ast.iter_child_nodes``); or anything with ``label()`` and iteration over its
         children, as ``nltk.Tree`` (duck-typed; its leaves are labels)."""
         import ast
+        if isinstance(trees, tuple) or isinstance(trees, ast.AST) or _labelled(trees):
+            raise TypeError("Forest.from_trees takes a list of trees, and this is one tree "
+                            f"({type(trees).__name__}): pass [tree]")
         parent, labels = [], []
         stack = [(t, -1) for t in reversed(list(trees))]
         while stack:
@@ -205,14 +208,23 @@ class Forest:
             if isinstance(node, ast.AST):
                 labels.append(type(node).__name__)
                 kids = list(ast.iter_child_nodes(node))
-            elif hasattr(node, "label") and callable(node.label):
+            elif _labelled(node):
                 labels.append(node.label())
                 kids = list(node)
             elif isinstance(node, tuple) and node:
                 labels.append(node[0])
                 kids = list(node[1:])
+            elif isinstance(node, (list, dict, set)):
+                raise TypeError(f"a {type(node).__name__} inside a tree, {node!r:.60}: a node "
+                                "is a tuple (label, child, child, ...), its children the items "
+                                "after the label (('S', 'NP', 'VP'), not ('S', ['NP', 'VP']))")
             else:
                 labels.append(node)
                 kids = []
             stack.extend((k, me) for k in reversed(kids))
         return cls(parent, None, max_children), labels
+
+
+def _labelled(node):
+    # a tree node of a tree library, as nltk.Tree: label() and iteration over its children
+    return hasattr(node, "label") and callable(node.label)

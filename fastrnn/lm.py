@@ -57,40 +57,90 @@ def _sample(a):
     print(a.prime + text)
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """--help: the module docstring as written, and every option's default (where it has
+    one its help does not already state)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _number(kind, low, low_ok=True, high=None):
+    """An argparse type: ``kind`` within [low (or above, without low_ok), high); a value
+    outside is argparse's one-line error and exit status 2, not a traceback later."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+        if v < low or (v == low and not low_ok) or (high is not None and v >= high):
+            bound = f"{'>=' if low_ok else '>'} {low}" + (f" and < {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return v
+    return parse
+
+
+POSITIVE, NATURAL = _number(int, 1), _number(int, 0)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastrnn.lm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a model, checkpoint every epoch")
+    t = sub.add_parser("train", help="train a model, checkpoint every epoch",
+                       formatter_class=_Help)
     t.add_argument("--text", help="a UTF-8 text file (default: the standard library's sources)")
-    t.add_argument("--max-chars", type=int, default=None,
+    t.add_argument("--max-chars", type=POSITIVE, default=None,
                    help="use at most this many characters (default: all of --text; 1 Mi of "
                         "the standard library's sources)")
-    t.add_argument("--level", choices=["char", "word"], default="char")
-    t.add_argument("--cell", choices=list(lm.CELLS), default="lstm")
-    t.add_argument("--layers", type=int, default=2)
-    t.add_argument("--embed", type=int, default=64)
-    t.add_argument("--hidden", type=int, default=256)
-    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--level", choices=["char", "word"], default="char",
+                   help="tokens: characters or words")
+    t.add_argument("--cell", choices=list(lm.CELLS), default="lstm",
+                   help="the recurrent cell")
+    t.add_argument("--layers", type=POSITIVE, default=2,
+                   help="stacked recurrent layers")
+    t.add_argument("--embed", type=POSITIVE, default=64,
+                   help="embedding size")
+    t.add_argument("--hidden", type=POSITIVE, default=256,
+                   help="hidden size")
+    t.add_argument("--dropout", type=_number(float, 0.0, high=1.0), default=0.0,
+                   help="dropout between layers, in [0, 1)")
     t.add_argument("--tie", action="store_true", help="tie the output layer to the embedding "
                    "(needs --embed equal to --hidden)")
-    t.add_argument("--vocab-size", type=int, default=None, help="keep the most frequent tokens")
-    t.add_argument("--epochs", type=int, default=2)
-    t.add_argument("--batch", type=int, default=32)
-    t.add_argument("--bptt", type=int, default=128)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--valid", type=float, default=0.05, help="fraction held out (the end)")
-    t.add_argument("--max-steps", type=int, default=None, help="steps per epoch at most")
-    t.add_argument("--out", default="lm-checkpoints")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vocab-size", type=POSITIVE, default=None,
+                   help="keep the most frequent tokens")
+    t.add_argument("--epochs", type=POSITIVE, default=2,
+                   help="passes over the training text")
+    t.add_argument("--batch", type=POSITIVE, default=32,
+                   help="sequences per step")
+    t.add_argument("--bptt", type=POSITIVE, default=128,
+                   help="tokens per sequence (truncated BPTT)")
+    t.add_argument("--lr", type=_number(float, 0.0, low_ok=False), default=2e-3,
+                   help="Adam learning rate")
+    t.add_argument("--valid", type=_number(float, 0.0, low_ok=False, high=1.0), default=0.05,
+                   help="fraction held out (the end)")
+    t.add_argument("--max-steps", type=POSITIVE, default=None, help="steps per epoch at most")
+    t.add_argument("--out", default="lm-checkpoints",
+                   help="checkpoint folder")
+    t.add_argument("--seed", type=int, default=0,
+                   help="random seed")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--prime", default="")
-    s.add_argument("--length", type=int, default=500)
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("sample", help="generate text from a checkpoint", formatter_class=_Help)
+    s.add_argument("--checkpoint", required=True,
+                   help="a checkpoint written by train")
+    s.add_argument("--prime", default="",
+                   help="text to start from")
+    s.add_argument("--length", type=NATURAL, default=500,
+                   help="tokens to generate")
+    s.add_argument("--temperature", type=_number(float, 0.0, low_ok=False), default=0.8,
+                   help="softmax temperature (lower: safer)")
+    s.add_argument("--top-k", type=NATURAL, default=0,
+                   help="sample among the k likeliest (0: all)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed")
     a = p.parse_args(argv)
     try:
         (_train if a.command == "train" else _sample)(a)

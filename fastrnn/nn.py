@@ -99,6 +99,11 @@ class _SequenceMixin(_Deployable):
             if s.dtype != input.dtype:
                 raise RuntimeError(f"hidden state dtype ({s.dtype}) does not match input dtype "
                                    f"({input.dtype})")
+        w = self._flat_weights[0]
+        if w.device != input.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found "
+                               f"input tensor at {input.device} and parameter tensor at "
+                               f"{w.device}")
 
     def _normalise(self, input, hx, state_shapes):
         """-> (x [T, B, I] time-major, hx tuple, lengths, restore(out, states))."""
@@ -223,6 +228,9 @@ class LSTM(_SequenceMixin, torch.nn.LSTM):
                 raise RuntimeError("ONNX has no LSTM with projections (proj_size > 0): export "
                                    "the model with torch.export instead")
             return super().forward(input, hx)
+        if isinstance(hx, torch.Tensor):     # torch fails indexing it: IndexError
+            raise IndexError("LSTM's hx must be a tuple (h_0, c_0) of tensors, got one "
+                             "Tensor")
         self._update_flat_weights()
         x, (h0, c0), lengths, restore = self._normalise(
             input, hx, (self.proj_size or self.hidden_size, self.hidden_size))
@@ -251,7 +259,7 @@ def _cell_inputs(cell, input, states):
     if not batched:
         input = input.unsqueeze(0)
         states = [None if s is None else s.unsqueeze(0) for s in states]
-    if torch.is_autocast_enabled(functional._device_type(input)) and input.is_floating_point():
+    if functional._autocast_on(input) and input.is_floating_point():
         # autocast: the cell computes in its weights' dtype, as the layers do
         # (functional._entry_point), so a bfloat16 input is no dtype mismatch
         input = input.to(w.dtype)
@@ -338,6 +346,8 @@ class LSTMCell(_Deployable, torch.nn.LSTMCell):
     def forward(self, input, hx=None):
         if _recording(input):
             return super().forward(input, hx)
+        if isinstance(hx, torch.Tensor):     # as torch's lstm_cell words it
+            raise TypeError("LSTMCell's hx must be a tuple (h_0, c_0) of Tensors, not Tensor")
         states = [None, None] if hx is None else list(hx)
         x, (h, c), weights, batched = _cell_inputs(self, input, states)
         h, c = functional.lstm_cell(x, (h, c), weights, bias=self.bias,

@@ -37,3 +37,12 @@ def test_the_python_blocks_run(page, monkeypatch, tmp_path, capsys):
         except Exception as e:                   # noqa: BLE001 - name the block that failed
             raise AssertionError(f"{page.relative_to(ROOT)}, python block {i + 1} failed: "
                                  f"{type(e).__name__}: {e}\n{block}") from e
+
+
+def test_code_fences_stand_on_their_own_lines():
+    # a closing fence with text after it ("``` `python -m ...") turns the rest of the
+    # paragraph into inline code: markdown renders it without a warning
+    bad = [f"{p.relative_to(ROOT)}:{i + 1}" for p in PAGES
+           for i, line in enumerate(p.read_text().splitlines())
+           if line.startswith("```") and not re.fullmatch(r"```[\w-]*", line.rstrip())]
+    assert not bad, bad

@@ -333,6 +333,7 @@ def test_layer_decoding_step(kind, bias, bidirectional, layers, monkeypatch):
     lambda m, hx: m(torch.randn(0, 2, 3)),                                  # zero-length sequence
     lambda m, hx: m(torch.randn(5, 2, 3, dtype=torch.float64)),             # dtype vs weights
     lambda m, hx: m(torch.randn(5, 2, 3), hx(2, device="meta")),            # device
+    lambda m, hx: m(torch.randn(5, 2, 3, device="meta")),                   # vs parameters
     lambda m, hx: m(torch.randn(2, 5, 3, 1)),                               # 4-D input
 ])
 def test_bad_input_raises_like_torch(kind, call):
@@ -350,6 +351,32 @@ def test_bad_input_raises_like_torch(kind, call):
             call(m, hx)
         errors.append(info.type)
     assert errors[0] is errors[1], errors
+
+
+@pytest.mark.parametrize("kind,args", [
+    ("LSTM", (torch.randn(5, 2, 3), torch.randn(1, 2, 4))),
+    ("LSTMCell", (torch.randn(2, 3), torch.randn(2, 4))),
+])
+def test_lstm_given_one_tensor_as_hx_raises_like_torch(kind, args):
+    errors = []
+    for m in (getattr(fastrnn, kind)(3, 4), getattr(torch.nn, kind)(3, 4)):
+        with pytest.raises(Exception) as info:
+            m(*args)
+        errors.append(info)
+    assert errors[0].type is errors[1].type, errors
+    assert "tuple (h_0, c_0)" in str(errors[0].value)          # ours says what to pass
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell"])
+def test_meta_device_gives_torchs_shapes(kind):
+    # built and called under torch.device("meta") (shape inference, fake init): no data
+    with torch.device("meta"):
+        ours, theirs = getattr(fastrnn, kind)(8, 16), getattr(torch.nn, kind)(8, 16)
+        x = torch.randn(3, 8) if kind.endswith("Cell") else torch.randn(5, 3, 8)
+        got, want = ours(x), theirs(x)
+    flat = torch.utils._pytree.tree_leaves
+    assert [(t.shape, t.device.type) for t in flat(got)] == \
+        [(t.shape, "meta") for t in flat(want)]
 
 
 def test_unknown_nonlinearity_and_proj_size():
@@ -424,6 +451,26 @@ def test_torch_compile_runs_the_layer_eagerly(kind):
         got = torch.compile(model, backend=counter)(x)
     assert_close(got, head(torch.relu(theirs(x * 2)[0])).sum(), TOL, "compiled model")
     assert counter.frame_count >= 1
+
+
+@pytest.mark.parametrize("layers,allow_rnn,figures", [
+    (fastrnn, False, (1, 0, 2)), (fastrnn, True, (4, 3, 6)), (torch.nn, False, (0, None, 0))])
+def test_what_the_docs_say_torch_compile_compiles(layers, allow_rnn, figures):
+    # docs/layers.md, "torch.compile and autocast": (graphs, breaks, ops) of a tagger
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e, self.r = torch.nn.Embedding(50, 16), layers.LSTM(16, 32)
+            self.o = torch.nn.Linear(32, 50)
+
+        def forward(self, x):
+            return self.o(torch.relu(self.r(self.e(x))[0]) * 2)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=allow_rnn):
+        ex = torch._dynamo.explain(Tagger())(torch.randint(0, 50, (7, 3)))
+    graphs, breaks, ops = figures
+    assert (ex.graph_count, ex.op_count) == (graphs, ops)
+    assert breaks is None or ex.graph_break_count == breaks
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -72,6 +72,27 @@ def test_cli_bad_text_is_a_clear_error(tmp_path, capsys, case, message):
     assert rc == 2 and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--layers", "0"], "--layers: must be >= 1, got 0"),
+    (["train", "--dropout", "1"], "--dropout: must be >= 0.0 and < 1.0"),
+    (["train", "--lr", "0"], "--lr: must be > 0.0"),
+    (["train", "--batch", "two"], "--batch: not a number"),
+    (["sample", "--checkpoint", "x", "--temperature", "-1"], "--temperature: must be > 0.0"),
+])
+def test_cli_bad_option_is_one_line_and_status_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "stacked recurrent layers (default: 2)" in out and "(default: 0.002)" in out
+
+
 @pytest.mark.parametrize("case,message", [
     ("missing", "no such checkpoint"), ("garbage", "not a checkpoint"),
     ("other", "not a fastrnn.lm checkpoint"), ("mismatch", "do not fit")])

@@ -179,6 +179,14 @@ def test_input_bias_is_a_constant_input_part():
         functional.gru(x, h0, [w_ih[:, :I], w_hh, b_ih, b_hh], input_bias=torch.zeros(B, 3 * H))
 
 
+def test_src_lengths_as_a_list_as_pack_padded_sequence_takes_them():
+    ours, _ = _pair("reference")
+    src, lengths, tgt = _batch()
+    assert torch.equal(ours(src, lengths.tolist(), tgt), ours(src, lengths, tgt))
+    assert all(torch.equal(a, b) for a, b in zip(ours.generate(src, lengths.tolist()),
+                                                  ours.generate(src, lengths)))
+
+
 def test_bad_arguments():
     model = Seq2Seq(9, 5, embed=4, hidden=6)
     with pytest.raises(ValueError, match="cell must be"):

@@ -1,6 +1,7 @@
 """Tree nets: the level-batched kernels against the per-node recursion of fastrnn.reference,
 on outputs and every gradient, over forests of every shape; the forest's checks."""
 import ast
+import logging
 import os
 import random
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+
+import fastrnn
 
 from fastrnn import Forest, ForestError, reference
 from fastrnn.cells import CELLS
@@ -237,6 +240,29 @@ def test_forest_from_trees_nested_ast_and_nltk_like():
     assert labels[8:] == ["Module", "Assign", "Name", "Store", "Constant"]
     assert f.parent.tolist()[:8] == [-1, 0, 1, 0, 3, -1, 5, 5]
     assert f.roots.tolist() == [0, 5, 8] and f.levels == 4
+
+
+@pytest.mark.parametrize("trees,message", [
+    (("S", ("NP", "I"), "run"), "one tree"),              # a tree, not a list of trees
+    (ast.parse("x = 1"), "one tree"),
+    ([("S", ["NP", "VP"])], "a list inside a tree"),       # children in a list: one leaf
+])
+def test_from_trees_refuses_what_would_build_other_trees(trees, message):
+    with pytest.raises(TypeError, match=message):
+        Forest.from_trees(trees)
+
+
+@pytest.mark.parametrize("make,error,message", [
+    (lambda x: x.double(), ValueError, "does not match weight dtype"),
+    (lambda x: x.long(), TypeError, "floating-point"),
+    (lambda x: x.to("meta"), RuntimeError, "not at the same device"),
+])
+def test_tree_nets_name_a_wrong_input_before_any_kernel(make, error, message, caplog):
+    forest = Forest([-1, 0, 0, 1])
+    for net in (fastrnn.TreeRNN(4, 5), fastrnn.NaryTreeLSTM(4, 5), fastrnn.ChildSumTreeLSTM(4, 5)):
+        with caplog.at_level(logging.INFO, logger="fastrnn"), pytest.raises(error, match=message):
+            net(make(torch.randn(4, 4)), forest)
+        assert "falling back" not in caplog.text        # no misleading backend line first
 
 
 @pytest.mark.parametrize("parent,message", [

@@ -49,7 +49,8 @@ class Seq2Seq(nn.Module):
     Raises:
         ValueError: an unknown cell.
 
-    Token tensors are batch-first: src [B, S] with src_lengths [B] (CPU int64),
+    Token tensors are batch-first: src [B, S] with src_lengths [B] (an int64 tensor on the
+    CPU, or a list),
     target input [B, T] (bos, y_1, ..., y_{T-1}).
     """
 
@@ -79,7 +80,10 @@ class Seq2Seq(nn.Module):
 
     # ------------------------------------------------------------- encoder
     def encode(self, src, src_lengths):
-        """src [B, S], src_lengths [B] -> context c [B, C]."""
+        """src [B, S], src_lengths [B] (a tensor or a list, as pack_padded_sequence takes)
+        -> context c [B, C]."""
+        if not isinstance(src_lengths, torch.Tensor):
+            src_lengths = torch.as_tensor(src_lengths, dtype=torch.int64)
         if src.dim() != 2 or src_lengths.shape != (src.shape[0],):
             raise ValueError(f"src must be [B, S] with src_lengths [B], got {tuple(src.shape)} "
                              f"and {tuple(src_lengths.shape)}")

@@ -71,6 +71,17 @@ class _TreeModule(nn.Module):
         if x.dim() != 2 or x.shape != (forest.n, self.input_size):
             raise ValueError(f"x must be [{forest.n}, {self.input_size}] (one row per node), got "
                              f"{tuple(x.shape)}")
+        w = self.weight_ih
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor (node features), got {x.dtype}; "
+                            f"an embedding's output, or x.to({w.dtype}), is one")
+        if x.dtype != w.dtype:        # as torch.nn.RNN words it
+            raise ValueError(f"{type(self).__name__} input dtype ({x.dtype}) does not match "
+                             f"weight dtype ({w.dtype}). Convert input: x.to({w.dtype}), or "
+                             f"convert model: model.to({x.dtype})")
+        if x.device != w.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found "
+                               f"input tensor at {x.device} and parameter tensor at {w.device}")
         if arity is not None and forest.arity > arity:
             raise ForestError(f"a node has {forest.arity} children: more than {arity} for an "
                               f"{arity}-ary {type(self).__name__}")

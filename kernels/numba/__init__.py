@@ -7,11 +7,21 @@ trigger walks the whole heap, which torch has already filled. Measured here: col
 start to the first LSTM forward with a warm cache, 0.92 s -> 0.61 s (median of 6).
 Nothing built there is cyclic garbage, and after the first call a launcher allocates
 a handful of tensors, so pausing costs nothing later. The collector is left as found.
+
+Threads: a launcher runs on as many Numba threads as torch's pool has
+(``torch.set_num_threads``; at most NUMBA_NUM_THREADS, the cores by default), and leaves
+torch's setting as it found it. Both pools are OpenMP here, and Numba's launch sets the
+calling thread's OpenMP thread count to its own, which is the count torch reports: a
+server that set torch to one thread per worker was silently back at every core after
+one call.
 """
 import functools
 import gc
 import logging
 import os
+
+import numba
+import torch
 
 from .. import table_launchers
 
@@ -25,6 +35,18 @@ def _gc_paused(run, *args, **kwargs):
         return run(*args, **kwargs)
     finally:
         gc.enable()
+
+
+def _torch_threads(run, *args, **kwargs):
+    """run(*args, **kwargs) on torch's thread count, torch's setting left as found."""
+    n = torch.get_num_threads()
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return _gc_paused(run, *args, **kwargs)
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
 
 # LLVM's optimisation level while fastrnn's kernels compile: -O2 instead of Numba's
@@ -74,7 +96,7 @@ def _listen():
 
 
 def _launcher(run):
-    return functools.wraps(run)(functools.partial(_gc_paused, run))
+    return functools.wraps(run)(functools.partial(_torch_threads, run))
 
 
 _listen()
