@@ -98,24 +98,18 @@ def main(argv=None):
                         "the standard library's sources)")
     t.add_argument("--level", choices=["char", "word"], default="char",
                    help="tokens: characters or words")
-    t.add_argument("--cell", choices=list(lm.CELLS), default="lstm",
-                   help="the recurrent cell")
-    t.add_argument("--layers", type=POSITIVE, default=2,
-                   help="stacked recurrent layers")
-    t.add_argument("--embed", type=POSITIVE, default=64,
-                   help="embedding size")
-    t.add_argument("--hidden", type=POSITIVE, default=256,
-                   help="hidden size")
+    t.add_argument("--cell", choices=list(lm.CELLS), default="lstm", help="the recurrent cell")
+    t.add_argument("--layers", type=POSITIVE, default=2, help="stacked recurrent layers")
+    t.add_argument("--embed", type=POSITIVE, default=64, help="embedding size")
+    t.add_argument("--hidden", type=POSITIVE, default=256, help="hidden size")
     t.add_argument("--dropout", type=_number(float, 0.0, high=1.0), default=0.0,
                    help="dropout between layers, in [0, 1)")
     t.add_argument("--tie", action="store_true", help="tie the output layer to the embedding "
                    "(needs --embed equal to --hidden)")
     t.add_argument("--vocab-size", type=POSITIVE, default=None,
                    help="keep the most frequent tokens")
-    t.add_argument("--epochs", type=POSITIVE, default=2,
-                   help="passes over the training text")
-    t.add_argument("--batch", type=POSITIVE, default=32,
-                   help="sequences per step")
+    t.add_argument("--epochs", type=POSITIVE, default=2, help="passes over the training text")
+    t.add_argument("--batch", type=POSITIVE, default=32, help="sequences per step")
     t.add_argument("--bptt", type=POSITIVE, default=128,
                    help="tokens per sequence (truncated BPTT)")
     t.add_argument("--lr", type=_number(float, 0.0, low_ok=False), default=2e-3,
@@ -123,24 +117,18 @@ def main(argv=None):
     t.add_argument("--valid", type=_number(float, 0.0, low_ok=False, high=1.0), default=0.05,
                    help="fraction held out (the end)")
     t.add_argument("--max-steps", type=POSITIVE, default=None, help="steps per epoch at most")
-    t.add_argument("--out", default="lm-checkpoints",
-                   help="checkpoint folder")
-    t.add_argument("--seed", type=int, default=0,
-                   help="random seed")
+    t.add_argument("--out", default="lm-checkpoints", help="checkpoint folder")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("sample", help="generate text from a checkpoint", formatter_class=_Help)
-    s.add_argument("--checkpoint", required=True,
-                   help="a checkpoint written by train")
-    s.add_argument("--prime", default="",
-                   help="text to start from")
-    s.add_argument("--length", type=NATURAL, default=500,
-                   help="tokens to generate")
+    s.add_argument("--checkpoint", required=True, help="a checkpoint written by train")
+    s.add_argument("--prime", default="", help="text to start from")
+    s.add_argument("--length", type=NATURAL, default=500, help="tokens to generate")
     s.add_argument("--temperature", type=_number(float, 0.0, low_ok=False), default=0.8,
                    help="softmax temperature (lower: safer)")
     s.add_argument("--top-k", type=NATURAL, default=0,
                    help="sample among the k likeliest (0: all)")
-    s.add_argument("--seed", type=int, default=0,
-                   help="random seed")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
     a = p.parse_args(argv)
     try:
         (_train if a.command == "train" else _sample)(a)
