@@ -147,5 +147,11 @@ def test_a_launch_uses_the_tuned_plan(cache, monkeypatch, enabled):
     assert (json.loads(cache.read_text()) if enabled else {}) == (kept if enabled else {})
 
 
+def test_a_graph_capture_launches_what_eager_calls_chose(cache):
+    assert tuning.decided("k", STATIC) == STATIC            # nothing decided: static
+    tuning.pick("k", STATIC, resident, timer([]))
+    assert tuning.decided("k", STATIC) == WIDER
+
+
 def test_tests_run_the_static_order():
     assert os.environ.get("FASTRNN_TUNE") == "0"

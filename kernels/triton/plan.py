@@ -385,11 +385,13 @@ class Run:
                 (k, v) for k, v in flags.items() if k in ("PROJ", "RELU"))),
                 self.device.index or 0)
             self.plan = cached_plan(*key)
-            # tuned where some tiling holds the whole batch at once, never while a CUDA
-            # graph is captured (no timing there)
-            if tuning.enabled() and self.plan.persist and not (
-                    self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
-                self.tune = key
+            # tuned where some tiling holds the whole batch at once; while a CUDA graph is
+            # captured nothing is timed, and the plan is the one eager calls chose
+            if tuning.enabled() and self.plan.persist:
+                if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                    self.plan = tuning.decided(tuning_key(*key), self.plan)
+                else:
+                    self.tune = key
         log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s (%s)", cell, direction, T, B, H,
                   P, self.dtype, self.plan, self.plan.why, extra={"plan": self.plan})
 

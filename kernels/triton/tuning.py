@@ -98,6 +98,12 @@ def pick(key, static, resident, time_plan):
     return p
 
 
+def decided(key, static):
+    """The plan ``pick`` decided for ``key`` in this process, else ``static``: what a
+    CUDA graph capture launches (no timing there), so that it replays what eager ran."""
+    return _PLANS.get(key, static)
+
+
 def _decide(key, static, resident, time_plan):
     file = path()
     entry = _read(file).get(key)
