@@ -239,6 +239,25 @@ class LSTMFunction(torch.autograd.Function):
         return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None, None
 
 
+class GRUBias(torch.autograd.Function):
+    """A GRU's two biases as its Function takes them: (b_ih [3H], b_hh [3H]) -> (b, the
+    input projection's bias: b_ih + b_hh with b_hh's n block left out, b_hn = b_hh's n
+    block [H]). One op each way: autograd's own formulas for the mask product and the
+    slice took four in backward (two products, a slice's zero fill and the sum of
+    b_hh's two gradients), each a kernel launch on a GPU. The backward is made of
+    differentiable ops, so double backward works through it."""
+
+    @staticmethod
+    def forward(ctx, b_ih, b_hh, mask):
+        H = b_hh.shape[0] // 3
+        return torch.addcmul(b_ih, b_hh, mask), b_hh[2 * H:]
+
+    @staticmethod
+    def backward(ctx, grad_b, grad_b_hn):
+        H = grad_b.shape[0] // 3
+        return grad_b, torch.cat([grad_b[:2 * H], grad_b_hn]), None
+
+
 # ------------------------------------------------------------------ trees
 # Level-batched tree kernels (fastrnn.models.tree): forward bottom-up and
 # back-propagation through structure top-down, one launcher call each; the recurrent

@@ -221,20 +221,22 @@ def _stack_states(finals):
 
 
 # ------------------------------------------------------------- one layer runner
-def _weights(cell, w, bias, proj):
+def _weights(cell, w, bias, proj, recording=False):
     """torch's weights of one layer and direction -> (w_ih, b: what enters the input
     projection, {recurrent launcher argument: tensor or None})."""
     w_ih, w_hh = w[0], w[1]
     rec = {"w_hh": w_hh}
     b = None
     if bias and cell.b_hn:
-        # the other gates' parts of b_hh are pre-summed; b_hn stays inside r * (.)
-        b = torch.addcmul(w[2], w[3], b_hh_input_mask(cell.gates, w_hh.shape[1], w[3].dtype,
-                                                      w[3].device))
+        # the other gates' parts of b_hh are pre-summed; b_hn stays inside r * (.). A
+        # tracer records plain ops instead of the GRUBias Function.
+        mask = b_hh_input_mask(cell.gates, w_hh.shape[1], w[3].dtype, w[3].device)
+        b, rec["b_hn"] = (torch.addcmul(w[2], w[3], mask), w[3][-w_hh.shape[1]:]) \
+            if recording else autograd.GRUBias.apply(w[2], w[3], mask)
     elif bias:
         b = w[2] + w[3]                   # both biases enter before the activations
-    if cell.b_hn:
-        rec["b_hn"] = w[3][-w_hh.shape[1]:] if bias else None
+    if cell.b_hn and not bias:
+        rec["b_hn"] = None
     if cell.projection:
         rec["w_hr"] = w[-1] if proj else None
     return w_ih, b, rec
@@ -261,9 +263,9 @@ def _sequence(name, input, hx, weights, num_layers, bias, dropout, training, bid
             new = _step(name, be, x[0], states, w, bias, **proj, **opts)
             if new is not None:
                 return new[0].unsqueeze(0), new
-        w_ih, b, rec = _weights(cell, w, bias, proj_size > 0)
-        launch = getattr(be.kernels(), f"{name}_fwd")
         recording = backends.recording(x)
+        w_ih, b, rec = _weights(cell, w, bias, proj_size > 0, recording)
+        launch = getattr(be.kernels(), f"{name}_fwd")
         if not recording and not _needs_grad(x, *states, *w, extra):
             res = _infer(launch, x, w_ih, b, extra, dict(zip(named, states)), lengths,
                          reverse, **rec, **opts)
