@@ -109,8 +109,18 @@ def _out_grad(g, out):
 def _state_grad(g, state):
     """dL/d a final state, contiguous; when the loss does not use it (the common case),
     zeros that are made once per shape and only read (autograd's materialized zeros
-    were a fill per call: a kernel launch on a GPU)."""
-    return _zeros(state.shape, state.dtype, state.device) if g is None else g.contiguous()
+    were a fill per call: a kernel launch on a GPU). While a graph is traced (a fake
+    tensor) nothing is cached."""
+    if g is not None:
+        return g.contiguous()
+    if not _real(state):
+        return torch.zeros_like(state)
+    return _zeros(state.shape, state.dtype, state.device)
+
+
+def _real(t):
+    # a tensor with data, not a tracer's stand-in (FakeTensor, FunctionalTensor)
+    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,7 +144,12 @@ def _double_backward(ctx, layer, inputs, grads, n_args):
 
 
 def _kernel_bwd(ctx, name, **kwargs):
-    """The backend's ``<name>_bwd``, recording dL/dh_t when fastrnn.diagnostics asks."""
+    """The backend's ``<name>_bwd``, recording dL/dh_t when fastrnn.diagnostics asks;
+    while a compiled graph's backward is traced, the ``<name>_bwd`` custom op
+    (fastrnn.ops)."""
+    if not _real(kwargs["grad_out"]):
+        from . import ops
+        return getattr(ops, f"{name}_bwd")(**kwargs, backend=ctx.backend.name)
     states = None if ctx.dh_slot is None else torch.empty_like(kwargs["grad_out"])
     res = getattr(ctx.backend.kernels(), f"{name}_bwd")(**kwargs, grad_states=states)
     if states is not None:

@@ -136,6 +136,10 @@ class ReferenceBackend(Backend):
 
 
 REGISTRY = {b.name: b for b in (TritonBackend(), NumbaBackend(), ReferenceBackend())}
+for _backend in REGISTRY.values():
+    # asked up front (~1 ms at import): a first call inside torch.compile would set it
+    # while the graph is traced, and the changed attribute made Dynamo compile again
+    _backend.is_available()
 _logged = set()
 
 

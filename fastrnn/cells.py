@@ -59,11 +59,19 @@ SEQUENCE = tuple(n for n, c in CELLS.items() if c.torch_layer)
 TREES = tuple(n for n, c in CELLS.items() if not c.torch_layer)
 
 
-@functools.lru_cache(maxsize=16)
 def b_hh_input_mask(gates, H, dtype, device):
     """For a ``b_hn`` cell: [gates * H], 1 over the blocks of b_hh that join the input bias,
     0 over the last (b_hn, inside the recurrence). b_ih + b_hh * mask is one op each way
-    (a slice, zeros and a cat were six with their gradients); made once, only read."""
-    mask = torch.ones(gates * H, dtype=dtype, device=device)
-    mask[-H:] = 0
-    return mask
+    (a slice, zeros and a cat were six with their gradients); made once, only read (in a
+    graph torch.compile traces: made in the graph)."""
+    if torch.compiler.is_compiling():
+        return _mask(gates, H, dtype, device)
+    return _cached_mask(gates, H, dtype, device)
+
+
+def _mask(gates, H, dtype, device):
+    return torch.cat([torch.ones((gates - 1) * H, dtype=dtype, device=device),
+                      torch.zeros(H, dtype=dtype, device=device)])
+
+
+_cached_mask = functools.lru_cache(maxsize=16)(_mask)

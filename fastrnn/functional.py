@@ -12,7 +12,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from . import autograd, backends
+from . import autograd, backends, ops
 from .cells import CELLS, b_hh_input_mask
 from .autograd import StateGradients
 from .gemm_layout import project
@@ -21,6 +21,30 @@ from .gemm_layout import project
 def _device_type(t):
     # t.device.type builds a device object (~0.4 us, paid per decoding step); is_cpu does not
     return "cpu" if t.is_cpu else t.device.type
+
+
+def eager_under_compile(fn, reason):
+    """``fn`` run eagerly under torch.compile, a graph break on each side (with
+    fullgraph=True, Dynamo's error, quoting ``reason``): for what cannot be one graph
+    node, as the tree nets. torch.compiler.disable is applied only once Dynamo is loaded:
+    importing it (it also imports triton) at ``import fastrnn`` would cost every user
+    ~1 s of start-up."""
+    disabled = []
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn, reason=reason))
+        return disabled[0](*args, **kwargs)
+    return run
+
+
+def _compiling(x):
+    """True while torch.compile traces the call (and no exporter records it, which gets
+    plain ops as before): the launchers are then reached through fastrnn.ops."""
+    return torch.compiler.is_compiling() and not backends.recording(x)
 
 
 def _autocast_on(t):
@@ -53,26 +77,14 @@ def _entry_point(cuda_autocast_dtype):
       computes in ``cuda_autocast_dtype()``, weights included, and returns that dtype, as
       torch.nn does (float16 for the layers, the autocast dtype for the cells; the
       gpu-marked tests compare the dtype with torch.nn's).
-    - torch.compile: the call runs eagerly, a graph break on each side. Dynamo cannot
-      trace the launchers (numpy views, Numba dispatch), and the kernels are fused
-      already. torch.compiler.disable is applied only once Dynamo is loaded: importing it
-      (it also imports triton) at ``import fastrnn`` would cost every user ~1 s of
-      start-up.
+    - torch.compile: the call is traced; each layer and direction is then one custom op
+      (``_compiling``, fastrnn.ops).
     """
     def decorate(fn):
-        disabled = []
-
-        def run(*args, **kwargs):
-            if "torch._dynamo" not in sys.modules:
-                return fn(*args, **kwargs)
-            if not disabled:
-                disabled.append(torch.compiler.disable(fn))
-            return disabled[0](*args, **kwargs)
-
         @functools.wraps(fn)
         def call(input, hx, weights, *args, **kwargs):
             if not isinstance(input, torch.Tensor) or not _autocast_on(input):
-                return run(input, hx, weights, *args, **kwargs)
+                return fn(input, hx, weights, *args, **kwargs)
             device = _device_type(input)
             dtype = cuda_autocast_dtype() if device == "cuda" else weights[0].dtype
 
@@ -83,7 +95,7 @@ def _entry_point(cuda_autocast_dtype):
             if device == "cuda":           # the weights too, differentiably
                 weights = [cast(w) for w in weights]
             with torch.autocast(device, enabled=False):
-                return run(cast(input), hx, weights, *args, **kwargs)
+                return fn(cast(input), hx, weights, *args, **kwargs)
         return call
     return decorate
 
@@ -258,6 +270,12 @@ def _sequence(name, input, hx, weights, num_layers, bias, dropout, training, bid
     named = [s + "0" for s in cell.states]               # h0, c0: the launchers' names
 
     def layer(x, states, w, reverse, extra):
+        if _compiling(x):                        # one custom op node (fastrnn.ops)
+            w_ih, b, rec = _weights(cell, w, bias, proj_size > 0)
+            res = getattr(ops, f"{name}_fwd")(_xproj(x, w_ih, b, extra), *states,
+                                              *rec.values(), lengths, reverse,
+                                              *opts.values(), be.name)
+            return res[0], tuple(res[1:1 + len(states)])
         if len(x) == 1 and lengths is None and extra is None:
             proj = {"w_hr": w[-1] if proj_size > 0 else None} if cell.projection else {}
             new = _step(name, be, x[0], states, w, bias, **proj, **opts)
@@ -348,8 +366,9 @@ def _step(name, be, x, states, w, bias, input_bias=None, **opts):
     """One step through the backend's fused no-autograd launcher ``<cell>_step``
     (decoding under no_grad) -> the tuple of new states; None when the call needs
     autograd or the backend has no such launcher, and the caller then runs a length-1
-    sequence. ``input_bias`` [B, G] joins b_ih as a per-row input bias."""
-    if _needs_grad(x, *states, *w, input_bias):
+    sequence. ``input_bias`` [B, G] joins b_ih as a per-row input bias. While a graph
+    is compiled the step is a length-1 sequence too: one custom op (fastrnn.ops)."""
+    if _compiling(x) or _needs_grad(x, *states, *w, input_bias):
         return None
     launch = _step_launcher(name, be)
     if launch is None:

@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from .. import backends
+from .. import backends, functional
 from ..autograd import ChildSumTreeLSTMFunction, NaryTreeLSTMFunction, TreeRNNFunction
 from ..forest import Forest, ForestError
 
@@ -41,6 +41,13 @@ from ..forest import Forest, ForestError
 class _TreeModule(nn.Module):
     backend = None
     _cell = ""
+
+    def __init_subclass__(cls, **kwargs):
+        # under torch.compile a tree net runs eagerly (functional.eager_under_compile)
+        super().__init_subclass__(**kwargs)
+        cls.forward = functional.eager_under_compile(
+            cls.forward, "a fastrnn tree net takes a Forest, host data that changes with "
+            "every batch: it runs eagerly")
 
     def _init(self, input_size, hidden_size, G, K, bias):
         self.input_size, self.hidden_size = input_size, hidden_size
