@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import reference
+from .backends import has_data
 from .gemm_layout import _mm, linear_grads
 
 
@@ -113,14 +114,10 @@ def _state_grad(g, state):
     tensor) nothing is cached."""
     if g is not None:
         return g.contiguous()
-    if not _real(state):
+    if not has_data(state):
         return torch.zeros_like(state)
     return _zeros(state.shape, state.dtype, state.device)
 
-
-def _real(t):
-    # a tensor with data, not a tracer's stand-in (FakeTensor, FunctionalTensor)
-    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
 
 
 @functools.lru_cache(maxsize=16)
@@ -147,7 +144,7 @@ def _kernel_bwd(ctx, name, **kwargs):
     """The backend's ``<name>_bwd``, recording dL/dh_t when fastrnn.diagnostics asks;
     while a compiled graph's backward is traced, the ``<name>_bwd`` custom op
     (fastrnn.ops)."""
-    if not _real(kwargs["grad_out"]):
+    if not has_data(kwargs["grad_out"]):
         from . import ops
         return getattr(ops, f"{name}_bwd")(**kwargs, backend=ctx.backend.name)
     states = None if ctx.dh_slot is None else torch.empty_like(kwargs["grad_out"])

@@ -151,8 +151,13 @@ def recording(tensor):
     is_in_onnx_export would add 2.3 us per call, and both its exporters are caught
     above. A PackedSequence is judged by its data."""
     data = getattr(tensor, "data", tensor) if not isinstance(tensor, torch.Tensor) else tensor
-    return (not (type(data) is torch.Tensor or type(data) is torch.nn.Parameter)
-            or torch.compiler.is_exporting() or torch.jit.is_tracing())
+    return not has_data(data) or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def has_data(t):
+    """A tensor with data, not a tracer's stand-in (FakeTensor, FunctionalTensor: a tensor
+    subclass, whose data a kernel cannot read)."""
+    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
 
 
 def select(cell, tensor, backend=None):

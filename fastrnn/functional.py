@@ -41,6 +41,14 @@ def eager_under_compile(fn, reason):
     return run
 
 
+def check_parameter_device(input, weight):
+    """torch.nn's error for an input on another device than the module's parameters."""
+    if weight.device != input.device:
+        raise RuntimeError("Input and parameter tensors are not at the same device, found "
+                           f"input tensor at {input.device} and parameter tensor at "
+                           f"{weight.device}")
+
+
 def _compiling(x):
     """True while torch.compile traces the call (and no exporter records it, which gets
     plain ops as before): the launchers are then reached through fastrnn.ops."""

@@ -99,11 +99,7 @@ class _SequenceMixin(_Deployable):
             if s.dtype != input.dtype:
                 raise RuntimeError(f"hidden state dtype ({s.dtype}) does not match input dtype "
                                    f"({input.dtype})")
-        w = self._flat_weights[0]
-        if w.device != input.device:
-            raise RuntimeError("Input and parameter tensors are not at the same device, found "
-                               f"input tensor at {input.device} and parameter tensor at "
-                               f"{w.device}")
+        functional.check_parameter_device(input, self._flat_weights[0])
 
     def _normalise(self, input, hx, state_shapes):
         """-> (x [T, B, I] time-major, hx tuple, lengths, restore(out, states))."""

@@ -121,19 +121,17 @@ def _(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse
 # Each forward op's gradient is its Function's backward: setup_context saves what the
 # Function's forward saves (autograd._save), and the backward calls the Function's
 # backward, whose kernel call (autograd._kernel_bwd) is the <cell>_bwd op while a graph
-# is traced. The ops' inputs are the Functions' inputs up to xproj_fn.
+# is traced. The ops' inputs are the Functions' inputs but the last, xproj_fn.
 def _register(op, function, outputs, saved, opts):
     """``outputs``: how many of the op's outputs the user sees (the rest are saved for
     backward); ``saved(inputs, outputs)`` -> the tensors the Function saves after xproj;
     ``opts(inputs)`` -> its non-tensor options."""
-    n = len(op._opoverload._schema.arguments)
-
     def setup_context(ctx, inputs, output):
         autograd._save(ctx, REGISTRY[inputs[-1]], inputs[0], None, saved(inputs, output),
                        opts(inputs))
 
     def backward(ctx, *grads):
-        return tuple(function.backward(ctx, *grads[:outputs]))[:n]
+        return tuple(function.backward(ctx, *grads[:outputs]))[:-1]     # not xproj_fn's
     op.register_autograd(backward, setup_context=setup_context)
 
 

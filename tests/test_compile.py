@@ -138,18 +138,26 @@ def test_models_compile_as_one_graph():
     check_compiles(lm, lambda: (torch.randint(0, 30, (6, 3)),), lambda out: out[0].mean())
 
 
-def test_greedy_decoding_compiles_as_one_graph():
-    # a decoding loop over a GRUCell under no_grad: one graph, the tokens of eager
-    torch.manual_seed(0)
-    embed, cell, head = torch.nn.Embedding(20, 8), fastrnn.GRUCell(8, 16), torch.nn.Linear(16, 20)
+def greedy_decoder(E, H, steps, device="cpu"):
+    """-> greedy(h, token): ``steps`` tokens decoded by an Embedding -> fastrnn.GRUCell ->
+    Linear loop over a vocabulary of 20."""
+    embed, cell = torch.nn.Embedding(20, E).to(device), fastrnn.GRUCell(E, H).to(device)
+    head = torch.nn.Linear(H, 20).to(device)
 
     def greedy(h, token):
         tokens = []
-        for _ in range(5):
+        for _ in range(steps):
             h = cell(embed(token), h)
             token = head(h).argmax(-1)
             tokens.append(token)
         return torch.stack(tokens)
+    return greedy
+
+
+def test_greedy_decoding_compiles_as_one_graph():
+    # a decoding loop over a GRUCell under no_grad: one graph, the tokens of eager
+    torch.manual_seed(0)
+    greedy = greedy_decoder(8, 16, 5)
     h, token = torch.randn(3, 16), torch.tensor([1, 2, 3])
     torch._dynamo.reset()
     with torch.no_grad():
@@ -235,16 +243,7 @@ def test_on_cuda_a_training_step_and_a_decoding_loop(mode):
     for a, p in zip(grads, lstm.parameters()):
         assert_close(a, p.grad, 1e-4, "gradient")
 
-    embed, cell = torch.nn.Embedding(20, 16).cuda(), fastrnn.GRUCell(16, 32).cuda()
-    head = torch.nn.Linear(32, 20).cuda()
-
-    def greedy(h, token):
-        tokens = []
-        for _ in range(6):
-            h = cell(embed(token), h)
-            token = head(h).argmax(-1)
-            tokens.append(token)
-        return torch.stack(tokens)
+    greedy = greedy_decoder(16, 32, 6, "cuda")
     h, token = torch.randn(4, 32, device="cuda"), torch.tensor([1, 2, 3, 4], device="cuda")
     decode = torch.compile(greedy, mode=mode, fullgraph=True)
     with torch.no_grad():

@@ -86,9 +86,7 @@ class _TreeModule(nn.Module):
             raise ValueError(f"{type(self).__name__} input dtype ({x.dtype}) does not match "
                              f"weight dtype ({w.dtype}). Convert input: x.to({w.dtype}), or "
                              f"convert model: model.to({x.dtype})")
-        if x.device != w.device:
-            raise RuntimeError("Input and parameter tensors are not at the same device, found "
-                               f"input tensor at {x.device} and parameter tensor at {w.device}")
+        functional.check_parameter_device(x, w)
         if arity is not None and forest.arity > arity:
             raise ForestError(f"a node has {forest.arity} children: more than {arity} for an "
                               f"{arity}-ary {type(self).__name__}")
