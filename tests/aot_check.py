@@ -69,17 +69,22 @@ def check(p, u, dev, B):
 
 # the wide tilings: compiled at the FlashRNN width, where tuning chooses among them
 WIDE_H = 768
-# wide tiles a kernel may spill at: the projected LSTM's two products over U x BB >= 1024
-# need more than 255 registers a thread on sm_80 or sm_90, under one Triton or the other.
+# tilings a kernel may spill at: the projected LSTM's two products over U x BB >= 1024,
+# and its two weights held on chip in the taller or the 4-warp tiles or with the
+# prefetched input part, need more than 255 registers a thread on sm_80 or sm_90, under
+# one Triton or the other; so does the unprojected LSTM on chip with the prefetched input
+# part on sm_80 under Triton 3.6 (16 bytes; none on sm_90, nor under 3.9).
 # plan.blocks_per_sm gives a spilling build 0 blocks, so it is never launched (the check
 # verifies that); a spill anywhere else fails.
-MAY_SPILL = {"lstm+proj": {(32, 32), (16, 128)}}
+MAY_SPILL = {"lstm+proj": {plan.WIDE[1], plan.WIDE[2], plan.ONCHIP[1], plan.ONCHIP[2],
+                           plan.LEVERS[0]}, "lstm": {plan.LEVERS[0]}}
 
 
 def check_wide():
-    """-> (lines, bad): every plan.WIDE tiling of every sequence kernel compiles for each
-    device without spills (MAY_SPILL excepted: never launched), as its persistent launch
-    builds it."""
+    """-> (lines, bad): every plan.WIDE and plan.LEVERS tiling of every sequence kernel,
+    and every on-chip tiling a forward kernel may hold its weights in at that width
+    (tuning times them all), compiles for each device without spills (MAY_SPILL excepted: never
+    launched), as its persistent launch builds it."""
     bad = lines = 0
     for name, dev in plan.DEVICES.items():
         for (cell, direction, fl), kernel in KERNELS.items():
@@ -87,19 +92,22 @@ def check_wide():
             P = WIDE_H // 2 if fl else WIDE_H
             for dtype in (torch.float32, torch.bfloat16):
                 use = plan.kernel_usage(kernel, WIDE_H, P, dtype, flags, dev["arch"])
-                for tiling in plan.WIDE:
+                held = plan.onchip_bytes(cell, direction, WIDE_H, P, dtype, flags)
+                onchip = [t for t in plan.ONCHIP + plan.LEVERS
+                          if t.onchip and 0 < held(t) <= plan.ONCHIP_MAX_BYTES]
+                for tiling in plan.WIDE + onchip + [t for t in plan.LEVERS if not t.onchip]:
                     u = use(tiling)
                     what = (f"{cell}{'+proj' * bool(fl)}", direction, f"sm_{dev['arch']}",
                             str(dtype)[6:], (tiling.U, tiling.BB))
                     fits = u is not None and u["regs"] <= 255 and \
                         u["shared"] <= dev["smem_block"]
                     ok = fits and (u["spills"] == 0 or (
-                        (tiling.U, tiling.BB) in MAY_SPILL.get(what[0], ()) and
+                        tiling in MAY_SPILL.get(what[0], ()) and
                         plan.blocks_per_sm(u, dev, tiling.num_warps) == 0))
                     bad += not ok
                     lines += 1
                     print(f"{'ok ' if ok else 'BAD'} {name} {' '.join(what[:4])} H={WIDE_H} "
-                          f"wide {tiling} {u}{' (spills: never launched)' * bool(u and u['spills'])}",
+                          f"{'on chip' if tiling.onchip else 'wide'} {tiling} {u}{' (spills: never launched)' * bool(u and u['spills'])}",
                           flush=True)
     return lines, bad
 

@@ -34,15 +34,17 @@ def test_rnn_split_over_units_and_rows(tiling, reverse):
     check("rnn", "triton", 3, 37, 40, torch.float32, reverse=reverse)
 
 
-@pytest.mark.parametrize("cell,P", [("gru", None), ("lstm", None), ("lstm", 19)])
+@pytest.mark.parametrize("cell,P", [("gru", None), ("lstm", None), ("lstm", 19), ("lstm", 33)])
 def test_gru_lstm_split_over_units_and_rows(tiling, cell, P):
+    # on chip, H = 40 and P = 33 are held as a 32-wide and a 16-wide tile (plan.split)
     check(cell, "triton", 3, 37, 40, torch.float32, P=P, reverse=True)
 
 
-@pytest.mark.parametrize("wide", plan.WIDE, ids=str)
+@pytest.mark.parametrize("wide", plan.WIDE + plan.LEVERS, ids=str)
 @pytest.mark.parametrize("cell,P", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 19)])
 def test_wide_tilings_split_over_units_and_rows(wide, cell, P, monkeypatch):
-    # every tiling tuning may launch (plan.WIDE), with two or more programs each way
+    # every tiling tuning may launch after the static ones (plan.WIDE, plan.LEVERS), with
+    # two or more programs each way
     monkeypatch.setattr(plan, "FORCE", wide)
     B = 2 * wide.BB + 3
     check(cell, "triton", 3, B, 40, torch.float32, P=P, reverse=True,
@@ -76,12 +78,16 @@ def test_lstm_768_is_spread_over_many_programs(caplog):
     assert_close(c_n, ref[2], 1e-5, "c_n")
 
 
+@pytest.mark.parametrize("forced", [None] + plan.LEVERS, ids=str)
 @pytest.mark.parametrize("cell,P", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 11)])
-def test_persistent_launch_leaves_its_barrier_counters_at_zero(cell, P, caplog):
+def test_persistent_launch_leaves_its_barrier_counters_at_zero(cell, P, forced, caplog,
+                                                               monkeypatch):
     # one program along the units (H = 16): the interpreter runs the device's persistent
     # launch, barriers and release included, over three row tiles (B = 37); the counters
     # are never filled per launch, so each launch must hand them back at 0 (the next
-    # launch, or a CUDA graph's replay, counts from there)
+    # launch, or a CUDA graph's replay, counts from there). With the levers' tilings:
+    # the polling barrier, and each step's input part loaded a step ahead across the time loop
+    monkeypatch.setattr(plan, "FORCE", forced)
     counters = plan.barrier_counters(torch.device("cpu"), 3)
     counters.fill_(0)
     with caplog.at_level(logging.DEBUG, logger="fastrnn"):

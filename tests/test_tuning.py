@@ -18,7 +18,7 @@ STATIC = plan.Plan(plan.STREAMING[0], 2, 8, True, "static")
 WIDER = plan.Plan(plan.Tiling(32, 16, False, 4), 1, 8, True, "a candidate")
 TIMES = {STATIC: 2e-3, WIDER: 1e-3}
 ENTRY = {"best": "U32 BB16 4w", "tiling": {"U": 32, "BB": 16, "onchip": False, "num_warps": 4,
-                                            "maxnreg": None},
+                                            "maxnreg": None, "prefetch": False, "poll": False},
          "ms": {"U16 BB16 4w": 2.0, "U32 BB16 4w": 1.0}}
 
 
@@ -155,3 +155,10 @@ def test_a_graph_capture_launches_what_eager_calls_chose(cache):
 
 def test_tests_run_the_static_order():
     assert os.environ.get("FASTRNN_TUNE") == "0"
+
+
+def test_an_entry_written_before_the_levers_reads_back_without_them():
+    # a cache written before Tiling had prefetch and poll: the same tiling, levers off
+    old = {"best": "U32 BB16 4w", "ms": {"U32 BB16 4w": 1.0},
+           "tiling": {"U": 32, "BB": 16, "onchip": False, "num_warps": 4, "maxnreg": None}}
+    assert tuning._tiling(old) == plan.Tiling(32, 16, False, 4)

@@ -91,21 +91,51 @@ def _arows(a_ptr, ld, col, k0, K, offs_b, row_ok, dt: tl.constexpr, BK: tl.const
 
 
 @triton.jit
+def _wonchip(w_ptr, off, ld, K, offs_u, u_ok, BK: tl.constexpr, BK2: tl.constexpr,
+             ROWS: tl.constexpr = False):
+    # a weight tile held on chip for the whole sequence: k in [0, BK) and, where K is not
+    # a power of two, the tail [BK, BK + BK2) (plan.split: H=768 is 512 + 256, 96 KB a
+    # program for an LSTM in bf16, where one padded chunk of 1024 was 128 KB and spilled)
+    head = _wtile(w_ptr, off, ld, 0, K, offs_u, u_ok, BK, ROWS)
+    tail = 0
+    if BK2 > 0:
+        tail = _wtile(w_ptr, off, ld, BK, K, offs_u, u_ok, BK2, ROWS)
+    return head, tail
+
+
+@triton.jit
 def _product(a_ptr, a_ld, a_col, K, offs_b, row_ok, w_ptr, w_off, w_ld, offs_u, u_ok, w_onchip,
              dt: tl.constexpr, PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
-             U: tl.constexpr, BK: tl.constexpr, ROWS: tl.constexpr = False):
+             U: tl.constexpr, BK: tl.constexpr, ROWS: tl.constexpr = False, w_tail=0,
+             BK2: tl.constexpr = 0):
     # [BB, U] = a[rows, a_col : a_col + K] @ w[w_off + k * w_ld + units], fp32 (ROWS: w
-    # in torch's layout, see _wtile). ONCHIP: the weight tile is ``w_onchip``, loaded once
-    # by the caller (BK covers K: one chunk); otherwise it is streamed chunk by chunk
+    # in torch's layout, see _wtile). ONCHIP: the weight tiles are ``w_onchip`` and
+    # ``w_tail`` (_wonchip), loaded once by the caller; otherwise w is streamed chunk by chunk
     acc = tl.zeros((BB, U), tl.float32)
-    for k0 in range(0, K, BK):
-        if ONCHIP:
-            tw = w_onchip
-        else:
-            tw = _wtile(w_ptr, w_off, w_ld, k0, K, offs_u, u_ok, BK, ROWS)
-        acc += tl.dot(_arows(a_ptr, a_ld, a_col, k0, K, offs_b, row_ok, dt, BK), tw,
+    if ONCHIP:
+        acc += tl.dot(_arows(a_ptr, a_ld, a_col, 0, K, offs_b, row_ok, dt, BK), w_onchip,
                       input_precision=PRECISION)
+        if BK2 > 0:
+            acc += tl.dot(_arows(a_ptr, a_ld, a_col, BK, K, offs_b, row_ok, dt, BK2), w_tail,
+                          input_precision=PRECISION)
+    else:
+        for k0 in range(0, K, BK):
+            acc += tl.dot(_arows(a_ptr, a_ld, a_col, k0, K, offs_b, row_ok, dt, BK),
+                          _wtile(w_ptr, w_off, w_ld, k0, K, offs_u, u_ok, BK, ROWS),
+                          input_precision=PRECISION)
     return acc
+
+
+@triton.jit
+def _gate_dots(h, a0, a1, a2, a3, w0, w1, w2, w3, PRECISION: tl.constexpr, NG: tl.constexpr):
+    # one chunk of h [BB, BK] times each gate's weight chunk [BK, U], added to the gates'
+    # accumulators (NG = 3 for a GRU: the fourth is left as it is)
+    a0 += tl.dot(h, w0, input_precision=PRECISION)
+    a1 += tl.dot(h, w1, input_precision=PRECISION)
+    a2 += tl.dot(h, w2, input_precision=PRECISION)
+    if NG == 4:
+        a3 += tl.dot(h, w3, input_precision=PRECISION)
+    return a0, a1, a2, a3
 
 
 @triton.jit
@@ -146,15 +176,25 @@ def _x_part(xproj_ptr, xo, ma, q, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u
 
 
 @triton.jit
-def _grid_sync(sync_ptr, target, PERSIST: tl.constexpr):
+def _grid_sync(sync_ptr, target, PERSIST: tl.constexpr, POLL: tl.constexpr = False):
     # barrier over the programs of this batch tile: arrive (release) and spin (acquire)
-    # until the counter reaches target = barriers so far x programs along the units
+    # until the counter reaches target = barriers so far x programs along the units.
+    # POLL (a tuning lever, plan.LEVERS): spin on plain volatile loads, which L2 serves
+    # to every program at once, instead of atomics that it serialises on the one
+    # counter; then one acquire (an atomic reading a count >= target synchronises with
+    # every release before it: the increments form one release sequence)
     if PERSIST:
         tl.debug_barrier()
         tl.atomic_add(sync_ptr, 1, sem="release")
-        cur = tl.atomic_add(sync_ptr, 0, sem="acquire")
-        while cur < target:
+        if POLL:
+            cur = tl.load(sync_ptr, volatile=True)
+            while cur < target:
+                cur = tl.load(sync_ptr, volatile=True)
+            tl.atomic_add(sync_ptr, 0, sem="acquire")
+        else:
             cur = tl.atomic_add(sync_ptr, 0, sem="acquire")
+            while cur < target:
+                cur = tl.atomic_add(sync_ptr, 0, sem="acquire")
         tl.debug_barrier()
 
 
@@ -169,6 +209,31 @@ def _grid_release(sync_ptr, nu, PERSIST: tl.constexpr):
         left = tl.atomic_add(sync_ptr, 1, sem="acq_rel")
         if (left + 1) % nu == 0:
             tl.atomic_xchg(sync_ptr, 0, sem="release")
+
+
+@triton.jit
+def _x_at(s, lens, row_ok, offs_b, offs_u, u_ok, B, G, REVERSE: tl.constexpr):
+    # (offsets [BB, U] into a [T, B, G] per-step tensor, mask) of this program's units
+    # at processing step s: what PREFETCH loads a step ahead
+    t = step_time(s, lens, REVERSE)
+    ma = ((s < lens) & row_ok)[:, None] & u_ok[None, :]
+    return (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :], ma
+
+
+@triton.jit
+def _next_x(xproj_ptr, s, lens, row_ok, offs_b, offs_u, u_ok, B, H, G, REVERSE: tl.constexpr,
+            NG: tl.constexpr):
+    # PREFETCH: the input part of every gate at step s, [BB, U] fp32 each (NG of them; the
+    # rest are gate 0's again, unused), loaded before the barrier that opens step s
+    xo, ma = _x_at(s, lens, row_ok, offs_b, offs_u, u_ok, B, G, REVERSE)
+    x0 = _gate_in(xproj_ptr, xo, 0, H, ma)
+    x1, x2, x3 = x0, x0, x0
+    if NG > 1:
+        x1 = _gate_in(xproj_ptr, xo, 1, H, ma)
+        x2 = _gate_in(xproj_ptr, xo, 2, H, ma)
+    if NG > 3:
+        x3 = _gate_in(xproj_ptr, xo, 3, H, ma)
+    return x0, x1, x2, x3
 
 
 @triton.jit

@@ -15,8 +15,9 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_release, _grid_sync,
-                      _product, _rows, sigmoid, step_time, tanh, _units, _wtile, _x_part)
+from ._common import (arg_types, _arows, _fwd_step, _gate_dots, _gate_in, _grid_release,
+                      _grid_sync, _next_x, _product, _rows, sigmoid, step_time, tanh, _units,
+                      _wonchip, _wtile, _x_part)
 
 
 @arg_types(
@@ -30,7 +31,8 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, b_hn_ptr, lengths_pt
                    s_begin, s_end, phases, REVERSE: tl.constexpr, SAVE: tl.constexpr,
                    FUSE_X: tl.constexpr, PERSIST: tl.constexpr, ONCHIP: tl.constexpr,
                    PRECISION: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
-                   BKH: tl.constexpr, BKX: tl.constexpr):
+                   BKH: tl.constexpr, BKX: tl.constexpr, BKH2: tl.constexpr,
+                   PREFETCH: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [3H, H] and (FUSE_X) wx = W_ih [3H, I] as torch holds them (_wtile's ROWS);
     # hbuf [2, B, H]; gates written only if SAVE
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
@@ -39,37 +41,43 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, b_hn_ptr, lengths_pt
     G = 3 * H
     m2 = row_ok[:, None] & u_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
-    if ONCHIP:
-        wr = _wtile(w_ptr, 0, G, 0, H, offs_u, u_ok, BKH, True)
-        wz = _wtile(w_ptr, H, G, 0, H, offs_u, u_ok, BKH, True)
-        wn = _wtile(w_ptr, 2 * H, G, 0, H, offs_u, u_ok, BKH, True)
+    if ONCHIP:   # [BKH (+ BKH2), U] per gate, loaded once for the whole sequence
+        wr, wr2 = _wonchip(w_ptr, 0, G, H, offs_u, u_ok, BKH, BKH2, True)
+        wz, wz2 = _wonchip(w_ptr, H, G, H, offs_u, u_ok, BKH, BKH2, True)
+        wn, wn2 = _wonchip(w_ptr, 2 * H, G, H, offs_u, u_ok, BKH, BKH2, True)
     b_hn = tl.load(b_hn_ptr + offs_u, mask=u_ok, other=0.0).to(tl.float32)[None, :]
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
+    if PREFETCH:   # the first step's input part; each step loads the next's before its barrier
+        xr, xz, xn, _ = _next_x(xproj_ptr, s_begin, lens, row_ok, offs_b, offs_u, u_ok, B, H, G,
+                                REVERSE, 3)
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
         act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, H, REVERSE)
         ar = tl.zeros((BB, U), tl.float32)
         az = tl.zeros((BB, U), tl.float32)
         an = tl.zeros((BB, U), tl.float32)
-        for k0 in range(0, H, BKH):
-            h = _arows(src, H, 0, k0, H, offs_b, row_ok, dt, BKH)
-            if ONCHIP:
-                tr, tz, tn = wr, wz, wn
-            else:
-                tr = _wtile(w_ptr, 0, G, k0, H, offs_u, u_ok, BKH, True)
-                tz = _wtile(w_ptr, H, G, k0, H, offs_u, u_ok, BKH, True)
-                tn = _wtile(w_ptr, 2 * H, G, k0, H, offs_u, u_ok, BKH, True)
-            ar += tl.dot(h, tr, input_precision=PRECISION)
-            az += tl.dot(h, tz, input_precision=PRECISION)
-            an += tl.dot(h, tn, input_precision=PRECISION)
+        if ONCHIP:   # h_{t-1}'s head and tail chunks, each read once for three gates
+            h = _arows(src, H, 0, 0, H, offs_b, row_ok, dt, BKH)
+            ar, az, an, _ = _gate_dots(h, ar, az, an, an, wr, wz, wn, 0, PRECISION, 3)
+            if BKH2 > 0:
+                h = _arows(src, H, 0, BKH, H, offs_b, row_ok, dt, BKH2)
+                ar, az, an, _ = _gate_dots(h, ar, az, an, an, wr2, wz2, wn2, 0, PRECISION, 3)
+        else:
+            for k0 in range(0, H, BKH):
+                h = _arows(src, H, 0, k0, H, offs_b, row_ok, dt, BKH)
+                ar, az, an, _ = _gate_dots(
+                    h, ar, az, an, an, _wtile(w_ptr, 0, G, k0, H, offs_u, u_ok, BKH, True),
+                    _wtile(w_ptr, H, G, k0, H, offs_u, u_ok, BKH, True),
+                    _wtile(w_ptr, 2 * H, G, k0, H, offs_u, u_ok, BKH, True), 0, PRECISION, 3)
         ma = act[:, None] & u_ok[None, :]
         xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-        xr = _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
-                     u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-        xz = _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
-                     u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-        xn = _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
-                     u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+        if not PREFETCH:
+            xr = _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
+                         u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+            xz = _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
+                         u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+            xn = _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_ptr, G, I, offs_b, row_ok, offs_u,
+                         u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         r = sigmoid(xr + ar)
         z = sigmoid(xz + az)
         a = an + b_hn
@@ -85,22 +93,26 @@ def gru_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, b_hn_ptr, lengths_pt
         tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :], y, mask=ma)
         tl.store(dst + so, y, mask=m2)
         tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
-        _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
+        if PREFETCH:
+            xr, xz, xn, _ = _next_x(xproj_ptr, s + 1, lens, row_ok, offs_b, offs_u, u_ok, B, H,
+                                    G, REVERSE, 3)
+        _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
 
 
 @triton.jit
-def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, dt: tl.constexpr,
-            PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr, U: tl.constexpr,
-            BKH: tl.constexpr):
+def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, wr2, wz2, wn2,
+            dt: tl.constexpr, PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
+            U: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr):
     # [BB, U] = dL/d hp [BB, 3H] (the step after's, all units) @ W_hh[:, units], gate by gate
+    # (ONCHIP: each gate's head and tail tiles)
     G = 3 * H
     return _product(src, G, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u, u_ok, wr, dt, PRECISION,
-                    ONCHIP, BB, U, BKH) + \
+                    ONCHIP, BB, U, BKH, False, wr2, BKH2) + \
         _product(src, G, H, H, offs_b, row_ok, w_ptr, H * H, H, offs_u, u_ok, wz, dt, PRECISION,
-                 ONCHIP, BB, U, BKH) + \
+                 ONCHIP, BB, U, BKH, False, wz2, BKH2) + \
         _product(src, G, 2 * H, H, offs_b, row_ok, w_ptr, 2 * H * H, H, offs_u, u_ok, wn, dt,
-                 PRECISION, ONCHIP, BB, U, BKH)
+                 PRECISION, ONCHIP, BB, U, BKH, False, wn2, BKH2)
 
 
 @arg_types(
@@ -115,7 +127,8 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
                    grad_x_ptr, grad_hp_ptr, grad_h0_ptr, states_ptr, gbuf_ptr, carry_ptr, sync_ptr,
                    T, B, H, row0, row_end, s_begin, s_end, phases, keep, REVERSE: tl.constexpr,
                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
-                   BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr):
+                   BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr,
+                   POLL: tl.constexpr):
     # w = W_hh [3H, H]; gbuf [2, B, 3H] exchanges dL/d hp; carry [B, H] fp32 keeps the
     # direct path d * z between per-step launches. Iteration i is step nsteps - 1 - i;
     # iteration nsteps forms dh0. keep != 0: states [T, B, H] gets dL/dh_t.
@@ -125,11 +138,11 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
     G = 3 * H
     m2 = row_ok[:, None] & u_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
-    wr, wz, wn = 0, 0, 0
+    wr, wz, wn, wr2, wz2, wn2 = 0, 0, 0, 0, 0, 0
     if ONCHIP:
-        wr = _wtile(w_ptr, 0, H, 0, H, offs_u, u_ok, BKH)
-        wz = _wtile(w_ptr, H * H, H, 0, H, offs_u, u_ok, BKH)
-        wn = _wtile(w_ptr, 2 * H * H, H, 0, H, offs_u, u_ok, BKH)
+        wr, wr2 = _wonchip(w_ptr, 0, H, H, offs_u, u_ok, BKH, BKH2)
+        wz, wz2 = _wonchip(w_ptr, H * H, H, H, offs_u, u_ok, BKH, BKH2)
+        wn, wn2 = _wonchip(w_ptr, 2 * H * H, H, H, offs_u, u_ok, BKH, BKH2)
     ghn = tl.load(grad_hn_ptr + so, mask=m2, other=0.0).to(tl.float32)
     direct = tl.load(carry_ptr + so, mask=m2, other=0.0)
     nu = tl.num_programs(0)
@@ -142,7 +155,7 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         tp = step_time(s - 1, lens, REVERSE)
         sv = tl.zeros_like(lens) + s                     # [BB]: step 0 reads the initial state
         rec = _gru_dh(gbuf_ptr + (i % 2) * B * G, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz,
-                      wn, dt, PRECISION, ONCHIP, BB, U, BKH)
+                      wn, wr2, wz2, wn2, dt, PRECISION, ONCHIP, BB, U, BKH, BKH2)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         d = tl.where(first[:, None], ghn, direct + rec) + \
@@ -172,11 +185,12 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         tl.store(gx, dr.to(dt), mask=m2)
         tl.store(gx + H, dz.to(dt), mask=m2)
         tl.store(gx + 2 * H, (dn * r).to(dt), mask=m2)
-        _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST)
+        _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
         dh0 = direct + _gru_dh(gbuf_ptr + (nsteps % 2) * B * G, H, offs_b, row_ok, offs_u, u_ok,
-                               w_ptr, wr, wz, wn, dt, PRECISION, ONCHIP, BB, U, BKH)
+                               w_ptr, wr, wz, wn, wr2, wz2, wn2, dt, PRECISION, ONCHIP, BB, U,
+                               BKH, BKH2)
         tl.store(grad_h0_ptr + so, dh0.to(dt), mask=m2)
     if not PERSIST:
         tl.store(carry_ptr + so, direct, mask=m2)
@@ -196,8 +210,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_ptr=xproj,
                h0_ptr=h0.contiguous(), w_ptr=w_hh.contiguous(),
                b_hn_ptr=xproj.new_zeros(H) if b_hn is None else b_hn.contiguous(), out_ptr=out,
-               hn_ptr=h_n, gates_ptr=gates if save else out, hbuf_ptr=run.buffer((2, B, H)),
-               FUSE_X=False)
+               hn_ptr=h_n, gates_ptr=gates if save else out, hbuf_ptr=run.buffer((2, B, H)))
     run.zero_past_lengths(out)
     return out, h_n, gates
 
@@ -232,6 +245,5 @@ def gru_step(*, x, h, w_ih, w_hh, b_ih, b_hh):
                wx_ptr=w_ih.contiguous(), h0_ptr=h.contiguous(),
                w_ptr=w_hh.contiguous(),
                b_hn_ptr=x.new_zeros(H) if b_hh is None else b_hh[2 * H:].contiguous(),
-               out_ptr=out, hn_ptr=h_n, gates_ptr=out, hbuf_ptr=run.buffer((2, B, H)),
-               FUSE_X=True)
+               out_ptr=out, hn_ptr=h_n, gates_ptr=out, hbuf_ptr=run.buffer((2, B, H)))
     return h_n

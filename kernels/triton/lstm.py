@@ -23,8 +23,9 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _fwd_step, _gate_in, _grid_release, _grid_sync,
-                      _product, _rows, sigmoid, step_time, tanh, _units, _wtile, _x_part)
+from ._common import (arg_types, _arows, _fwd_step, _gate_dots, _gate_in, _grid_release,
+                      _grid_sync, _next_x, _product, _rows, sigmoid, step_time, tanh, _units,
+                      _wonchip, _wtile, _x_part)
 
 
 @arg_types(
@@ -42,7 +43,8 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, c0_ptr, w_ptr, wr_ptr,
                     SAVE: tl.constexpr, FUSE_X: tl.constexpr, PERSIST: tl.constexpr,
                     ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
                     U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr, BKH: tl.constexpr,
-                    BKX: tl.constexpr):
+                    BKX: tl.constexpr, BKP2: tl.constexpr, BKH2: tl.constexpr,
+                    PREFETCH: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [G, P], wr = W_hr [P, H] and (FUSE_X) wx = W_ih [G, I] as torch holds them
     # (read transposed: _wtile's ROWS); hbuf [2, B, P] and mbuf [B, H] exchange
     # buffers; cbuf [B, H] fp32 carries c between per-step launches. FUSE_X (one step,
@@ -55,20 +57,23 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, c0_ptr, w_ptr, wr_ptr,
     so = offs_b[:, None] * H + offs_u[None, :]                              # [BB, U] in [B, H]
     if PROJ:
         offs_p, p_ok = _units(P, UP)
-    wr = 0
-    if ONCHIP:   # [BKP, U] per gate, loaded once for the whole sequence
-        wi = _wtile(w_ptr, 0, G, 0, P, offs_u, u_ok, BKP, True)
-        wf = _wtile(w_ptr, H, G, 0, P, offs_u, u_ok, BKP, True)
-        wg = _wtile(w_ptr, 2 * H, G, 0, P, offs_u, u_ok, BKP, True)
-        wo = _wtile(w_ptr, 3 * H, G, 0, P, offs_u, u_ok, BKP, True)
-        if PROJ:
-            wr = _wtile(wr_ptr, 0, P, 0, H, offs_p, p_ok, BKH, True)   # [BKH, UP]
+    wr, wr2 = 0, 0
+    if ONCHIP:   # [BKP (+ BKP2), U] per gate, loaded once for the whole sequence
+        wi, wi2 = _wonchip(w_ptr, 0, G, P, offs_u, u_ok, BKP, BKP2, True)
+        wf, wf2 = _wonchip(w_ptr, H, G, P, offs_u, u_ok, BKP, BKP2, True)
+        wg, wg2 = _wonchip(w_ptr, 2 * H, G, P, offs_u, u_ok, BKP, BKP2, True)
+        wo, wo2 = _wonchip(w_ptr, 3 * H, G, P, offs_u, u_ok, BKP, BKP2, True)
+        if PROJ:   # [BKH (+ BKH2), UP]
+            wr, wr2 = _wonchip(wr_ptr, 0, P, H, offs_p, p_ok, BKH, BKH2, True)
     c = tl.load(cbuf_ptr + so, mask=m2, other=0.0)
     if s_begin == 0:
         c = tl.load(c0_ptr + so, mask=m2, other=0.0).to(tl.float32)
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
     NBAR: tl.constexpr = 2 if PROJ else 1
+    if PREFETCH:   # the first step's input part; each step loads the next's before its barrier
+        xi, xf, xg, xq = _next_x(xproj_ptr, s_begin, lens, row_ok, offs_b, offs_u, u_ok, B, H,
+                                 G, REVERSE, 4)
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
         act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, P, REVERSE)
         if phases & 1:    # gates and c for this program's cell units
@@ -76,29 +81,34 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, c0_ptr, w_ptr, wr_ptr,
             af = tl.zeros((BB, U), tl.float32)
             ag = tl.zeros((BB, U), tl.float32)
             ao = tl.zeros((BB, U), tl.float32)
-            for k0 in range(0, P, BKP):          # one chunk when ONCHIP
-                h = _arows(src, P, 0, k0, P, offs_b, row_ok, dt, BKP)            # [BB, BKP]
-                if ONCHIP:
-                    ti, tf, tg, to = wi, wf, wg, wo
-                else:
-                    ti = _wtile(w_ptr, 0, G, k0, P, offs_u, u_ok, BKP, True)
-                    tf = _wtile(w_ptr, H, G, k0, P, offs_u, u_ok, BKP, True)
-                    tg = _wtile(w_ptr, 2 * H, G, k0, P, offs_u, u_ok, BKP, True)
-                    to = _wtile(w_ptr, 3 * H, G, k0, P, offs_u, u_ok, BKP, True)
-                ai += tl.dot(h, ti, input_precision=PRECISION)
-                af += tl.dot(h, tf, input_precision=PRECISION)
-                ag += tl.dot(h, tg, input_precision=PRECISION)
-                ao += tl.dot(h, to, input_precision=PRECISION)
+            if ONCHIP:   # h_{t-1}'s head and tail chunks, each read once for four gates
+                h = _arows(src, P, 0, 0, P, offs_b, row_ok, dt, BKP)              # [BB, BKP]
+                ai, af, ag, ao = _gate_dots(h, ai, af, ag, ao, wi, wf, wg, wo, PRECISION, 4)
+                if BKP2 > 0:
+                    h = _arows(src, P, 0, BKP, P, offs_b, row_ok, dt, BKP2)
+                    ai, af, ag, ao = _gate_dots(h, ai, af, ag, ao, wi2, wf2, wg2, wo2,
+                                                PRECISION, 4)
+            else:
+                for k0 in range(0, P, BKP):
+                    h = _arows(src, P, 0, k0, P, offs_b, row_ok, dt, BKP)
+                    ai, af, ag, ao = _gate_dots(
+                        h, ai, af, ag, ao, _wtile(w_ptr, 0, G, k0, P, offs_u, u_ok, BKP, True),
+                        _wtile(w_ptr, H, G, k0, P, offs_u, u_ok, BKP, True),
+                        _wtile(w_ptr, 2 * H, G, k0, P, offs_u, u_ok, BKP, True),
+                        _wtile(w_ptr, 3 * H, G, k0, P, offs_u, u_ok, BKP, True), PRECISION, 4)
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-            ai += _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
-                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            af += _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
-                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            ag += _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
-                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
-            ao += _x_part(xproj_ptr, xo, ma, 3, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
-                          offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+            if PREFETCH:
+                ai, af, ag, ao = ai + xi, af + xf, ag + xg, ao + xq
+            else:
+                ai += _x_part(xproj_ptr, xo, ma, 0, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
+                              offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+                af += _x_part(xproj_ptr, xo, ma, 1, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
+                              offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+                ag += _x_part(xproj_ptr, xo, ma, 2, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
+                              offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+                ao += _x_part(xproj_ptr, xo, ma, 3, H, x_ptr, wx_ptr, G, I, offs_b, row_ok,
+                              offs_u, u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
             ig, fg, gg, og = sigmoid(ai), sigmoid(af), tanh(ag), sigmoid(ao)
             c_new = fg * c + ig * gg
             mv = og * tanh(c_new)                                              # [BB, U]
@@ -120,17 +130,20 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, c0_ptr, w_ptr, wr_ptr,
                 tl.store(dst + so, mv.to(dt), mask=m2)
                 tl.store(hn_ptr + so, mv.to(dt), mask=last[:, None] & u_ok[None, :])
         if PROJ:
-            _grid_sync(sync, ((s - s_begin) * NBAR + 1) * nu, PERSIST)
+            _grid_sync(sync, ((s - s_begin) * NBAR + 1) * nu, PERSIST, POLL)
             if phases & 2:    # this program's UP units of h = m @ W_hr^T, from the whole m
                 hp = _product(mbuf_ptr, H, 0, H, offs_b, row_ok, wr_ptr, 0, P, offs_p, p_ok, wr,
-                              dt, PRECISION, ONCHIP, BB, UP, BKH, True)
+                              dt, PRECISION, ONCHIP, BB, UP, BKH, True, wr2, BKH2)
                 po = offs_b[:, None] * P + offs_p[None, :]
                 mp = row_ok[:, None] & p_ok[None, :]
                 tl.store(out_ptr + (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :],
                          hp.to(dt), mask=mp & act[:, None])
                 tl.store(dst + po, hp.to(dt), mask=mp)
                 tl.store(hn_ptr + po, hp.to(dt), mask=mp & last[:, None])
-        _grid_sync(sync, ((s - s_begin) * NBAR + NBAR) * nu, PERSIST)
+        if PREFETCH:
+            xi, xf, xg, xq = _next_x(xproj_ptr, s + 1, lens, row_ok, offs_b, offs_u, u_ok, B,
+                                     H, G, REVERSE, 4)
+        _grid_sync(sync, ((s - s_begin) * NBAR + NBAR) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if not PERSIST:
         if phases & 1:    # a launch of the second phase alone leaves c as it found it
@@ -138,20 +151,20 @@ def lstm_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, c0_ptr, w_ptr, wr_ptr,
 
 
 @triton.jit
-def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt: tl.constexpr,
-             PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
-             UP: tl.constexpr, BKH: tl.constexpr):
+def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, wi2, wf2, wg2, wo2,
+             dt: tl.constexpr, PRECISION: tl.constexpr, ONCHIP: tl.constexpr, BB: tl.constexpr,
+             UP: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr):
     # [BB, UP] = dG [BB, 4H] (the step after's gate gradients, all units) @ W_hh[:, units],
-    # gate by gate
+    # gate by gate (ONCHIP: each gate's head and tail tiles)
     G = 4 * H
     return _product(src, G, 0, H, offs_b, row_ok, w_ptr, 0, P, offs_p, p_ok, wi, dt, PRECISION,
-                    ONCHIP, BB, UP, BKH) + \
+                    ONCHIP, BB, UP, BKH, False, wi2, BKH2) + \
         _product(src, G, H, H, offs_b, row_ok, w_ptr, H * P, P, offs_p, p_ok, wf, dt, PRECISION,
-                 ONCHIP, BB, UP, BKH) + \
+                 ONCHIP, BB, UP, BKH, False, wf2, BKH2) + \
         _product(src, G, 2 * H, H, offs_b, row_ok, w_ptr, 2 * H * P, P, offs_p, p_ok, wg, dt,
-                 PRECISION, ONCHIP, BB, UP, BKH) + \
+                 PRECISION, ONCHIP, BB, UP, BKH, False, wg2, BKH2) + \
         _product(src, G, 3 * H, H, offs_b, row_ok, w_ptr, 3 * H * P, P, offs_p, p_ok, wo, dt,
-                 PRECISION, ONCHIP, BB, UP, BKH)
+                 PRECISION, ONCHIP, BB, UP, BKH, False, wo2, BKH2)
 
 
 @arg_types(
@@ -168,7 +181,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
                     s_begin, s_end, phases, keep, PROJ: tl.constexpr, REVERSE: tl.constexpr,
                     PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                     BB: tl.constexpr, U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr,
-                    BKH: tl.constexpr):
+                    BKH: tl.constexpr, BKP2: tl.constexpr, BKH2: tl.constexpr,
+                    POLL: tl.constexpr):
     # w = W_hh [G, P]; wr = W_hr [P, H]; gbuf [2, B, G] and dhbuf [B, P] exchange buffers;
     # dcbuf [B, H] fp32 carries dc between per-step launches. Iteration i in
     # [s_begin, s_end) is step nsteps - 1 - i; iteration nsteps forms dh0 and dc0.
@@ -186,13 +200,14 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
     so = offs_b[:, None] * H + offs_u[None, :]
     po = offs_b[:, None] * P + offs_p[None, :]
     wi, wf, wg, wo, wr = 0, 0, 0, 0, 0
-    if ONCHIP:   # [BKH, UP] per gate: the W_hh columns of this program's state units
-        wi = _wtile(w_ptr, 0, P, 0, H, offs_p, p_ok, BKH)
-        wf = _wtile(w_ptr, H * P, P, 0, H, offs_p, p_ok, BKH)
-        wg = _wtile(w_ptr, 2 * H * P, P, 0, H, offs_p, p_ok, BKH)
-        wo = _wtile(w_ptr, 3 * H * P, P, 0, H, offs_p, p_ok, BKH)
-        if PROJ:
-            wr = _wtile(wr_ptr, 0, H, 0, P, offs_u, u_ok, BKP)             # [BKP, U]
+    wi2, wf2, wg2, wo2, wr2 = 0, 0, 0, 0, 0
+    if ONCHIP:   # [BKH (+ BKH2), UP] per gate: the W_hh columns of this program's state units
+        wi, wi2 = _wonchip(w_ptr, 0, P, H, offs_p, p_ok, BKH, BKH2)
+        wf, wf2 = _wonchip(w_ptr, H * P, P, H, offs_p, p_ok, BKH, BKH2)
+        wg, wg2 = _wonchip(w_ptr, 2 * H * P, P, H, offs_p, p_ok, BKH, BKH2)
+        wo, wo2 = _wonchip(w_ptr, 3 * H * P, P, H, offs_p, p_ok, BKH, BKH2)
+        if PROJ:   # [BKP (+ BKP2), U]
+            wr, wr2 = _wonchip(wr_ptr, 0, H, P, offs_u, u_ok, BKP, BKP2)
     ghn = tl.load(grad_hn_ptr + po, mask=mp, other=0.0).to(tl.float32)
     gcn = tl.load(grad_cn_ptr + so, mask=m2, other=0.0).to(tl.float32)
     dc = tl.load(dcbuf_ptr + so, mask=m2, other=0.0)
@@ -210,8 +225,8 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
         dst = gbuf_ptr + ((i + 1) % 2) * B * G
         dm = tl.zeros((BB, U), tl.float32)               # dL/dm of this program's cell units
         if phases & 1:    # dh of this program's state units, from the step after's gates
-            rec = _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, dt,
-                           PRECISION, ONCHIP, BB, UP, BKH)
+            rec = _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, wi2,
+                           wf2, wg2, wo2, dt, PRECISION, ONCHIP, BB, UP, BKH, BKH2)
             map_ = act[:, None] & p_ok[None, :]
             to = (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :]
             dh = tl.where(first[:, None], ghn, rec) + \
@@ -223,10 +238,10 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
                 tl.store(grad_h_ptr + to, dh.to(dt), mask=map_ & ((lens * 0 + keep) != 0)[:, None])
                 dm = dh
         if PROJ:
-            _grid_sync(sync, ((i - s_begin) * NBAR + 1) * nu, PERSIST)
+            _grid_sync(sync, ((i - s_begin) * NBAR + 1) * nu, PERSIST, POLL)
             if phases & 2:    # dm = dh @ W_hr from the whole dh
                 dm = _product(dhbuf_ptr, P, 0, P, offs_b, row_ok, wr_ptr, 0, H, offs_u, u_ok, wr,
-                              dt, PRECISION, ONCHIP, BB, U, BKP)
+                              dt, PRECISION, ONCHIP, BB, U, BKP, False, wr2, BKP2)
         if phases & 2:    # gate gradients and dc of this program's cell units
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
@@ -254,11 +269,12 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
             tl.store(dst + go_ + H, gf.to(dt), mask=m2)
             tl.store(dst + go_ + 2 * H, gc.to(dt), mask=m2)
             tl.store(dst + go_ + 3 * H, go.to(dt), mask=m2)
-        _grid_sync(sync, ((i - s_begin) * NBAR + NBAR) * nu, PERSIST)
+        _grid_sync(sync, ((i - s_begin) * NBAR + NBAR) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end) & (phases & 1):   # after step 0: dh0, dc0
         dh0 = _lstm_dh(gbuf_ptr + (nsteps % 2) * B * G, H, P, offs_b, row_ok, offs_p, p_ok,
-                       w_ptr, wi, wf, wg, wo, dt, PRECISION, ONCHIP, BB, UP, BKH)
+                       w_ptr, wi, wf, wg, wo, wi2, wf2, wg2, wo2, dt, PRECISION, ONCHIP, BB, UP,
+                       BKH, BKH2)
         tl.store(grad_h0_ptr + po, dh0.to(dt), mask=mp)
         tl.store(grad_c0_ptr + so, dc.to(dt), mask=m2)
     if not PERSIST:
@@ -282,8 +298,7 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
                wr_ptr=w_hr.contiguous() if proj else xproj, out_ptr=out, hn_ptr=h_n,
                cn_ptr=c_n, gates_ptr=gates if save else out, cells_ptr=cells if save else out,
                mids_ptr=mids if proj and save else out, hbuf_ptr=run.buffer((2, B, P)),
-               mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True),
-               FUSE_X=False)
+               mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True))
     run.zero_past_lengths(out, mids if proj and save else None)
     return out, h_n, c_n, gates, cells, mids
 
@@ -331,6 +346,5 @@ def lstm_step(*, x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
                c0_ptr=c.contiguous(), w_ptr=w_hh.contiguous(),
                wr_ptr=w_hr.contiguous() if proj else x, out_ptr=out, hn_ptr=h_n,
                cn_ptr=c_n, gates_ptr=out, cells_ptr=out, mids_ptr=out, hbuf_ptr=run.buffer((2, B, P)),
-               mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True),
-               FUSE_X=True)
+               mbuf_ptr=run.buffer((B, H)), cbuf_ptr=run.buffer((B, H), fp32=True))
     return h_n, c_n

@@ -50,17 +50,23 @@ class Tiling:
     num_warps: int = 4
     maxnreg: int = None   # ptxas's register cap (None: its own choice, which spilled some
     #                       wide tiles at 96-128 registers; 255 gave them 0 spills)
+    prefetch: bool = False  # forward: each step loads the next one's xproj before its
+    #                         barrier's wait (the loads overlap the other programs' step)
+    poll: bool = False    # the barrier spins on plain loads of its counter, not atomics
 
 
 # Preference order: weights on chip first, then the most programs (the probe: 128
 # programs beat 64 beat 32 at (256, 64, 512)). Compiled for sm_80/sm_90a (tests/aot_check):
-# an on-chip weight slice above ONCHIP_MAX_BYTES spilled registers (LSTM forward, bf16,
-# H=768: 248 bytes of spills with 8 warps, 1352 with 4), and every on-chip backward
-# spilled (LSTM, H=128: 176 bytes), so the backward always streams its weights.
-ONCHIP = [Tiling(16, 16, True, 8), Tiling(16, 32, True, 8)]
+# on chip, a weight of width K is held as two power-of-two tiles (``split``: 768 = 512 +
+# 256); Triton puts them in shared memory. The LSTM forward, bf16, H=768, 16 units (96 KB
+# a program, the probe's case) built with 190-200 registers, 113 KB of shared memory and
+# no spills, where one padded 1024-wide tile (128 KB) spilled 24-968 bytes; slices above
+# ONCHIP_MAX_BYTES are not tried. Every on-chip backward spilled (LSTM, H=128: 176
+# bytes), so the backward always streams its weights.
+ONCHIP = [Tiling(16, 16, True, 8), Tiling(16, 32, True, 8), Tiling(16, 16, True, 4)]
 STREAMING = [Tiling(16, 16, False), Tiling(16, 16, False, 8), Tiling(16, 32, False),
              Tiling(16, 64, False), Tiling(32, 64, False)]
-ONCHIP_MAX_BYTES = 64 * 1024
+ONCHIP_MAX_BYTES = 96 * 1024
 # Wide tiles, after those: for a batch the tilings above cover only in row chunks (one
 # launch after another), the whole batch in one launch with taller batch tiles; and
 # what tuning (kernels/triton/tuning.py) may find faster where an earlier tiling fits
@@ -75,12 +81,21 @@ WIDE = [Tiling(32, 16, False, 4, 255), Tiling(32, 32, False, 8, 255),
 # register cap at 255 (the RNN step, reading W_ih and W_hh as torch holds them, spilled
 # 8-24 bytes at 80 registers under Triton 3.6 without it)
 FALLBACK = Tiling(16, 16, False, 8, 255)
+# The kernel-body levers of kernels/README ("the levers on a step"), each kept only where
+# a device measures it faster: last in the order, so no static plan takes them; tuning
+# times them beside the others. On the likeliest winners at the FlashRNN shape (on chip;
+# U=32 with 4 warps), so that precompile's table reads each lever's own saving there:
+# U=32 alone, with the polling barrier, with both.
+LEVERS = [Tiling(16, 16, True, 8, prefetch=True, poll=True),
+          Tiling(32, 16, False, 4, 255, poll=True),
+          Tiling(32, 16, False, 4, 255, prefetch=True, poll=True)]
 
 
 def candidates(onchip_bytes):
     """Tilings to try, in order; ``onchip_bytes(tiling)``: the weights it would hold on
     chip (0: this kernel never holds them)."""
-    return [t for t in ONCHIP if 0 < onchip_bytes(t) <= ONCHIP_MAX_BYTES] + STREAMING + WIDE
+    return [t for t in ONCHIP + STREAMING + WIDE + LEVERS
+            if not t.onchip or 0 < onchip_bytes(t) <= ONCHIP_MAX_BYTES]
 
 
 @dataclass(frozen=True)
@@ -156,10 +171,21 @@ def precision(dtype):
     return "ieee"
 
 
+def split(K):
+    """(head, tail): the two power-of-two chunks (tail 0: none) that hold a K-wide weight on
+    chip with the least padding (Triton's tiles are powers of two): 768 = 512 + 256, where
+    one padded chunk of 1024 held a third more, and spilled (LSTM forward, bf16)."""
+    full = max(16, next_power_of_2(K))
+    head = full // 2
+    tail = max(16, next_power_of_2(K - head))
+    return (head, tail) if head + tail < full else (full, 0)
+
+
 def chunks(tiling, H, P, dtype):
-    """The product chunks over P and over H: the whole padded width when on chip."""
+    """The product chunks over P and over H: on chip, the heads of ``split``'s (the tails
+    are the BKP2 / BKH2 constexprs)."""
     if tiling.onchip:
-        return max(16, next_power_of_2(P)), max(16, next_power_of_2(H))
+        return split(P)[0], split(H)[0]
     # fp32 products need more registers (sm_80, tf32: LSTM forward spilled 8 bytes at 32);
     # 16-bit at 64 left no registers to spare (232-255)
     bk = 16 if dtype.itemsize == 4 else 32
@@ -195,8 +221,11 @@ def _constexprs(kernel, tiling, H, P, dtype, units, I, flags, prec):
         # smallest tiles); IEEE fp32 did not (180 registers): more precise, never less
         prec = "ieee"
     bkx = min(16 if dtype.itemsize == 4 else 32, max(16, next_power_of_2(I or 16)))
+    tails = (split(P)[1], split(H)[1]) if tiling.onchip else (0, 0)
     values = dict(flags, BB=tiling.BB, U=tiling.U, UP=up, BKP=bkp, BKH=bkh, BKX=bkx,
-                  ONCHIP=tiling.onchip, PRECISION=prec)
+                  BKP2=tails[0], BKH2=tails[1], ONCHIP=tiling.onchip, PRECISION=prec,
+                  # a fused step's input part is a product, not a load to move ahead
+                  PREFETCH=tiling.prefetch and not flags.get("FUSE_X"), POLL=tiling.poll)
     return {k: v for k, v in values.items() if k in kernel.arg_names}
 
 
@@ -224,9 +253,8 @@ def onchip_bytes(cell, direction, H, P, dtype, flags):
     proj = flags.get("PROJ")
 
     def size(t):
-        bkp, bkh = chunks(t, H, P, dtype)
         up = proj_units(P, cdiv(H, t.U)) if proj else 0
-        return (GATES[cell] * bkp * t.U + bkh * up) * dtype.itemsize
+        return (GATES[cell] * sum(split(P)) * t.U + sum(split(H)) * up) * dtype.itemsize
     return size
 
 
@@ -366,7 +394,9 @@ class Run:
     """One launcher call: the plan, the scratch buffers, the launches."""
 
     def __init__(self, kernel, cell, direction, like, *, H, P, B, T, lengths, I=0, **flags):
-        self.kernel, self.direction, self.flags = kernel, direction, flags
+        # a step (T = 1, the *Cell path) fuses its input product (FUSE_X)
+        self.kernel, self.direction = kernel, direction
+        self.flags = dict(flags, FUSE_X=direction == "step")
         self.H, self.P, self.B, self.T, self.I = H, P, B, T, I
         self.dtype, self.device = like.dtype, like.device
         self.lengths, self.tune = lengths, None

@@ -19,8 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (arg_types, _fwd_step, _grid_release, _grid_sync, _product, _rows,
-                      step_time, tanh, _units, _wtile, _x_part)
+from ._common import (arg_types, _fwd_step, _grid_release, _grid_sync, _next_x, _product,
+                      _rows, step_time, tanh, _units, _wonchip, _x_part)
 
 
 @triton.jit
@@ -48,7 +48,8 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, lengths_ptr, out_ptr
                    hn_ptr, hbuf_ptr, sync_ptr, T, B, H, I, row0, row_end, s_begin, s_end,
                    phases, REVERSE: tl.constexpr, RELU: tl.constexpr, FUSE_X: tl.constexpr,
                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
-                   BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKX: tl.constexpr):
+                   BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKX: tl.constexpr,
+                   BKH2: tl.constexpr, PREFETCH: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [H, H] as torch holds it (read transposed: _wtile's ROWS, no copy per call);
     # FUSE_X (one step, T = 1): x [B, I] @ W_ih^T here (wx = W_ih [H, I]), xproj = biases
     offs_b, row_ok, lens, nsteps = _rows(lengths_ptr, row0, row_end, BB)
@@ -56,24 +57,33 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, lengths_ptr, out_ptr
     dt = out_ptr.dtype.element_ty
     m2 = row_ok[:, None] & u_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
-    w = 0
-    if ONCHIP:
-        w = _wtile(w_ptr, 0, H, 0, H, offs_u, u_ok, BKH, True)           # [BKH, U]
+    w, w2 = 0, 0
+    if ONCHIP:   # [BKH (+ BKH2), U]
+        w, w2 = _wonchip(w_ptr, 0, H, H, offs_u, u_ok, BKH, BKH2, True)
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
+    if PREFETCH:   # the first step's input part; each step loads the next's before its barrier
+        xa, _, _, _ = _next_x(xproj_ptr, s_begin, lens, row_ok, offs_b, offs_u, u_ok, B, H, H,
+                              REVERSE, 1)
     for s in range(s_begin, tl.minimum(s_end, nsteps)):
         act, last, t, src, dst = _fwd_step(s, lens, row_ok, hbuf_ptr, h0_ptr, B, H, REVERSE)
         acc = _product(src, H, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u, u_ok, w, dt,
-                       PRECISION, ONCHIP, BB, U, BKH, True)
+                       PRECISION, ONCHIP, BB, U, BKH, True, w2, BKH2)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
-        acc += _x_part(xproj_ptr, ho, ma, 0, H, x_ptr, wx_ptr, H, I, offs_b, row_ok, offs_u,
-                       u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
+        if PREFETCH:
+            acc += xa
+        else:
+            acc += _x_part(xproj_ptr, ho, ma, 0, H, x_ptr, wx_ptr, H, I, offs_b, row_ok, offs_u,
+                           u_ok, dt, PRECISION, BB, U, BKX, FUSE_X)
         y = _act(acc, RELU).to(dt)
         tl.store(out_ptr + ho, y, mask=ma)
         tl.store(dst + so, y, mask=m2)
         tl.store(hn_ptr + so, y, mask=last[:, None] & u_ok[None, :])
-        _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST)
+        if PREFETCH:
+            xa, _, _, _ = _next_x(xproj_ptr, s + 1, lens, row_ok, offs_b, offs_u, u_ok, B, H, H,
+                                  REVERSE, 1)
+        _grid_sync(sync, (s - s_begin + 1) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
 
 
@@ -88,7 +98,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
                    grad_h0_ptr, states_ptr, gbuf_ptr, sync_ptr, T, B, H, row0, row_end, s_begin,
                    s_end, phases, keep, REVERSE: tl.constexpr, RELU: tl.constexpr, PERSIST: tl.constexpr,
                    ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
-                   U: tl.constexpr, BKH: tl.constexpr):
+                   U: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [H, H]; gbuf [2, B, H] exchanges the pre-activation gradients g; iteration
     # i in [s_begin, s_end) is step nsteps - 1 - i, iteration nsteps forms dh0; keep != 0:
     # states [T, B, H] gets dL/dh_t (fastrnn.diagnostics; a runtime flag, so one build)
@@ -97,9 +107,9 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
     dt = grad_out_ptr.dtype.element_ty
     m2 = row_ok[:, None] & u_ok[None, :]
     so = offs_b[:, None] * H + offs_u[None, :]
-    w = 0
-    if ONCHIP:
-        w = _wtile(w_ptr, 0, H, 0, H, offs_u, u_ok, BKH)                     # [BKH, U]
+    w, w2 = 0, 0
+    if ONCHIP:   # [BKH (+ BKH2), U]
+        w, w2 = _wonchip(w_ptr, 0, H, H, offs_u, u_ok, BKH, BKH2)
     ghn = tl.load(grad_hn_ptr + so, mask=m2, other=0.0).to(tl.float32)
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
@@ -109,7 +119,7 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         first = s == lens - 1
         t = step_time(s, lens, REVERSE)
         rec = _product(gbuf_ptr + (i % 2) * B * H, H, 0, H, offs_b, row_ok, w_ptr, 0, H, offs_u,
-                       u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH)
+                       u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH, False, w2, BKH2)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
         d = tl.where(first[:, None], ghn, rec) + \
@@ -119,11 +129,11 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
         g = tl.where(ma, _act_grad(d, y, RELU), 0.0).to(dt)
         tl.store(grad_pre_ptr + ho, g, mask=ma)
         tl.store(gbuf_ptr + ((i + 1) % 2) * B * H + so, g, mask=m2)
-        _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST)
+        _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
         dh0 = _product(gbuf_ptr + (nsteps % 2) * B * H, H, 0, H, offs_b, row_ok, w_ptr, 0, H,
-                       offs_u, u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH)
+                       offs_u, u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH, False, w2, BKH2)
         tl.store(grad_h0_ptr + so, dh0.to(dt), mask=m2)
 
 
@@ -139,7 +149,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
                    REVERSE=reverse, RELU=nonlinearity == "relu")
     run.prefill_final((h_n, h0))
     run.launch(xproj_ptr=xproj.contiguous(), x_ptr=xproj, wx_ptr=xproj, h0_ptr=h0.contiguous(), w_ptr=w_hh.contiguous(), out_ptr=out, hn_ptr=h_n,
-               hbuf_ptr=run.buffer((2, B, H)), FUSE_X=False)
+               hbuf_ptr=run.buffer((2, B, H)))
     run.zero_past_lengths(out)
     return out, h_n
 
@@ -172,5 +182,5 @@ def rnn_step(*, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
     run.launch(xproj_ptr=plan.step_bias(b_ih, b_hh, H, x), x_ptr=x.contiguous(),
                wx_ptr=w_ih.contiguous(), h0_ptr=h.contiguous(),
                w_ptr=w_hh.contiguous(), out_ptr=out, hn_ptr=h_n,
-               hbuf_ptr=run.buffer((2, B, H)), FUSE_X=True)
+               hbuf_ptr=run.buffer((2, B, H)))
     return h_n

@@ -45,7 +45,7 @@ def name(p):
     """A plan's name in the cache and the logs: its tiling."""
     t = p.tiling
     return f"U{t.U} BB{t.BB}{' onchip' if t.onchip else ''} {t.num_warps}w" + \
-        (f" r{t.maxnreg}" if t.maxnreg else "")
+        (f" r{t.maxnreg}" if t.maxnreg else "") + " prefetch" * t.prefetch + " poll" * t.poll
 
 
 def _tiling(entry):
