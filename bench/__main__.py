@@ -10,7 +10,8 @@ Sections (all by default; pick with --sections):
   charlm   a character-level LSTM language model trained on the Python standard
            library's sources: one step, and tokens/s over an epoch-slice.
   models   fastrnn.models against the same models built with torch.nn: seq2seq
-           training and decoding, gradient-flow diagnostics overhead (bench/models.py).
+           training and decoding, the char-LM step eager and under torch.compile,
+           gradient-flow diagnostics overhead, the depth sweep (bench/models.py).
   trees    tree nets on the standard library's ASTs: the level-batched kernels against
            the per-node reference and level-batched PyTorch (bench/trees.py).
   host     the Triton path's host side with its launches stubbed: kernel launches and

@@ -10,6 +10,13 @@ model built with torch.nn, same weights, same data, providers alternated in ever
   step kernel's per-row input bias; the torch.nn build runs GRUCell's kernel on [e; c]);
   and whole beam-search decoding (``Seq2Seq.generate``, encoder included), output tokens
   per second at batch 1 x beam 1 (greedy) and batch 64 x beam 5.
+- torch.compile: a training step of the char-LM (the ``charlm`` section's model and
+  batch: Embedding 64 -> 2-layer LSTM H=256 -> Linear, T=128, B=32, SGD), eager and
+  compiled (inductor), fastrnn and torch.nn side by side; the first compiled step (the
+  compile) apart. fastrnn compiles as one graph (each layer direction one custom op,
+  Dynamo's ``allow_rnn`` set for its calls); torch.nn under torch's defaults, which run
+  its LSTM eagerly between graphs (with ``allow_rnn`` Dynamo unrolled torch's LSTM: 269 s
+  to compile here, and a slower step).
 - gradient-flow diagnostics: what ``fastrnn.diagnostics.gradient_flow`` costs over a
   plain forward+backward, as a share of the backward.
 - depth sweep: plain against residual DeepRNN stacks of 2/4/8/16 layers on a byte-level
@@ -116,6 +123,41 @@ def seq2seq(quick=False):
     return out
 
 
+def compiled_lm(quick=False):
+    """-> rows: the char-LM training step eager and under torch.compile (module docstring)."""
+    import torch._dynamo
+    from . import charlm
+    T, B = 128, 32
+    x, y = charlm._batch(charlm.corpus(1 << 20), 0, T, B)
+    steps, first = {}, {}
+    for mode in ("eager", "compiled"):
+        torch._dynamo.reset()
+        for p, model in charlm.models(["fastrnn-numba", "torch"]).items():
+            opt = torch.optim.SGD(model.parameters(), lr=0.5)
+            run = torch.compile(model) if mode == "compiled" else model
+            allow = mode == "compiled" and p != "torch"
+
+            def step(run=run, opt=opt, allow=allow):
+                with torch._dynamo.config.patch(allow_rnn=allow):
+                    loss = F.cross_entropy(run(x)[0].reshape(-1, charlm.VOCAB), y.reshape(-1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            t0 = time.perf_counter()
+            step()
+            first[mode, p] = time.perf_counter() - t0
+            steps[mode, p] = step
+    t = alternate(steps, 3 if quick else 10)
+    what = f"char-LM training step (E={charlm.EMBED}, {charlm.LAYERS}-layer LSTM " \
+           f"H={charlm.HIDDEN}, T={T}, B={B}, SGD)"
+    out = [(f"{what}, {mode}", "ms", {p: t[mode, p] * 1e3 for p in ("fastrnn-numba", "torch")})
+           for mode in ("eager", "compiled")]
+    out.append((f"{what}: first compiled step, compile included (fastrnn: one graph; "
+                "torch.nn: Dynamo leaves its LSTM to eager)", "s",
+                {p: first["compiled", p] for p in ("fastrnn-numba", "torch")}))
+    return out
+
+
 def diagnostics(quick=False):
     """The cost of gradient_flow (dL/dh_t read from the backward kernels) over a plain
     forward+backward of the same module, fastrnn-numba, per cell at the middle shape
@@ -208,4 +250,4 @@ def depth_sweep(quick=False, depths=(2, 4, 8, 16), cell="gru", H=64, T=64, B=32)
 
 def run(quick=False):
     """Every model-level measurement: list of (metric, unit, {provider: value})."""
-    return seq2seq(quick) + diagnostics(quick) + depth_sweep(quick)
+    return seq2seq(quick) + compiled_lm(quick) + diagnostics(quick) + depth_sweep(quick)

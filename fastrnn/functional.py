@@ -149,7 +149,10 @@ def _check(input, hx, weights, lengths, *, num_layers, bidirectional, bias, proj
     if lengths is not None:
         if lengths.shape != (B,) or lengths.dtype != torch.int64 or lengths.device.type != "cpu":
             raise ValueError(f"lengths must be a CPU int64 tensor of shape ({B},)")
-        if B and (lengths.min() < 1 or lengths.max() > T):
+        if B and _compiling(input):          # a graph checks its data when it runs
+            torch._assert_async(((lengths >= 1) & (lengths <= T)).all(),
+                                "lengths must lie in [1, T]")
+        elif B and (lengths.min() < 1 or lengths.max() > T):
             raise ValueError(f"lengths must lie in [1, {T}]")
 
 
@@ -375,15 +378,26 @@ def _step(name, be, x, states, w, bias, input_bias=None, **opts):
     (decoding under no_grad) -> the tuple of new states; None when the call needs
     autograd or the backend has no such launcher, and the caller then runs a length-1
     sequence. ``input_bias`` [B, G] joins b_ih as a per-row input bias. While a graph
-    is compiled the step is a length-1 sequence too: one custom op (fastrnn.ops)."""
-    if _compiling(x) or _needs_grad(x, *states, *w, input_bias):
+    is compiled the launcher is the custom op ``fastrnn::<cell>_step`` (fastrnn.ops),
+    one node."""
+    if _needs_grad(x, *states, *w, input_bias):
         return None
     launch = _step_launcher(name, be)
     if launch is None:
         return None
+    if _compiling(x):
+        launch = _step_op(name, be)
     new = launch(x=x, **dict(zip(CELLS[name].states, states)),
                  **_step_weights(w, bias, input_bias), **opts)
     return new if isinstance(new, tuple) else (new,)
+
+
+def _step_op(name, be):
+    # the step launcher's custom op (fastrnn.ops), called as the launcher is (an op has
+    # no optional arguments: an LSTM's w_hr is passed, None without a projection)
+    op = getattr(ops, f"{name}_step")
+    extra = {"w_hr": None} if CELLS[name].projection else {}
+    return lambda **kw: op(**dict(extra, **kw), backend=be.name)
 
 
 def _step_launcher(name, be):
@@ -446,6 +460,10 @@ def lstm_cell(input, hx, weights, *, bias=True, input_bias=None, backend=None):
     return _cell("lstm", input, tuple(hx), weights, bias, input_bias, backend)
 
 
+# the step functions above by cell name, for stepper (a lookup torch.compile can trace)
+CELL_FUNCTIONS = {c: globals()[f"{c}_cell"] for c in CELLS if f"{c}_cell" in globals()}
+
+
 def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, graph=False,
             **opts):
     """A decoding loop's step, set up once for many calls with the same weights:
@@ -461,22 +479,32 @@ def stepper(cell, weights, like, *, bias=True, input_bias=None, backend=None, gr
     once per input shape (``GraphStep``) and each call replays it, so the per-token host
     work is two copies in, the replay and the outputs' copies out. Ignored elsewhere
     (the CPU, gradients, autocast). Off by default until a device has measured it.
+
+    Under torch.compile (a stepper made in or called from a compiled function) each call
+    is the cell function, whose step is one custom op (fastrnn.ops); torch.compile's
+    ``mode="reduce-overhead"`` is then the CUDA graph.
     """
-    fn = globals()[f"{cell}_cell"]
+    fn = CELL_FUNCTIONS[cell]
     if "nonlinearity" in CELLS[cell].options:
         opts.setdefault("nonlinearity", "tanh")
     _cell_input_bias(input_bias, like, weights)                  # checked once, up front
+
+    def call(x, state):
+        return fn(x, state, weights, bias=bias, input_bias=input_bias, backend=backend, **opts)
     be = backends.select(cell, like, backend)
     launch = _step_launcher(cell, be)
-    if launch is None or torch.is_grad_enabled() or _autocast_on(like):
-        return lambda x, state: fn(x, state, weights, bias=bias, input_bias=input_bias,
-                                   backend=backend, **opts)
+    if launch is None or torch.is_grad_enabled() or _autocast_on(like) or _compiling(like):
+        return call
     # the bias sum, once (the step kernels read the weights as torch holds them)
     fixed = dict(_step_weights(weights, bias, input_bias), **opts)
-    if len(CELLS[cell].states) > 1:
-        step = lambda x, state: launch(x=x, **dict(zip(CELLS[cell].states, state)), **fixed)
-    else:
-        step = lambda x, h: launch(x=x, h=h, **fixed)
+    names = CELLS[cell].states
+
+    def step(x, state):
+        if torch.compiler.is_compiling():        # made eagerly, called in a traced graph
+            return call(x, state)
+        if len(names) > 1:
+            return launch(x=x, **dict(zip(names, state)), **fixed)
+        return launch(x=x, h=state, **fixed)
     return GraphStep(step) if graph and like.is_cuda else step
 
 
@@ -513,6 +541,8 @@ class GraphStep:
         return (out,) if single else tuple(out)
 
     def __call__(self, x, state):
+        if torch.compiler.is_compiling():        # a traced call: no capture of our own
+            return self.step(x, state)
         single = not isinstance(state, (tuple, list))
         states = (state,) if single else tuple(state)
         key = (x.shape, x.dtype, x.device) + tuple((s.shape, s.dtype) for s in states)

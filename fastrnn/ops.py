@@ -1,4 +1,4 @@
-"""fastrnn's sequence launchers as torch.library custom ops, for torch.compile.
+"""fastrnn's sequence and step launchers as torch.library custom ops, for torch.compile.
 
 Dynamo cannot trace a launcher (numpy views, Numba or Triton dispatch), so while a
 graph is being compiled (``torch.compiler.is_compiling()``) each layer and direction
@@ -115,6 +115,48 @@ def lstm_bwd(grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, c0: Tensor, gat
 @lstm_bwd.register_fake
 def _(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, lengths, reverse, backend):
     return lstm_bwd_outputs(grad_out, c0, w_hr is not None)
+
+
+# ------------------------------------------------------------ decoding steps
+# One step without autograd (functional._step under no_grad while a graph is traced, as
+# in a compiled decoding loop): the fused step launcher as one node, not a length-1
+# sequence (which saves for backward and projects the input apart). No gradient is
+# registered: a step that needs one is a length-1 sequence through the ops above.
+@torch.library.custom_op(f"{NS}::rnn_step", mutates_args=())
+def rnn_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+             b_hh: Optional[Tensor], nonlinearity: str, backend: str) -> Tensor:
+    return _fresh(_kernels(backend).rnn_step(x=x, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
+                                             b_hh=b_hh, nonlinearity=nonlinearity))[0]
+
+
+@rnn_step.register_fake
+def _(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, backend):
+    return torch.empty_like(h)
+
+
+@torch.library.custom_op(f"{NS}::gru_step", mutates_args=())
+def gru_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+             b_hh: Optional[Tensor], backend: str) -> Tensor:
+    return _fresh(_kernels(backend).gru_step(x=x, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
+                                             b_hh=b_hh))[0]
+
+
+@gru_step.register_fake
+def _(x, h, w_ih, w_hh, b_ih, b_hh, backend):
+    return torch.empty_like(h)
+
+
+@torch.library.custom_op(f"{NS}::lstm_step", mutates_args=())
+def lstm_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor],
+              backend: str) -> tuple[Tensor, Tensor]:
+    return _fresh(*_kernels(backend).lstm_step(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
+                                               b_hh=b_hh, w_hr=w_hr))
+
+
+@lstm_step.register_fake
+def _(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, backend):
+    return torch.empty_like(h), torch.empty_like(c)
 
 
 # ----------------------------------------------------------------- autograd

@@ -154,16 +154,89 @@ def greedy_decoder(E, H, steps, device="cpu"):
     return greedy
 
 
-def test_greedy_decoding_compiles_as_one_graph():
-    # a decoding loop over a GRUCell under no_grad: one graph, the tokens of eager
+def fastrnn_ops(fn, *args):
+    """-> (fn(*args) compiled with fullgraph=True, the fastrnn ops its graphs call, by name)."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes
+                    if n.op == "call_function" and "fastrnn" in str(n.target))
+        return gm.forward
+    torch._dynamo.reset()
+    return torch.compile(fn, fullgraph=True, backend=backend)(*args), seen
+
+
+def test_greedy_decoding_compiles_as_one_graph_of_step_ops():
+    # a decoding loop over a GRUCell under no_grad: one graph, the tokens of eager, and
+    # each step one fused step op (not a length-1 sequence)
     torch.manual_seed(0)
     greedy = greedy_decoder(8, 16, 5)
     h, token = torch.randn(3, 16), torch.tensor([1, 2, 3])
-    torch._dynamo.reset()
     with torch.no_grad():
         want = greedy(h, token)
-        got = torch.compile(greedy, fullgraph=True, backend="aot_eager")(h, token)
+        got, seen = fastrnn_ops(greedy, h, token)
     assert torch.equal(got, want)
+    assert seen == ["fastrnn.gru_step.default"] * 5, seen
+
+
+@pytest.mark.parametrize("made", ["eagerly", "in the graph"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_a_stepper_compiles_to_one_step_op_a_token(cell, made):
+    # functional.stepper (Seq2Seq's decoder step): made before compiling and called in
+    # the graph, or made in it; with a per-row input bias, as the decoder's context
+    from fastrnn import functional
+    torch.manual_seed(0)
+    mod = getattr(fastrnn, f"{cell.upper()}Cell")(8, 16)
+    weights = [mod.weight_ih, mod.weight_hh, mod.bias_ih, mod.bias_hh]
+    h = torch.randn(3, 16)
+    state = (h, torch.randn(3, 16)) if cell == "lstm" else h
+    bias, xs = torch.randn(3, weights[0].shape[0]), torch.randn(4, 3, 8)
+
+    def decode(xs, state, step=None):
+        step = step or functional.stepper(cell, weights, xs[0], input_bias=bias)
+        for x in xs:
+            state = step(x, state)
+        return state
+    with torch.no_grad():
+        want = decode(xs, state)
+        eager = functional.stepper(cell, weights, xs[0], input_bias=bias)
+        fn = (lambda xs, s: decode(xs, s, eager)) if made == "eagerly" else decode
+        got, seen = fastrnn_ops(fn, xs, state)
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert_close(a, b, TOL, "state")
+    assert seen == [f"fastrnn.{cell}_step.default"] * 4, seen
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_seq2seq_teacher_forcing_compiles_as_one_graph(cell):
+    # the encoder takes the source lengths straight (no pack_padded_sequence, which
+    # Dynamo skips), the decoder is one layer call over the target
+    torch.manual_seed(0)
+    model = Seq2Seq(20, 20, embed=8, hidden=16, enc_layers=2, cell=cell)
+
+    def make():
+        return (torch.randint(3, 20, (3, 6)), torch.tensor([6, 4, 2]),
+                torch.randint(3, 20, (3, 5)))
+    check_compiles(model, make, lambda logits: logits.square().mean())
+
+
+def test_seq2seq_generate_compiles_with_a_break_at_each_early_stop_check():
+    # beam search stops when every beam has ended: a host decision on the data (the
+    # tokens' length is the steps run), so generate cannot be one graph; each step
+    # between those checks is, and the results are eager's
+    torch.manual_seed(0)
+    model = Seq2Seq(20, 20, embed=8, hidden=16).eval()
+    src, lengths = torch.randint(3, 20, (3, 6)), torch.tensor([6, 4, 2])
+    want = model.generate(src, lengths, beam=2, max_len=5)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model.generate)(src, lengths, beam=2, max_len=5)
+    assert explained.graph_break_count >= 1
+    for reason in explained.break_reasons:
+        assert any("done.all()" in (f.line or "") for f in reason.user_stack), reason
+    torch._dynamo.reset()
+    got = torch.compile(model.generate, backend="aot_eager")(src, lengths, beam=2, max_len=5)
+    assert torch.equal(got[0], want[0])
+    assert_close(got[1], want[1], TOL, "scores")
 
 
 def test_the_ops_are_used_only_while_compiling(monkeypatch):
@@ -174,9 +247,46 @@ def test_the_ops_are_used_only_while_compiling(monkeypatch):
     out.sum().backward()
 
 
-def test_packed_input_and_lengths_compile_with_graph_breaks():
-    # torch's pack_padded_sequence is on Dynamo's skip list and per-row lengths are
-    # checked on the host: those calls compile in pieces (not fullgraph), same numbers
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_lengths_compile_as_one_graph(cell):
+    # per-row lengths given straight to the functional API (as Seq2Seq's encoder does):
+    # one graph, their range checked when it runs (torch._assert_async)
+    from fastrnn import functional
+    torch.manual_seed(0)
+    layer = getattr(fastrnn, cell.upper())(8, 16, bidirectional=True)
+
+    class Lengths(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x, lengths):
+            h0 = x.new_zeros(2, x.shape[1], 16)
+            return getattr(functional, cell)(x, (h0, h0) if cell == "lstm" else h0,
+                                             self.layer._flat_weights, bidirectional=True,
+                                             lengths=lengths)
+    check_compiles(Lengths(), lambda: (torch.randn(6, 3, 8, requires_grad=True),
+                                       torch.tensor([6, 2, 4])), _first)
+
+
+def test_lengths_out_of_range_fail_in_a_compiled_graph():
+    from fastrnn import functional
+    layer = fastrnn.GRU(4, 5)
+    run = torch.compile(lambda x, n: functional.gru(x, x.new_zeros(1, 2, 5), layer._flat_weights,
+                                                    lengths=n)[0], fullgraph=True,
+                        backend="aot_eager")
+    torch._dynamo.reset()
+    x = torch.randn(3, 2, 4)
+    assert_close(run(x, torch.tensor([3, 1])), functional.gru(
+        x, x.new_zeros(1, 2, 5), layer._flat_weights, lengths=torch.tensor([3, 1]))[0], TOL, "out")
+    with pytest.raises(RuntimeError, match="lengths must lie in"):
+        run(x, torch.tensor([4, 1]))
+
+
+def test_packed_input_compiles_with_graph_breaks():
+    # torch's pack_padded_sequence is on Dynamo's skip list, and a PackedSequence's batch
+    # size is its data (batch_sizes[0]): such calls compile in pieces (not fullgraph),
+    # same numbers
     from torch.nn.utils.rnn import pack_padded_sequence
     torch.manual_seed(0)
     lstm = fastrnn.LSTM(4, 5)

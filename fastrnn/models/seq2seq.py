@@ -87,12 +87,24 @@ class Seq2Seq(nn.Module):
         if src.dim() != 2 or src_lengths.shape != (src.shape[0],):
             raise ValueError(f"src must be [B, S] with src_lengths [B], got {tuple(src.shape)} "
                              f"and {tuple(src_lengths.shape)}")
-        packed = pack_padded_sequence(self.src_embed(src), src_lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        _, h_n = self.encoder(packed)
+        enc, D = self.encoder, 2 if self.encoder.bidirectional else 1
+        if isinstance(enc, (fastrnn.GRU, fastrnn.LSTM)):
+            # the lengths straight to the fused layers: no packing and unpacking copies,
+            # and a graph torch.compile traces whole (pack_padded_sequence is on its skip list)
+            enc._update_flat_weights()
+            x = self.src_embed(src).transpose(0, 1)                       # [S, B, E]
+            h0 = x.new_zeros(enc.num_layers * D, src.shape[0], enc.hidden_size)
+            run = functional.gru if isinstance(enc, fastrnn.GRU) else functional.lstm
+            _, h_n = run(x, h0 if run is functional.gru else (h0, h0), enc._flat_weights,
+                         num_layers=enc.num_layers, bias=enc.bias, dropout=enc.dropout,
+                         training=enc.training, bidirectional=enc.bidirectional,
+                         lengths=src_lengths.cpu(), backend=enc.backend)
+        else:
+            packed = pack_padded_sequence(self.src_embed(src), src_lengths.cpu(),
+                                          batch_first=True, enforce_sorted=False)
+            _, h_n = enc(packed)
         if isinstance(h_n, tuple):                        # LSTM: (h_n, c_n)
             h_n = h_n[0]
-        D = 2 if self.encoder.bidirectional else 1
         h_last = h_n[-D:].transpose(0, 1).reshape(src.shape[0], -1)   # [B, D*H]
         return torch.tanh(self.V(h_last))
 
