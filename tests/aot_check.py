@@ -80,6 +80,16 @@ MAY_SPILL = {"lstm+proj": {plan.WIDE[1], plan.WIDE[2], plan.ONCHIP[1], plan.ONCH
                            plan.LEVERS[0]}, "lstm": {plan.LEVERS[0]}}
 
 
+def wide_tilings(cell, direction, fl, dtype):
+    """The tilings check_wide compiles for a kernel at WIDE_H: plan.WIDE, the levers and,
+    for a forward kernel, the on-chip tilings its weights fit (what tuning may time)."""
+    held = plan.onchip_bytes(cell, direction, WIDE_H, WIDE_H // 2 if fl else WIDE_H, dtype,
+                             dict(PROJ=fl))
+    onchip = [t for t in plan.ONCHIP + plan.LEVERS
+              if t.onchip and 0 < held(t) <= plan.ONCHIP_MAX_BYTES]
+    return plan.WIDE + onchip + [t for t in plan.LEVERS if not t.onchip]
+
+
 def check_wide():
     """-> (lines, bad): every plan.WIDE and plan.LEVERS tiling of every sequence kernel,
     and every on-chip tiling a forward kernel may hold its weights in at that width
@@ -92,10 +102,7 @@ def check_wide():
             P = WIDE_H // 2 if fl else WIDE_H
             for dtype in (torch.float32, torch.bfloat16):
                 use = plan.kernel_usage(kernel, WIDE_H, P, dtype, flags, dev["arch"])
-                held = plan.onchip_bytes(cell, direction, WIDE_H, P, dtype, flags)
-                onchip = [t for t in plan.ONCHIP + plan.LEVERS
-                          if t.onchip and 0 < held(t) <= plan.ONCHIP_MAX_BYTES]
-                for tiling in plan.WIDE + onchip + [t for t in plan.LEVERS if not t.onchip]:
+                for tiling in wide_tilings(cell, direction, fl, dtype):
                     u = use(tiling)
                     what = (f"{cell}{'+proj' * bool(fl)}", direction, f"sm_{dev['arch']}",
                             str(dtype)[6:], (tiling.U, tiling.BB))

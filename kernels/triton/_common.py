@@ -237,6 +237,23 @@ def _next_x(xproj_ptr, s, lens, row_ok, offs_b, offs_u, u_ok, B, H, G, REVERSE: 
 
 
 @triton.jit
+def _dout(ptr, t, mask, offs_b, offs_u, B, W):
+    # [BB, U] fp32 of a [T, B, W] per-step tensor (a backward's dL/d out, or the RNN's
+    # output) at time t [BB]
+    return tl.load(ptr + (t[:, None] * B + offs_b[:, None]) * W + offs_u[None, :], mask=mask,
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _bwd_at(s, lens, row_ok, REVERSE: tl.constexpr):
+    # a backward's rows at processing step s: (time [BB], the time before [BB], s [BB],
+    # running [BB]); PREFETCH asks for s = -1 past step 0, where no row runs
+    sv = tl.zeros_like(lens) + s
+    return step_time(s, lens, REVERSE), step_time(s - 1, lens, REVERSE), sv, \
+        (sv < lens) & (sv >= 0) & row_ok
+
+
+@triton.jit
 def _gate_in(ptr, off, q, H, mask):
     # [BB, U] fp32 of gate q from a [.., G] per-step tensor (xproj or saved gates)
     return tl.load(ptr + off + q * H, mask=mask, other=0.0).to(tl.float32)

@@ -15,9 +15,9 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _fwd_step, _gate_dots, _gate_in, _grid_release,
-                      _grid_sync, _next_x, _product, _rows, sigmoid, step_time, tanh, _units,
-                      _wonchip, _wtile, _x_part)
+from ._common import (arg_types, _arows, _bwd_at, _dout, _fwd_step, _gate_dots, _gate_in,
+                      _grid_release, _grid_sync, _next_x, _product, _rows, sigmoid,
+                      step_time, tanh, _units, _wonchip, _wtile, _x_part)
 
 
 @arg_types(
@@ -115,6 +115,32 @@ def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, wr2, wz2, w
                  PRECISION, ONCHIP, BB, U, BKH, False, wn2, BKH2)
 
 
+@triton.jit
+def _gru_saved(gates_ptr, out_ptr, h0_ptr, t, tp, sv, ma, offs_b, offs_u, so, B, H):
+    # what the gate gradients at time t read from the forward, [BB, U] fp32 each: r, z, n,
+    # a = W_hn h + b_hn and h_{t-1} (h0 at step 0, sv == 0)
+    go = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
+    r = _gate_in(gates_ptr, go, 0, H, ma)
+    z = _gate_in(gates_ptr, go, 1, H, ma)
+    n = _gate_in(gates_ptr, go, 2, H, ma)
+    a = _gate_in(gates_ptr, go, 3, H, ma)
+    hprev = tl.load(out_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+                    mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
+        tl.load(h0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
+    return r, z, n, a, hprev
+
+
+@triton.jit
+def _gru_ahead(grad_out_ptr, gates_ptr, out_ptr, h0_ptr, s, lens, row_ok, offs_b, offs_u, u_ok,
+               so, B, H, REVERSE: tl.constexpr):
+    # PREFETCH: everything step s reads from memory and not from the recurrence
+    t, tp, sv, act = _bwd_at(s, lens, row_ok, REVERSE)
+    ma = act[:, None] & u_ok[None, :]
+    r, z, n, a, hprev = _gru_saved(gates_ptr, out_ptr, h0_ptr, t, tp, sv, ma, offs_b, offs_u,
+                                   so, B, H)
+    return _dout(grad_out_ptr, t, ma, offs_b, offs_u, B, H), r, z, n, a, hprev
+
+
 @arg_types(
     data="grad_out_ptr grad_hn_ptr out_ptr h0_ptr gates_ptr w_ptr grad_x_ptr grad_hp_ptr "
          "grad_h0_ptr states_ptr gbuf_ptr",
@@ -128,7 +154,7 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
                    T, B, H, row0, row_end, s_begin, s_end, phases, keep, REVERSE: tl.constexpr,
                    PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                    BB: tl.constexpr, U: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr,
-                   POLL: tl.constexpr):
+                   PREFETCH: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [3H, H]; gbuf [2, B, 3H] exchanges dL/d hp; carry [B, H] fp32 keeps the
     # direct path d * z between per-step launches. Iteration i is step nsteps - 1 - i;
     # iteration nsteps forms dh0. keep != 0: states [T, B, H] gets dL/dh_t.
@@ -147,6 +173,11 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
     direct = tl.load(carry_ptr + so, mask=m2, other=0.0)
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
+    if PREFETCH:   # the first step's reads from the forward; each step loads the next's
+        #            (the step before in time) before its barrier
+        d_out, r, z, n, a, hprev = _gru_ahead(grad_out_ptr, gates_ptr, out_ptr, h0_ptr,
+                                              nsteps - 1 - s_begin, lens, row_ok, offs_b,
+                                              offs_u, u_ok, so, B, H, REVERSE)
     for i in range(s_begin, tl.minimum(s_end, nsteps)):
         s = nsteps - 1 - i
         act = (s < lens) & row_ok
@@ -158,17 +189,13 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
                       wn, wr2, wz2, wn2, dt, PRECISION, ONCHIP, BB, U, BKH, BKH2)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
-        d = tl.where(first[:, None], ghn, direct + rec) + \
-            tl.load(grad_out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        if not PREFETCH:
+            d_out = _dout(grad_out_ptr, t, ma, offs_b, offs_u, B, H)
+        d = tl.where(first[:, None], ghn, direct + rec) + d_out
         tl.store(states_ptr + ho, d.to(dt), mask=ma & ((lens * 0 + keep) != 0)[:, None])
-        go = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
-        r = _gate_in(gates_ptr, go, 0, H, ma)
-        z = _gate_in(gates_ptr, go, 1, H, ma)
-        n = _gate_in(gates_ptr, go, 2, H, ma)
-        a = _gate_in(gates_ptr, go, 3, H, ma)
-        hprev = tl.load(out_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
-                        mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
-            tl.load(h0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
+        if not PREFETCH:
+            r, z, n, a, hprev = _gru_saved(gates_ptr, out_ptr, h0_ptr, t, tp, sv, ma, offs_b,
+                                           offs_u, so, B, H)
         dn = tl.where(ma, d * (1.0 - z) * (1.0 - n * n), 0.0)
         dz = tl.where(ma, d * (hprev - n) * z * (1.0 - z), 0.0)
         dr = tl.where(ma, dn * a * r * (1.0 - r), 0.0)
@@ -185,6 +212,10 @@ def gru_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, h0_ptr, gates_ptr, w_ptr,
         tl.store(gx, dr.to(dt), mask=m2)
         tl.store(gx + H, dz.to(dt), mask=m2)
         tl.store(gx + 2 * H, (dn * r).to(dt), mask=m2)
+        if PREFETCH:
+            d_out, r, z, n, a, hprev = _gru_ahead(grad_out_ptr, gates_ptr, out_ptr, h0_ptr, s - 1,
+                                                  lens, row_ok, offs_b, offs_u, u_ok, so, B, H,
+                                                  REVERSE)
         _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0

@@ -23,9 +23,9 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _fwd_step, _gate_dots, _gate_in, _grid_release,
-                      _grid_sync, _next_x, _product, _rows, sigmoid, step_time, tanh, _units,
-                      _wonchip, _wtile, _x_part)
+from ._common import (arg_types, _arows, _bwd_at, _dout, _fwd_step, _gate_dots, _gate_in,
+                      _grid_release, _grid_sync, _next_x, _product, _rows, sigmoid, step_time,
+                      tanh, _units, _wonchip, _wtile, _x_part)
 
 
 @arg_types(
@@ -167,6 +167,35 @@ def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, wi2
                  PRECISION, ONCHIP, BB, UP, BKH, False, wo2, BKH2)
 
 
+@triton.jit
+def _lstm_saved(gates_ptr, cells_ptr, c0_ptr, t, tp, sv, ma, offs_b, offs_u, so, B, H):
+    # what the gate gradients at time t read from the forward, [BB, U] fp32 each: the four
+    # gates, tanh(c_t) and c_{t-1} (c0 at step 0, sv == 0)
+    xo = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
+    ig = _gate_in(gates_ptr, xo, 0, H, ma)
+    fg = _gate_in(gates_ptr, xo, 1, H, ma)
+    gg = _gate_in(gates_ptr, xo, 2, H, ma)
+    og = _gate_in(gates_ptr, xo, 3, H, ma)
+    tc = tanh(tl.load(cells_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+                      mask=ma, other=0.0).to(tl.float32))
+    cprev = tl.load(cells_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+                    mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
+        tl.load(c0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
+    return ig, fg, gg, og, tc, cprev
+
+
+@triton.jit
+def _lstm_ahead(grad_out_ptr, gates_ptr, cells_ptr, c0_ptr, s, lens, row_ok, offs_b, offs_u,
+                u_ok, offs_p, p_ok, so, B, H, P, REVERSE: tl.constexpr):
+    # PREFETCH: everything step s reads from memory and not from the recurrence
+    t, tp, sv, act = _bwd_at(s, lens, row_ok, REVERSE)
+    ig, fg, gg, og, tc, cprev = _lstm_saved(gates_ptr, cells_ptr, c0_ptr, t, tp, sv,
+                                            act[:, None] & u_ok[None, :], offs_b, offs_u, so,
+                                            B, H)
+    return _dout(grad_out_ptr, t, act[:, None] & p_ok[None, :], offs_b, offs_p, B, P), ig, fg, \
+        gg, og, tc, cprev
+
+
 @arg_types(
     data="grad_out_ptr grad_hn_ptr grad_cn_ptr c0_ptr gates_ptr cells_ptr w_ptr wr_ptr "
          "grad_pre_ptr grad_h_ptr grad_h0_ptr grad_c0_ptr gbuf_ptr dhbuf_ptr",
@@ -182,7 +211,7 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
                     PERSIST: tl.constexpr, ONCHIP: tl.constexpr, PRECISION: tl.constexpr,
                     BB: tl.constexpr, U: tl.constexpr, UP: tl.constexpr, BKP: tl.constexpr,
                     BKH: tl.constexpr, BKP2: tl.constexpr, BKH2: tl.constexpr,
-                    POLL: tl.constexpr):
+                    PREFETCH: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [G, P]; wr = W_hr [P, H]; gbuf [2, B, G] and dhbuf [B, P] exchange buffers;
     # dcbuf [B, H] fp32 carries dc between per-step launches. Iteration i in
     # [s_begin, s_end) is step nsteps - 1 - i; iteration nsteps forms dh0 and dc0.
@@ -214,6 +243,11 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
     NBAR: tl.constexpr = 2 if PROJ else 1
+    if PREFETCH:   # the first step's reads from the forward; each step loads the next's
+        #            (the step before in time) before its last barrier
+        d_out, ig, fg, gg, og, tc, cprev = _lstm_ahead(
+            grad_out_ptr, gates_ptr, cells_ptr, c0_ptr, nsteps - 1 - s_begin, lens, row_ok,
+            offs_b, offs_u, u_ok, offs_p, p_ok, so, B, H, P, REVERSE)
     for i in range(s_begin, tl.minimum(s_end, nsteps)):
         s = nsteps - 1 - i
         act = (s < lens) & row_ok
@@ -229,8 +263,11 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
                            wf2, wg2, wo2, dt, PRECISION, ONCHIP, BB, UP, BKH, BKH2)
             map_ = act[:, None] & p_ok[None, :]
             to = (t[:, None] * B + offs_b[:, None]) * P + offs_p[None, :]
-            dh = tl.where(first[:, None], ghn, rec) + \
-                tl.load(grad_out_ptr + to, mask=map_, other=0.0).to(tl.float32)
+            if PREFETCH:
+                dh = tl.where(first[:, None], ghn, rec) + d_out
+            else:   # at the offsets of the stores below (_dout's own spilled 8 bytes, sm_80)
+                dh = tl.where(first[:, None], ghn, rec) + \
+                    tl.load(grad_out_ptr + to, mask=map_, other=0.0).to(tl.float32)
             if PROJ:
                 tl.store(grad_h_ptr + to, dh.to(dt), mask=map_)
                 tl.store(dhbuf_ptr + po, dh.to(dt), mask=mp)
@@ -245,15 +282,9 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
         if phases & 2:    # gate gradients and dc of this program's cell units
             ma = act[:, None] & u_ok[None, :]
             xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
-            ig = _gate_in(gates_ptr, xo, 0, H, ma)
-            fg = _gate_in(gates_ptr, xo, 1, H, ma)
-            gg = _gate_in(gates_ptr, xo, 2, H, ma)
-            og = _gate_in(gates_ptr, xo, 3, H, ma)
-            tc = tanh(tl.load(cells_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
-                               mask=ma, other=0.0).to(tl.float32))
-            cprev = tl.load(cells_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
-                            mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
-                tl.load(c0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
+            if not PREFETCH:
+                ig, fg, gg, og, tc, cprev = _lstm_saved(gates_ptr, cells_ptr, c0_ptr, t, tp, sv,
+                                                        ma, offs_b, offs_u, so, B, H)
             dct = tl.where(first[:, None], gcn, dc) + dm * og * (1.0 - tc * tc)
             gi = tl.where(ma, dct * gg * ig * (1.0 - ig), 0.0)
             gf = tl.where(ma, dct * cprev * fg * (1.0 - fg), 0.0)
@@ -269,6 +300,10 @@ def lstm_bwd_kernel(grad_out_ptr, grad_hn_ptr, grad_cn_ptr, c0_ptr, gates_ptr, c
             tl.store(dst + go_ + H, gf.to(dt), mask=m2)
             tl.store(dst + go_ + 2 * H, gc.to(dt), mask=m2)
             tl.store(dst + go_ + 3 * H, go.to(dt), mask=m2)
+        if PREFETCH:
+            d_out, ig, fg, gg, og, tc, cprev = _lstm_ahead(
+                grad_out_ptr, gates_ptr, cells_ptr, c0_ptr, s - 1, lens, row_ok, offs_b, offs_u,
+                u_ok, offs_p, p_ok, so, B, H, P, REVERSE)
         _grid_sync(sync, ((i - s_begin) * NBAR + NBAR) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end) & (phases & 1):   # after step 0: dh0, dc0

@@ -50,8 +50,10 @@ class Tiling:
     num_warps: int = 4
     maxnreg: int = None   # ptxas's register cap (None: its own choice, which spilled some
     #                       wide tiles at 96-128 registers; 255 gave them 0 spills)
-    prefetch: bool = False  # forward: each step loads the next one's xproj before its
-    #                         barrier's wait (the loads overlap the other programs' step)
+    prefetch: bool = False  # each step loads what the next one reads from memory and
+    #                         not from the recurrence (forward: xproj; backward: dL/dout
+    #                         and the saved gates, cells or outputs) before its barrier's
+    #                         wait, so the loads overlap the other programs' step
     poll: bool = False    # the barrier spins on plain loads of its counter, not atomics
 
 

@@ -19,8 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (arg_types, _fwd_step, _grid_release, _grid_sync, _next_x, _product,
-                      _rows, step_time, tanh, _units, _wonchip, _x_part)
+from ._common import (arg_types, _bwd_at, _dout, _fwd_step, _grid_release, _grid_sync,
+                      _next_x, _product, _rows, step_time, tanh, _units, _wonchip, _x_part)
 
 
 @triton.jit
@@ -87,6 +87,16 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, lengths_ptr, out_ptr
     _grid_release(sync, nu, PERSIST)
 
 
+@triton.jit
+def _rnn_ahead(grad_out_ptr, out_ptr, s, lens, row_ok, offs_b, offs_u, u_ok, B, H,
+               REVERSE: tl.constexpr):
+    # PREFETCH: what step s reads from memory and not from the recurrence, dL/d out and out
+    t, _, _, act = _bwd_at(s, lens, row_ok, REVERSE)
+    ma = act[:, None] & u_ok[None, :]
+    return _dout(grad_out_ptr, t, ma, offs_b, offs_u, B, H), _dout(out_ptr, t, ma, offs_b,
+                                                                    offs_u, B, H)
+
+
 @arg_types(
     data="grad_out_ptr grad_hn_ptr out_ptr w_ptr grad_pre_ptr grad_h0_ptr states_ptr "
          "gbuf_ptr",
@@ -98,7 +108,8 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
                    grad_h0_ptr, states_ptr, gbuf_ptr, sync_ptr, T, B, H, row0, row_end, s_begin,
                    s_end, phases, keep, REVERSE: tl.constexpr, RELU: tl.constexpr, PERSIST: tl.constexpr,
                    ONCHIP: tl.constexpr, PRECISION: tl.constexpr, BB: tl.constexpr,
-                   U: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr, POLL: tl.constexpr):
+                   U: tl.constexpr, BKH: tl.constexpr, BKH2: tl.constexpr,
+                   PREFETCH: tl.constexpr, POLL: tl.constexpr):
     # w = W_hh [H, H]; gbuf [2, B, H] exchanges the pre-activation gradients g; iteration
     # i in [s_begin, s_end) is step nsteps - 1 - i, iteration nsteps forms dh0; keep != 0:
     # states [T, B, H] gets dL/dh_t (fastrnn.diagnostics; a runtime flag, so one build)
@@ -113,6 +124,10 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
     ghn = tl.load(grad_hn_ptr + so, mask=m2, other=0.0).to(tl.float32)
     nu = tl.num_programs(0)
     sync = sync_ptr + tl.program_id(1)
+    if PREFETCH:   # the first step's dL/d out and output; each step loads the next's
+        #            (the step before in time) before its barrier
+        d_out, y = _rnn_ahead(grad_out_ptr, out_ptr, nsteps - 1 - s_begin, lens, row_ok, offs_b,
+                              offs_u, u_ok, B, H, REVERSE)
     for i in range(s_begin, tl.minimum(s_end, nsteps)):
         s = nsteps - 1 - i
         act = (s < lens) & row_ok
@@ -122,13 +137,18 @@ def rnn_bwd_kernel(grad_out_ptr, grad_hn_ptr, out_ptr, w_ptr, lengths_ptr, grad_
                        u_ok, w, dt, PRECISION, ONCHIP, BB, U, BKH, False, w2, BKH2)
         ma = act[:, None] & u_ok[None, :]
         ho = (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :]
-        d = tl.where(first[:, None], ghn, rec) + \
-            tl.load(grad_out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        if not PREFETCH:
+            d_out = _dout(grad_out_ptr, t, ma, offs_b, offs_u, B, H)
+        d = tl.where(first[:, None], ghn, rec) + d_out
         tl.store(states_ptr + ho, d.to(dt), mask=ma & ((lens * 0 + keep) != 0)[:, None])
-        y = tl.load(out_ptr + ho, mask=ma, other=0.0).to(tl.float32)
+        if not PREFETCH:
+            y = _dout(out_ptr, t, ma, offs_b, offs_u, B, H)
         g = tl.where(ma, _act_grad(d, y, RELU), 0.0).to(dt)
         tl.store(grad_pre_ptr + ho, g, mask=ma)
         tl.store(gbuf_ptr + ((i + 1) % 2) * B * H + so, g, mask=m2)
+        if PREFETCH:
+            d_out, y = _rnn_ahead(grad_out_ptr, out_ptr, s - 1, lens, row_ok, offs_b, offs_u, u_ok,
+                                  B, H, REVERSE)
         _grid_sync(sync, (i - s_begin + 1) * nu, PERSIST, POLL)
     _grid_release(sync, nu, PERSIST)
     if (s_begin <= nsteps) & (nsteps < s_end):           # after step 0: dh0
