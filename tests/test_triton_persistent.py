@@ -40,11 +40,11 @@ def test_gru_lstm_split_over_units_and_rows(tiling, cell, P):
     check(cell, "triton", 3, 37, 40, torch.float32, P=P, reverse=True)
 
 
-@pytest.mark.parametrize("wide", plan.WIDE + plan.LEVERS, ids=str)
+@pytest.mark.parametrize("wide", plan.ONCHIP[1:] + plan.WIDE + plan.LEVERS, ids=str)
 @pytest.mark.parametrize("cell,P", [("rnn", None), ("gru", None), ("lstm", None), ("lstm", 19)])
 def test_wide_tilings_split_over_units_and_rows(wide, cell, P, monkeypatch):
-    # every tiling tuning may launch after the static ones (plan.WIDE, plan.LEVERS), with
-    # two or more programs each way
+    # every other tiling tuning may launch (the on-chip ones after the first, plan.WIDE,
+    # plan.LEVERS), with two or more programs each way (on chip, H = 40: two tiles)
     monkeypatch.setattr(plan, "FORCE", wide)
     B = 2 * wide.BB + 3
     check(cell, "triton", 3, B, 40, torch.float32, P=P, reverse=True,
