@@ -105,6 +105,7 @@ def split(fn, device):
     their summed time and their number. Set against the case's median wall time this
     splits it into kernel time and host time."""
     import logging
+    from fastrnn.kernels.triton import tuning
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -115,9 +116,7 @@ def split(fn, device):
             if hasattr(record, "plan"):
                 p = record.plan
                 grid = "x".join(map(str, p.grid(p.rows)))
-                plans.append(f"{p.tiling.U}x{p.tiling.BB}{' onchip' if p.tiling.onchip else ''}"
-                             f" w{p.tiling.num_warps} {grid}"
-                             f"{' persist' if p.persist else ' per-step'}")
+                plans.append(f"{tuning.name(p)} {grid}{' persist' if p.persist else ' per-step'}")
     log = logging.getLogger("fastrnn")
     handler, level = Plans(), log.level
     log.addHandler(handler)

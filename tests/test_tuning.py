@@ -122,7 +122,7 @@ def test_resident_plans_are_those_that_fit_at_once():
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_a_launch_uses_the_tuned_plan(cache, monkeypatch, enabled):
+def test_a_launch_uses_the_tuned_plan(cache, monkeypatch, caplog, enabled):
     # launches stubbed (the persistent path a device takes); candidates and timer stand-ins
     monkeypatch.setenv("FASTRNN_TUNE", "1" if enabled else "0")
     H = host.HOST_SHAPE[2]
@@ -135,11 +135,13 @@ def test_a_launch_uses_the_tuned_plan(cache, monkeypatch, enabled):
     monkeypatch.setattr(plan, "time_plan",
                         lambda run, p, args: timed.append(p.tiling) or times[p.tiling])
     call = host.layer_call("rnn")
-    with stub.stubbed(tuning=True) as launches:
+    with stub.stubbed(tuning=True) as launches, caplog.at_level(logging.DEBUG, "fastrnn"):
         call()
         call()
     grid = (wider if enabled else static).grid(8)
     assert launches == [("rnn_fwd_kernel", grid), ("rnn_bwd_kernel", grid)] * 2
+    # the plan logged (bench --gpu's plan column) is the one launched
+    assert [r.plan.grid(8) for r in caplog.records if hasattr(r, "plan")] == [grid] * 4
     # each kernel timed on its first call only
     assert timed == ([static.tiling, wider.tiling] * 2 if enabled else [])
     kept = {k: {"best": "U32 BB16 4w", "ms": {"U16 BB16 4w": 2.0, "U32 BB16 4w": 1.0},

@@ -424,8 +424,7 @@ class Run:
                     self.plan = tuning.decided(tuning_key(*key), self.plan)
                 else:
                     self.tune = key
-        log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s (%s)", cell, direction, T, B, H,
-                  P, self.dtype, self.plan, self.plan.why, extra={"plan": self.plan})
+        self.what = (cell, direction, T, B, H, P, self.dtype)
 
     def buffer(self, shape, fp32=False):
         return torch.empty(shape, dtype=torch.float32 if fp32 else self.dtype, device=self.device)
@@ -451,6 +450,9 @@ class Run:
             self.plan = tuning.pick(tuning_key(*self.tune), self.plan,
                                     lambda tilings: tuning_plans(*self.tune, tilings),
                                     lambda p: time_plan(self, p, args))
+        # the plan launched (tuning's choice where it chose), as bench --gpu reports it
+        log.debug("fastrnn triton %s %s: T=%d B=%d H=%d P=%d %s: %s (%s)", *self.what, self.plan,
+                  self.plan.why, extra={"plan": self.plan})
         self.launch_plan(self.plan, args, self.iters)
 
     def launch_plan(self, p, args, iters):
