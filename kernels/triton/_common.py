@@ -212,20 +212,13 @@ def _grid_release(sync_ptr, nu, PERSIST: tl.constexpr):
 
 
 @triton.jit
-def _x_at(s, lens, row_ok, offs_b, offs_u, u_ok, B, G, REVERSE: tl.constexpr):
-    # (offsets [BB, U] into a [T, B, G] per-step tensor, mask) of this program's units
-    # at processing step s: what PREFETCH loads a step ahead
-    t = step_time(s, lens, REVERSE)
-    ma = ((s < lens) & row_ok)[:, None] & u_ok[None, :]
-    return (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :], ma
-
-
-@triton.jit
 def _next_x(xproj_ptr, s, lens, row_ok, offs_b, offs_u, u_ok, B, H, G, REVERSE: tl.constexpr,
             NG: tl.constexpr):
     # PREFETCH: the input part of every gate at step s, [BB, U] fp32 each (NG of them; the
     # rest are gate 0's again, unused), loaded before the barrier that opens step s
-    xo, ma = _x_at(s, lens, row_ok, offs_b, offs_u, u_ok, B, G, REVERSE)
+    t, _, _, act = _step_at(s, lens, row_ok, REVERSE)
+    ma = act[:, None] & u_ok[None, :]
+    xo = (t[:, None] * B + offs_b[:, None]) * G + offs_u[None, :]
     x0 = _gate_in(xproj_ptr, xo, 0, H, ma)
     x1, x2, x3 = x0, x0, x0
     if NG > 1:
@@ -238,19 +231,37 @@ def _next_x(xproj_ptr, s, lens, row_ok, offs_b, offs_u, u_ok, B, H, G, REVERSE: 
 
 @triton.jit
 def _dout(ptr, t, mask, offs_b, offs_u, B, W):
-    # [BB, U] fp32 of a [T, B, W] per-step tensor (a backward's dL/d out, or the RNN's
-    # output) at time t [BB]
+    # [BB, U] fp32 of a [T, B, W] per-step tensor at time t [BB] (a backward's dL/d out,
+    # the RNN's output, the LSTM's cells)
     return tl.load(ptr + (t[:, None] * B + offs_b[:, None]) * W + offs_u[None, :], mask=mask,
                    other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _bwd_at(s, lens, row_ok, REVERSE: tl.constexpr):
-    # a backward's rows at processing step s: (time [BB], the time before [BB], s [BB],
-    # running [BB]); PREFETCH asks for s = -1 past step 0, where no row runs
+def _step_at(s, lens, row_ok, REVERSE: tl.constexpr):
+    # the rows at processing step s, for PREFETCH: (time [BB], the time before [BB], s [BB],
+    # running [BB]); the backward asks for s = -1 past step 0, where no row runs
     sv = tl.zeros_like(lens) + s
     return step_time(s, lens, REVERSE), step_time(s - 1, lens, REVERSE), sv, \
         (sv < lens) & (sv >= 0) & row_ok
+
+
+@triton.jit
+def _saved_gates(gates_ptr, t, ma, offs_b, offs_u, B, H):
+    # the four [BB, U] fp32 quarters of a saved [T, B, 4H] gate tensor at time t [BB] (the
+    # LSTM's i, f, g, o; the GRU's r, z, n and a = W_hn h + b_hn)
+    go = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
+    return _gate_in(gates_ptr, go, 0, H, ma), _gate_in(gates_ptr, go, 1, H, ma), \
+        _gate_in(gates_ptr, go, 2, H, ma), _gate_in(gates_ptr, go, 3, H, ma)
+
+
+@triton.jit
+def _prev_state(ptr, init_ptr, tp, sv, ma, offs_b, offs_u, so, B, H):
+    # [BB, U] fp32 of the state a backward step reads from before time t: ptr [T, B, H] at
+    # tp, or init_ptr [B, H] (so: its offsets) at step 0 (sv == 0)
+    return tl.load(ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
+                   mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
+        tl.load(init_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
 
 
 @triton.jit

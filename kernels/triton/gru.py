@@ -15,9 +15,9 @@ import triton.language as tl
 
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _bwd_at, _dout, _fwd_step, _gate_dots, _gate_in,
-                      _grid_release, _grid_sync, _next_x, _product, _rows, sigmoid,
-                      step_time, tanh, _units, _wonchip, _wtile, _x_part)
+from ._common import (arg_types, _arows, _dout, _fwd_step, _gate_dots, _grid_release,
+                      _grid_sync, _next_x, _prev_state, _product, _rows, _saved_gates, sigmoid,
+                      _step_at, step_time, tanh, _units, _wonchip, _wtile, _x_part)
 
 
 @arg_types(
@@ -119,22 +119,15 @@ def _gru_dh(src, H, offs_b, row_ok, offs_u, u_ok, w_ptr, wr, wz, wn, wr2, wz2, w
 def _gru_saved(gates_ptr, out_ptr, h0_ptr, t, tp, sv, ma, offs_b, offs_u, so, B, H):
     # what the gate gradients at time t read from the forward, [BB, U] fp32 each: r, z, n,
     # a = W_hn h + b_hn and h_{t-1} (h0 at step 0, sv == 0)
-    go = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
-    r = _gate_in(gates_ptr, go, 0, H, ma)
-    z = _gate_in(gates_ptr, go, 1, H, ma)
-    n = _gate_in(gates_ptr, go, 2, H, ma)
-    a = _gate_in(gates_ptr, go, 3, H, ma)
-    hprev = tl.load(out_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
-                    mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
-        tl.load(h0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
-    return r, z, n, a, hprev
+    r, z, n, a = _saved_gates(gates_ptr, t, ma, offs_b, offs_u, B, H)
+    return r, z, n, a, _prev_state(out_ptr, h0_ptr, tp, sv, ma, offs_b, offs_u, so, B, H)
 
 
 @triton.jit
 def _gru_ahead(grad_out_ptr, gates_ptr, out_ptr, h0_ptr, s, lens, row_ok, offs_b, offs_u, u_ok,
                so, B, H, REVERSE: tl.constexpr):
     # PREFETCH: everything step s reads from memory and not from the recurrence
-    t, tp, sv, act = _bwd_at(s, lens, row_ok, REVERSE)
+    t, tp, sv, act = _step_at(s, lens, row_ok, REVERSE)
     ma = act[:, None] & u_ok[None, :]
     r, z, n, a, hprev = _gru_saved(gates_ptr, out_ptr, h0_ptr, t, tp, sv, ma, offs_b, offs_u,
                                    so, B, H)

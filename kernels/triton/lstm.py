@@ -23,9 +23,9 @@ import triton.language as tl
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from . import plan
-from ._common import (arg_types, _arows, _bwd_at, _dout, _fwd_step, _gate_dots, _gate_in,
-                      _grid_release, _grid_sync, _next_x, _product, _rows, sigmoid, step_time,
-                      tanh, _units, _wonchip, _wtile, _x_part)
+from ._common import (arg_types, _arows, _dout, _fwd_step, _gate_dots, _grid_release,
+                      _grid_sync, _next_x, _prev_state, _product, _rows, _saved_gates, sigmoid,
+                      _step_at, step_time, tanh, _units, _wonchip, _wtile, _x_part)
 
 
 @arg_types(
@@ -171,24 +171,17 @@ def _lstm_dh(src, H, P, offs_b, row_ok, offs_p, p_ok, w_ptr, wi, wf, wg, wo, wi2
 def _lstm_saved(gates_ptr, cells_ptr, c0_ptr, t, tp, sv, ma, offs_b, offs_u, so, B, H):
     # what the gate gradients at time t read from the forward, [BB, U] fp32 each: the four
     # gates, tanh(c_t) and c_{t-1} (c0 at step 0, sv == 0)
-    xo = (t[:, None] * B + offs_b[:, None]) * (4 * H) + offs_u[None, :]
-    ig = _gate_in(gates_ptr, xo, 0, H, ma)
-    fg = _gate_in(gates_ptr, xo, 1, H, ma)
-    gg = _gate_in(gates_ptr, xo, 2, H, ma)
-    og = _gate_in(gates_ptr, xo, 3, H, ma)
-    tc = tanh(tl.load(cells_ptr + (t[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
-                      mask=ma, other=0.0).to(tl.float32))
-    cprev = tl.load(cells_ptr + (tp[:, None] * B + offs_b[:, None]) * H + offs_u[None, :],
-                    mask=ma & (sv > 0)[:, None], other=0.0).to(tl.float32) + \
-        tl.load(c0_ptr + so, mask=ma & (sv == 0)[:, None], other=0.0).to(tl.float32)
-    return ig, fg, gg, og, tc, cprev
+    ig, fg, gg, og = _saved_gates(gates_ptr, t, ma, offs_b, offs_u, B, H)
+    tc = tanh(_dout(cells_ptr, t, ma, offs_b, offs_u, B, H))
+    return ig, fg, gg, og, tc, _prev_state(cells_ptr, c0_ptr, tp, sv, ma, offs_b, offs_u, so,
+                                           B, H)
 
 
 @triton.jit
 def _lstm_ahead(grad_out_ptr, gates_ptr, cells_ptr, c0_ptr, s, lens, row_ok, offs_b, offs_u,
                 u_ok, offs_p, p_ok, so, B, H, P, REVERSE: tl.constexpr):
     # PREFETCH: everything step s reads from memory and not from the recurrence
-    t, tp, sv, act = _bwd_at(s, lens, row_ok, REVERSE)
+    t, tp, sv, act = _step_at(s, lens, row_ok, REVERSE)
     ig, fg, gg, og, tc, cprev = _lstm_saved(gates_ptr, cells_ptr, c0_ptr, t, tp, sv,
                                             act[:, None] & u_ok[None, :], offs_b, offs_u, so,
                                             B, H)

@@ -19,8 +19,8 @@ import triton.language as tl
 
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from . import plan
-from ._common import (arg_types, _bwd_at, _dout, _fwd_step, _grid_release, _grid_sync,
-                      _next_x, _product, _rows, step_time, tanh, _units, _wonchip, _x_part)
+from ._common import (arg_types, _dout, _fwd_step, _grid_release, _grid_sync, _next_x,
+                      _product, _rows, _step_at, step_time, tanh, _units, _wonchip, _x_part)
 
 
 @triton.jit
@@ -91,7 +91,7 @@ def rnn_fwd_kernel(xproj_ptr, x_ptr, wx_ptr, h0_ptr, w_ptr, lengths_ptr, out_ptr
 def _rnn_ahead(grad_out_ptr, out_ptr, s, lens, row_ok, offs_b, offs_u, u_ok, B, H,
                REVERSE: tl.constexpr):
     # PREFETCH: what step s reads from memory and not from the recurrence, dL/d out and out
-    t, _, _, act = _bwd_at(s, lens, row_ok, REVERSE)
+    t, _, _, act = _step_at(s, lens, row_ok, REVERSE)
     ma = act[:, None] & u_ok[None, :]
     return _dout(grad_out_ptr, t, ma, offs_b, offs_u, B, H), _dout(out_ptr, t, ma, offs_b,
                                                                     offs_u, B, H)
