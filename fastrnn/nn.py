@@ -150,6 +150,12 @@ class _SequenceMixin(_Deployable):
             return out, states
         return x, hx, None, restore
 
+    def _options(self, lengths):
+        # the functional call's options: the module's, and per-row lengths (or None)
+        return dict(num_layers=self.num_layers, bias=self.bias, dropout=self.dropout,
+                    training=self.training, bidirectional=self.bidirectional, lengths=lengths,
+                    backend=self.backend)
+
     def permute_hidden_one(self, h, permutation):
         return h if permutation is None else h.index_select(1, permutation)
 
@@ -170,15 +176,17 @@ class RNN(_SequenceMixin, torch.nn.RNN):
         if _recording(input):
             return super().forward(input, hx)
         self._update_flat_weights()
-        x, (h0,), lengths, restore = self._normalise(
+        x, hx, lengths, restore = self._normalise(
             input, None if hx is None else (hx,), (self.hidden_size,))
-        out, h_n = functional.rnn(
-            x, h0, self._flat_weights, nonlinearity=self.nonlinearity,
-            num_layers=self.num_layers, bias=self.bias, dropout=self.dropout,
-            training=self.training, bidirectional=self.bidirectional,
-            lengths=lengths, backend=self.backend)
-        out, (h_n,) = restore(out, (h_n,))
+        out, (h_n,) = restore(*self._recur(x, hx, lengths))
         return out, h_n
+
+    def _recur(self, x, hx, lengths):
+        """time-major x, the tuple of initial states, lengths or None -> (out, final
+        states): the recurrence with the module's options (forward; Seq2Seq's encoder)."""
+        out, h_n = functional.rnn(x, hx[0], self._flat_weights, nonlinearity=self.nonlinearity,
+                                  **self._options(lengths))
+        return out, (h_n,)
 
 
 class GRU(_SequenceMixin, torch.nn.GRU):
@@ -191,14 +199,15 @@ class GRU(_SequenceMixin, torch.nn.GRU):
         if _recording(input):
             return super().forward(input, hx)
         self._update_flat_weights()
-        x, (h0,), lengths, restore = self._normalise(
+        x, hx, lengths, restore = self._normalise(
             input, None if hx is None else (hx,), (self.hidden_size,))
-        out, h_n = functional.gru(
-            x, h0, self._flat_weights, num_layers=self.num_layers, bias=self.bias,
-            dropout=self.dropout, training=self.training, bidirectional=self.bidirectional,
-            lengths=lengths, backend=self.backend)
-        out, (h_n,) = restore(out, (h_n,))
+        out, (h_n,) = restore(*self._recur(x, hx, lengths))
         return out, h_n
+
+    def _recur(self, x, hx, lengths):
+        # as RNN._recur
+        out, h_n = functional.gru(x, hx[0], self._flat_weights, **self._options(lengths))
+        return out, (h_n,)
 
 
 class LSTM(_SequenceMixin, torch.nn.LSTM):
@@ -228,14 +237,15 @@ class LSTM(_SequenceMixin, torch.nn.LSTM):
             raise IndexError("LSTM's hx must be a tuple (h_0, c_0) of tensors, got one "
                              "Tensor")
         self._update_flat_weights()
-        x, (h0, c0), lengths, restore = self._normalise(
+        x, hx, lengths, restore = self._normalise(
             input, hx, (self.proj_size or self.hidden_size, self.hidden_size))
-        out, (h_n, c_n) = functional.lstm(
-            x, (h0, c0), self._flat_weights, num_layers=self.num_layers, bias=self.bias,
-            dropout=self.dropout, training=self.training, bidirectional=self.bidirectional,
-            proj_size=self.proj_size, lengths=lengths, backend=self.backend)
-        out, (h_n, c_n) = restore(out, (h_n, c_n))
+        out, (h_n, c_n) = restore(*self._recur(x, hx, lengths))
         return out, (h_n, c_n)
+
+    def _recur(self, x, hx, lengths):
+        # as RNN._recur
+        return functional.lstm(x, hx, self._flat_weights, proj_size=self.proj_size,
+                               **self._options(lengths))
 
 
 # ------------------------------------------------------------------- cells

@@ -94,16 +94,13 @@ class Seq2Seq(nn.Module):
             enc._update_flat_weights()
             x = self.src_embed(src).transpose(0, 1)                       # [S, B, E]
             h0 = x.new_zeros(enc.num_layers * D, src.shape[0], enc.hidden_size)
-            run = functional.gru if isinstance(enc, fastrnn.GRU) else functional.lstm
-            _, h_n = run(x, h0 if run is functional.gru else (h0, h0), enc._flat_weights,
-                         num_layers=enc.num_layers, bias=enc.bias, dropout=enc.dropout,
-                         training=enc.training, bidirectional=enc.bidirectional,
-                         lengths=src_lengths.cpu(), backend=enc.backend)
+            _, h_n = enc._recur(x, (h0, h0) if isinstance(enc, fastrnn.LSTM) else (h0,),
+                                src_lengths.cpu())
         else:
             packed = pack_padded_sequence(self.src_embed(src), src_lengths.cpu(),
                                           batch_first=True, enforce_sorted=False)
             _, h_n = enc(packed)
-        if isinstance(h_n, tuple):                        # LSTM: (h_n, c_n)
+        if isinstance(h_n, tuple):                        # the states: (h_n,) or (h_n, c_n)
             h_n = h_n[0]
         h_last = h_n[-D:].transpose(0, 1).reshape(src.shape[0], -1)   # [B, D*H]
         return torch.tanh(self.V(h_last))
