@@ -1,0 +1,177 @@
+"""The sequence kernels' step product on packed weight panels: out[:n] = a[:n] @ B.
+
+Dimension legend: n rows of a (a thread's running rows), K the inner size, M the
+output features; B [K, M] is the right-hand operand (W_hh^T forward, W_hh backward).
+
+Why: ``_gemm.gemm_nt`` (dot-product form) ran 78 GFLOP/s at 16x128x512 on one Zen 4
+core whose FMA peak is 117: every 4x3 tile ends in 12 horizontal sums, which at K = 128
+cost as much as the FMAs. This is the BLIS/oneDNN form instead:
+
+- Packing, once per launcher call (``pack``), reused at every step: B becomes
+  ``panels`` [ceil(M / NR), K, NR], each panel NR consecutive output features, row k
+  contiguous, zero-padded to NR, so a step streams each panel with unit stride.
+- Micro-kernel, an outer product: for each k, MR broadcasts of a[r, k] times NV vector
+  loads of the panel row into MR x NV vector accumulators, no reduction at the end.
+  It is written as LLVM IR (a Numba ``intrinsic``: vector phis and llvm.fma), so the
+  accumulators are registers by construction, not by a vectoriser's choice.
+- Tile per ISA (``TILE``): AVX-512 (32 registers of 16 float32): MR = 8, NV = 2
+  (16 accumulators + 2 panel vectors + 1 broadcast); AVX2 (16 of 8): MR = 6, NV = 2
+  (12 + 3 = 15, no spills). NR = NV lanes: 32 float32 or 16 float64 on AVX-512.
+- Row tails (n % MR) run the same micro-kernel with fewer rows; a partial last panel
+  is computed into a scratch tile and its valid columns copied.
+
+Measured single-thread, float32, AMD EPYC Zen 4 (AVX-512, peak 117 GFLOP/s by
+bench/peak.py): 8x2 tile at 48x512x2048 115, 16x128x512 115, 32x512x2048 117,
+64x1024x4096 109 GFLOP/s, against gemm_nt's 98 / 78 / 99 / 87 and torch.mm's
+(one thread) 87 / 79 / 87 / 81 (bench/results/products.md has the committed table).
+"""
+import numpy as np
+import llvmlite.binding as ll
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_F = ll.get_host_cpu_features()
+VEC_BYTES = 64 if _F.get("avx512f") else 32     # the widest vector register
+MR, NV = (8, 2) if VEC_BYTES == 64 else (6, 2)
+TILE = (MR, NV)
+
+
+def panel_width(dtype):
+    """NR: output features per panel for ``dtype`` (NV vectors)."""
+    return NV * VEC_BYTES // np.dtype(dtype).itemsize
+
+
+def pack(b):
+    """b [K, M] (a torch tensor, any strides) -> panels [ceil(M / NR), K, NR] as a
+    contiguous numpy array, zero-padded past M."""
+    import torch
+    K, M = b.shape
+    nr = panel_width(b.numpy(force=True).dtype if b.dtype != torch.bfloat16 else np.float32)
+    P = -(-M // nr)
+    if P * nr != M:
+        b = torch.nn.functional.pad(b.detach(), (0, P * nr - M))
+    return b.detach().reshape(K, P, nr).permute(1, 0, 2).contiguous().numpy()
+
+
+def _tile(rows):
+    """An intrinsic out[ro:ro+rows, j:j+NR] = a[r:r+rows, :K] @ panels[p] ([K, NR])."""
+    @intrinsic
+    def tile(typingctx, a, r, panels, p, out, ro, j):
+        sig = types.void(a, r, panels, p, out, ro, j)
+
+        def codegen(context, builder, signature, args):
+            a_v, r_v, w_v, p_v, o_v, ro_v, j_v = args
+            aty, _, wty, _, oty, _, _ = signature.args
+            A = context.make_array(aty)(context, builder, a_v)
+            W = context.make_array(wty)(context, builder, w_v)
+            O = context.make_array(oty)(context, builder, o_v)
+            ft = context.get_value_type(aty.dtype)
+            size = aty.dtype.bitwidth // 8
+            lanes = VEC_BYTES // size
+            nr = NV * lanes
+            vt = ir.VectorType(ft, lanes)
+            i64 = ir.IntType(64)
+            c64 = lambda v: ir.Constant(i64, v)         # noqa: E731
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                f"llvm.fma.v{lanes}{'f32' if size == 4 else 'f64'}")
+            # element strides (the arrays' byte strides over the item size)
+            lda = builder.sdiv(cgutils.unpack_tuple(builder, A.strides, 2)[0], c64(size))
+            ldo = builder.sdiv(cgutils.unpack_tuple(builder, O.strides, 2)[0], c64(size))
+            K = cgutils.unpack_tuple(builder, W.shape, 3)[1]
+            abase = builder.gep(A.data, [builder.mul(r_v, lda)])
+            wbase = builder.gep(W.data, [builder.mul(p_v, builder.mul(K, c64(nr)))])
+            entry = builder.basic_block
+            loop = builder.append_basic_block("panel.loop")
+            done = builder.append_basic_block("panel.done")
+            zero = ir.Constant(vt, [0.0] * lanes)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(c64(0), entry)
+            acc = [[builder.phi(vt) for _ in range(NV)] for _ in range(rows)]
+            for v in sum(acc, []):
+                v.add_incoming(zero, entry)
+            wrow = builder.gep(wbase, [builder.mul(k, c64(nr))])
+            ws = [builder.load(builder.bitcast(builder.gep(wrow, [c64(v * lanes)]),
+                                               vt.as_pointer()), align=size)
+                  for v in range(NV)]
+            new = []
+            for i in range(rows):
+                s = builder.load(builder.gep(abase, [builder.add(builder.mul(c64(i), lda), k)]))
+                one = builder.insert_element(ir.Constant(vt, ir.Undefined), s,
+                                             ir.Constant(ir.IntType(32), 0))
+                sv = builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), splat)
+                new.append([builder.call(fma, [sv, ws[v], acc[i][v]]) for v in range(NV)])
+            k1 = builder.add(k, c64(1))
+            k.add_incoming(k1, builder.basic_block)
+            for i in range(rows):
+                for v in range(NV):
+                    acc[i][v].add_incoming(new[i][v], builder.basic_block)
+            builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+            builder.position_at_end(done)
+            obase = builder.gep(O.data, [builder.add(builder.mul(ro_v, ldo), j_v)])
+            for i in range(rows):
+                orow = builder.gep(obase, [builder.mul(c64(i), ldo)])
+                for v in range(NV):
+                    ptr = builder.bitcast(builder.gep(orow, [c64(v * lanes)]), vt.as_pointer())
+                    builder.store(new[i][v], ptr, align=size)
+            return context.get_dummy_value()
+        return sig, codegen
+    return tile
+
+
+_T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8 = (_tile(m) for m in range(1, 9))
+
+
+@njit(cache=True)
+def _rows(a, r, m, panels, p, out, ro, j):
+    # m rows (1..MR) at row r: one micro-kernel per row count, so each keeps its
+    # accumulators in registers (MR is at most 8 on every ISA here)
+    if m >= 8:
+        _T8(a, r, panels, p, out, ro, j)
+    elif m == 7:
+        _T7(a, r, panels, p, out, ro, j)
+    elif m == 6:
+        _T6(a, r, panels, p, out, ro, j)
+    elif m == 5:
+        _T5(a, r, panels, p, out, ro, j)
+    elif m == 4:
+        _T4(a, r, panels, p, out, ro, j)
+    elif m == 3:
+        _T3(a, r, panels, p, out, ro, j)
+    elif m == 2:
+        _T2(a, r, panels, p, out, ro, j)
+    else:
+        _T1(a, r, panels, p, out, ro, j)
+
+
+@njit(cache=True)
+def gemm_packed(a, panels, out, n):
+    # a [*, K] (unit stride along K), panels [P, K, NR] from pack(), out [*, M] (unit
+    # stride along M); rows 0..n-1 of out are written, columns 0..M-1, nothing else
+    M = out.shape[1]
+    P, K, NR = panels.shape
+    if n == 0:
+        return
+    if K == 0:
+        for r in range(n):
+            for c in range(M):
+                out[r, c] = 0
+        return
+    scratch = np.empty((MR, NR), out.dtype)
+    for p in range(P):
+        j = p * NR
+        full = j + NR <= M
+        for r in range(0, n, MR):
+            m = min(MR, n - r)
+            if full:
+                _rows(a, r, m, panels, p, out, r, j)
+            else:                                   # the last panel: M % NR columns
+                _rows(a, r, m, panels, p, scratch, 0, 0)
+                for i in range(m):
+                    for c in range(M - j):
+                        out[r + i, j + c] = scratch[i, c]
