@@ -25,3 +25,26 @@ def test_gemm_nt_matches_numpy(dtype, n, K, M):
     tol = (2e-6 if dtype == np.float32 else 1e-13) * np.sqrt(K) * (1 + np.abs(ref))
     assert np.all(np.abs(out[:n] - ref) <= tol)
     assert np.all(np.isnan(out[n:]))      # rows past n are not written
+
+
+# The packed-panel product of the sequence kernels (kernels/numba/_panels.py): row
+# counts below, at and past the tile's MR rows with every tail, a partial last panel
+# (M % NR), K = 1, and row slices with a stride larger than K (the BPTT's [T, B, G]).
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 7, 8, 9, 13, 17, 33])
+@pytest.mark.parametrize("K,M", [(1, 1), (5, 2), (33, 40), (128, 512), (67, 100)])
+def test_gemm_packed_matches_numpy(dtype, n, K, M):
+    import torch
+    from fastrnn.kernels.numba._panels import gemm_packed, pack, panel_width
+    rng = np.random.default_rng(n * 1000 + K + M)
+    a = rng.standard_normal((n + 3, K + 2)).astype(dtype)[:, 1:K + 1]    # row stride K + 2
+    b = rng.standard_normal((M, K)).astype(dtype).T                       # [K, M], transposed
+    out = np.full((n + 3, M), np.nan, dtype)
+    panels = pack(torch.from_numpy(b))
+    nr = panel_width(dtype)
+    assert panels.shape == (-(-M // nr), K, nr)
+    gemm_packed(a, panels, out, n)
+    ref = a[:n].astype(np.float64) @ b.astype(np.float64)
+    tol = (2e-6 if dtype == np.float32 else 1e-13) * np.sqrt(K) * (1 + np.abs(ref))
+    assert np.all(np.abs(out[:n] - ref) <= tol)
+    assert np.all(np.isnan(out[n:]))      # rows past n are not written

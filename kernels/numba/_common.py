@@ -1,7 +1,7 @@
 """Thread ownership and the batch plan shared by every Numba launcher.
 
 Cores: this backend runs one Numba thread per core over batch chunks; each thread
-does its own step products (``_gemm.gemm_nt``), so the kernels call no BLAS and wake
+does its own step products (``_panels.gemm_packed``), so the kernels call no BLAS and wake
 no third thread pool beside Numba's and torch's (numpy's bundled OpenBLAS is loaded
 with numpy but never called by fastrnn; SciPy's is no longer loaded by us). The
 GEMMs outside the kernels (input projection, weight gradients) are torch's, on
@@ -23,7 +23,7 @@ import numba
 from numba import njit
 
 from ..._alloc import keep_freed_memory
-from ._gemm import gemm_nt
+from ._panels import gemm_packed
 
 
 keep_freed_memory()
@@ -126,7 +126,8 @@ def zero_tail(a, lengths, b):
 
 @njit(cache=True)
 def gemm_step(src, lengths, rows, b0, nact, s, reverse, uniform, buf, w, out):
-    # out[:nact] = the chunk's running rows of src [T, B, K] at step s, @ w^T.
+    # out[:nact] = the chunk's running rows of src [T, B, K] at step s, @ the weight
+    # packed in ``w`` (_panels.pack).
     # BPTT kernels write each step's gradient straight into their [T, B, *] output and
     # multiply from there: with equal lengths (uniform) the rows are b0, b0+1, ... at
     # one time index, a contiguous block. Writing a second copy into a per-thread
@@ -134,9 +135,9 @@ def gemm_step(src, lengths, rows, b0, nact, s, reverse, uniform, buf, w, out):
     # T=100, B=32, H=128, float32); with variable lengths rows differ in time index
     # and order, so they are gathered into ``buf`` first.
     if uniform:
-        gemm_nt(src[step_time(s, lengths[rows[b0]], reverse), b0:b0 + nact], w, out, nact)
+        gemm_packed(src[step_time(s, lengths[rows[b0]], reverse), b0:b0 + nact], w, out, nact)
         return
     for r in range(nact):
         b = rows[b0 + r]
         copy_row(buf[r], src[step_time(s, lengths[b], reverse), b])
-    gemm_nt(buf, w, out, nact)
+    gemm_packed(buf, w, out, nact)

@@ -18,7 +18,7 @@ from numba.extending import register_jitable
 from .. import gru_bwd_outputs, gru_fwd_outputs
 from ._common import (KERNEL, ROW, as_numpy, batch_plan, copy_row, gemm_step, running, states_out,
                       step_time, zero_tail)
-from ._gemm import gemm_nt
+from ._panels import gemm_packed, pack
 from .activations import sigmoid, tanh
 
 
@@ -64,7 +64,7 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, 
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
-            gemm_nt(h, w_hh, hp, nact)
+            gemm_packed(h, w_hh, hp, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -151,7 +151,7 @@ def gru_fwd(*, xproj, h0, w_hh, b_hn, lengths, reverse, save=True):
     if b_hn is None:
         b_hn = xproj.new_zeros(H)
     lens, rows, bounds = batch_plan(lengths, B, T)
-    gru_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), as_numpy(b_hn), lens, rows,
+    gru_fwd_kernel(as_numpy(xproj), as_numpy(h0), pack(w_hh.t()), as_numpy(b_hn), lens, rows,
                    bounds, reverse, save, out.numpy(), h_n.numpy(), gates.numpy())
     return out, h_n, gates
 
@@ -165,7 +165,7 @@ def gru_bwd(*, grad_out, grad_hn, out, h0, gates, w_hh, lengths, reverse, grad_s
         return grad_x, grad_hp, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
     gru_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(h0),
-                   as_numpy(gates), as_numpy(w_hh.t()), lens, rows, bounds, reverse,
+                   as_numpy(gates), pack(w_hh), lens, rows, bounds, reverse,
                    lengths is None, grad_states is not None, grad_x.numpy(), grad_hp.numpy(),
                    grad_h0.numpy(), states_out(grad_states, out))
     return grad_x, grad_hp, grad_h0

@@ -19,7 +19,7 @@ from numba.extending import register_jitable
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
 from ._common import (KERNEL, ROW, as_numpy, batch_plan, copy_row, gemm_step, running, states_out,
                       step_time, zero_tail)
-from ._gemm import gemm_nt
+from ._panels import gemm_packed, pack
 from .activations import sigmoid, tanh
 
 
@@ -74,7 +74,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
-            gemm_nt(h, w_hh, acc, nact)
+            gemm_packed(h, w_hh, acc, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -84,7 +84,7 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
                 else:
                     _fwd_row(x, a, cr, mr, H)
             if proj:
-                gemm_nt(m, w_hr, h, nact)
+                gemm_packed(m, w_hr, h, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -176,8 +176,8 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
 
 # ----------------------------------------------------------------- launchers
 def _proj_weight(w_hr, like):
-    # without projection the kernels get a 1x1 stand-in they never read
-    return as_numpy(w_hr if w_hr is not None else like.new_zeros(1, 1))
+    # w_hr packed ([K, M] operand); without projection a 1x1 stand-in the kernels never read
+    return pack(w_hr if w_hr is not None else like.new_zeros(1, 1))
 
 
 def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
@@ -190,8 +190,10 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     if B == 0:
         return out, h_n, c_n, gates, cells, mids
     lens, rows, bounds = batch_plan(lengths, B, T)
-    lstm_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(c0), as_numpy(w_hh),
-                    _proj_weight(w_hr, xproj), lens, rows, bounds, reverse, proj, save,
+    # the products' right-hand operands, packed once per call (_panels.pack): W_hh^T, W_hr^T
+    lstm_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(c0), pack(w_hh.t()),
+                    _proj_weight(None if w_hr is None else w_hr.t(), xproj), lens, rows,
+                    bounds, reverse, proj, save,
                     out.numpy(), h_n.numpy(), c_n.numpy(), gates.numpy(), cells.numpy(),
                     mids.numpy())
     return out, h_n, c_n, gates, cells, mids
@@ -210,8 +212,8 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
     target = grad_states if keep else grad_h
     lens, rows, bounds = batch_plan(lengths, B, T)
     lstm_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn), as_numpy(c0),
-                    as_numpy(gates), as_numpy(cells), as_numpy(w_hh.t()),
-                    _proj_weight(w_hr.t() if w_hr is not None else None, grad_out), lens, rows,
+                    as_numpy(gates), as_numpy(cells), pack(w_hh),
+                    _proj_weight(w_hr, grad_out), lens, rows,
                     bounds, reverse, lengths is None, w_hr is not None, keep, grad_pre.numpy(),
                     states_out(target, grad_out), grad_h0.numpy(), grad_c0.numpy())
     if grad_states is not None and w_hr is not None:

@@ -21,7 +21,7 @@ from numba import njit, prange
 from .. import rnn_bwd_outputs, rnn_fwd_outputs
 from ._common import (KERNEL, as_numpy, batch_plan, copy_row, gemm_step, running, states_out,
                       step_time, zero_tail)
-from ._gemm import gemm_nt
+from ._panels import gemm_packed, pack
 from .activations import tanh
 
 
@@ -43,7 +43,7 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
         nact = nb
         for s in range(lengths[rows[b0]]):
             nact = running(lengths, rows, b0, nb, nact, s)
-            gemm_nt(h, w_hh, acc, nact)
+            gemm_packed(h, w_hh, acc, nact)
             for r in range(nact):
                 b = rows[b0 + r]
                 t = step_time(s, lengths[b], reverse)
@@ -120,7 +120,7 @@ def rnn_fwd(*, xproj, h0, w_hh, lengths, reverse, nonlinearity, save=True):
     if B == 0:
         return out, h_n
     lens, rows, bounds = batch_plan(lengths, B, T)
-    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(w_hh), lens, rows, bounds, reverse,
+    rnn_fwd_kernel(as_numpy(xproj), as_numpy(h0), pack(w_hh.t()), lens, rows, bounds, reverse,
                    nonlinearity == "relu", out.numpy(), h_n.numpy())
     return out, h_n
 
@@ -133,7 +133,7 @@ def rnn_bwd(*, grad_out, grad_hn, out, w_hh, lengths, reverse, nonlinearity, gra
     if B == 0:
         return grad_pre, grad_h0
     lens, rows, bounds = batch_plan(lengths, B, T)
-    rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), as_numpy(w_hh.t()),
+    rnn_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(out), pack(w_hh),
                    lens, rows, bounds, reverse, lengths is None, nonlinearity == "relu",
                    grad_states is not None, grad_pre.numpy(), grad_h0.numpy(),
                    states_out(grad_states, out))
