@@ -1,6 +1,9 @@
 """python -m bench: fastrnn against PyTorch on this machine; CSV, markdown report, plots.
 
 Sections (all by default; pick with --sections):
+  peak     the float32 FMA peak per core and for all cores (bench/peak.py) and the
+           ISA line; the step products, one thread, against it and torch.mm
+           (bench/products.py).
   matrix   cells x modes (fwd, fwd+bwd, one decoding step) x the three standard
            shapes, plus LSTM float64 and PackedSequence (where torch leaves oneDNN);
            providers fastrnn-numba, torch.nn and fastrnn.reference.
@@ -45,7 +48,7 @@ from .harness import (GEMM_N, child_setup, gemm_gflops, gemm_name, machine_facts
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
-SECTIONS = ["matrix", "sweeps", "costs", "charlm", "models", "trees", "host"]
+SECTIONS = ["peak", "matrix", "sweeps", "costs", "charlm", "models", "trees", "host"]
 OURS = "fastrnn-numba"
 ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
 PROBE_FLOPS = 2 * GEMM_N ** 3   # one probe call: torch.mm of GEMM_N² squares (harness.mm_call)
@@ -219,6 +222,21 @@ def models_rows(quick, facts, section="models"):
     return rows
 
 
+def peak_rows(quick, facts):
+    from . import products
+    top, table = products.run(quick)
+    rows = [_value_row("peak", "none", "ISA", top["isa"], "", facts),
+            _value_row("peak", "none", "FMA peak, one core", round(top["core"], 1), "GFLOP/s",
+                       facts),
+            _value_row("peak", "none", f"FMA peak, {facts['cores']} cores", round(top["all"], 1),
+                       "GFLOP/s", facts)]
+    for orient, n, K, M, rates in table:
+        for p, v in rates.items():
+            rows.append(_value_row("products", p, f"{orient} {n}x{K} @ {K}x{M}", round(v, 1),
+                                   "GFLOP/s", facts, B=n, I=K, H=M))
+    return rows
+
+
 def host_rows(quick, facts):
     from . import host
     return [_value_row("host", "fastrnn-triton", f"{r['cell']} {r['call']}: {r['launcher']}",
@@ -290,6 +308,9 @@ def run_cpu(args):
     units = ("matrix" in sections) * len(std) * rounds * (1 if args.quick else 2) + \
         ("sweeps" in sections) * len(sweep_cases)
     rows = []
+    if "peak" in sections:
+        print("FMA peak and the step products, one thread ...", flush=True)
+        rows += peak_rows(args.quick, facts)
     with progress(units, "timing") as bar:
         if "matrix" in sections:
             t = time_cases(std, providers, rounds, args.quick, not args.quick, bar)

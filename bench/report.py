@@ -123,6 +123,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = r["value"]
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
+    out += peak_table(rows)
     out += models_table(rows, ours)
     out += trees_table(rows, ours)
     out += host_table(rows)
@@ -141,6 +142,32 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
                 "| case | provider | error |", "|---|---|---|"]
         out += [f"| `{r['metric']}` | {r['provider']} | {r['value']} |" for r in errors]
     return "\n".join(out) + "\n"
+
+
+def peak_table(rows):
+    """The FMA peak and the one-thread step products against it and torch.mm."""
+    top = {r["metric"]: r["value"] for r in rows if r["section"] == "peak"}
+    prods = [r for r in rows if r["section"] == "products"]
+    if not top:
+        return []
+    core = top.get("FMA peak, one core")
+    out = ["", "## FMA peak and the step products (one thread, float32)", "",
+           f"ISA: {top.get('ISA')}. "
+           + "; ".join(f"{m}: {v} GFLOP/s" for m, v in top.items() if m != "ISA") + ".", ""]
+    if not prods:
+        return out
+    providers = list(dict.fromkeys(r["provider"] for r in prods))
+    out += ["| product (rows x K @ K x M) | " + " | ".join(
+        f"{p} GFLOP/s (% of peak)" for p in providers) + " | panels / torch.mm |",
+        "|---|" + "---|" * (len(providers) + 1)]
+    for metric in dict.fromkeys(r["metric"] for r in prods):
+        got = {r["provider"]: r["value"] for r in prods if r["metric"] == metric}
+        cells = [f"{got[p]:.1f} ({100 * got[p] / core:.0f}%)" if p in got else "–"
+                 for p in providers]
+        ratio = (f"{got['fastrnn panels'] / got['torch.mm']:.2f}×"
+                 if "fastrnn panels" in got and got.get("torch.mm") else "–")
+        out.append(f"| {metric} | " + " | ".join(cells) + f" | {ratio} |")
+    return out
 
 
 def models_table(rows, ours):

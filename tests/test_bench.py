@@ -273,3 +273,34 @@ def test_trees_child_process_times_one_provider():
     got = run_child("bench.trees", "--alone", "torch-levels", "--quick")
     assert len(got) == 8 and all(v > 0 for v in got.values())     # 2 nets x 2 sizes x 2 modes
     assert all(k.startswith(("ChildSumTreeLSTM, ", "TreeRNN (binary), ")) for k in got)
+
+
+def test_peak_section(tmp_path, monkeypatch, capsys):
+    # the real probe (a short run) and a product table cut to the two target shapes
+    from bench import products
+    monkeypatch.setattr(products, "shapes", lambda quick: [
+        ("forward", n, K, M) for n, K, M in products.TARGET_SHAPES])
+    threads = torch.get_num_threads()
+    main(["--quick", "--sections", "peak", "--out", str(tmp_path)])
+    assert torch.get_num_threads() == threads           # the one-thread timing puts it back
+    rows = list(csv.DictReader(open(tmp_path / "cpu.csv")))
+    top = {r["metric"]: r["value"] for r in rows if r["section"] == "peak"}
+    assert "vector registers" in top["ISA"]
+    assert float(top["FMA peak, one core"]) > 1
+    prods = [r for r in rows if r["section"] == "products"]
+    assert {r["provider"] for r in prods} == {"fastrnn panels", "fastrnn dot (gemm_nt)",
+                                              "torch.mm"}
+    assert {r["metric"] for r in prods} == {"forward 32x512 @ 512x2048",
+                                            "forward 16x128 @ 128x512"}
+    assert all(float(r["value"]) > 0 for r in prods)
+    report = (tmp_path / "report.md").read_text()
+    assert "## FMA peak and the step products" in report
+    assert "| forward 32x512 @ 512x2048 |" in report
+
+
+def test_fma_probe_ir_runs():
+    # the compiled loop computes what its IR says: 1 FMA chain step, a*m + c from 1.0
+    from bench import peak
+    fn, _ = peak._loop(peak.isa()[1], chains=2)
+    assert fn(1, 2.0, 1.0) == pytest.approx(2 * 3.0)      # two chains, each 1*2+1, summed
+    assert fn(2, 2.0, 1.0) == pytest.approx(2 * 7.0)      # (1*2+1)*2+1

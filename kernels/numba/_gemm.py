@@ -1,4 +1,8 @@
-"""The per-step product of the recurrent kernels: out[:n] = a[:n] @ W^T.
+"""The dot-product step product of the decoding steps and tree kernels: out[:n] = a[:n] @ W^T.
+
+(The sequence kernels use the packed-panel ``_panels.gemm_packed``, 15-45% faster at
+their shapes; this one reads W in place, which a one-step call that cannot amortise a
+packing copy needs.)
 
 One register-blocked loop serves every size; no BLAS call inside the kernels.
 Why not ``np.dot`` (SciPy's OpenBLAS) for large H: a step GEMM has few rows (a
