@@ -51,6 +51,8 @@ def _fwd_row(x, p, b_hn, h, o, H):
 
 @njit(**KERNEL)
 def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, out, h_n, gates):
+    # the weights arrive packed (_panels.pack of the product's right operand [K, M]):
+    # w_hh = W_hh^T, w_hr = W_hr^T forward; w_hh_t = W_hh, w_hr_t = W_hr in BPTT
     T, B, H = out.shape
     for c in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[c], bounds[c + 1]
@@ -82,6 +84,8 @@ def gru_fwd_kernel(xproj, h0, w_hh, b_hn, lengths, rows, bounds, reverse, save, 
 @njit(**KERNEL)
 def gru_bwd_kernel(grad_out, grad_hn, out, h0, gates, w_hh_t, lengths, rows, bounds, reverse,
                    uniform, keep, grad_x, grad_hp, grad_h0, grad_states):
+    # the weights arrive packed (_panels.pack of the product's right operand [K, M]):
+    # w_hh = W_hh^T, w_hr = W_hr^T forward; w_hh_t = W_hh, w_hr_t = W_hr in BPTT
     # writes grad_x = dL/d xproj and grad_hp = dL/d hp (differs in the n part:
     # dL/d a = dL/d n_pre * r), both [T, B, G] and zero past each length; grad_h0;
     # with ``keep``, grad_states [T, B, H] = dL/dh_t

@@ -57,6 +57,8 @@ def _fwd_row(x, a, c, m, H):
 @njit(**KERNEL)
 def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, proj, save, out,
                     h_n, c_n, gates, cells, mids):
+    # the weights arrive packed (_panels.pack of the product's right operand [K, M]):
+    # w_hh = W_hh^T, w_hr = W_hr^T forward; w_hh_t = W_hh, w_hr_t = W_hr in BPTT
     T, B, P = out.shape
     H = c0.shape[1]
     for ch in prange(bounds.shape[0] - 1):
@@ -106,6 +108,8 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
 @njit(**KERNEL)
 def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
                     bounds, reverse, uniform, proj, keep, grad_pre, grad_h, grad_h0, grad_c0):
+    # the weights arrive packed (_panels.pack of the product's right operand [K, M]):
+    # w_hh = W_hh^T, w_hr = W_hr^T forward; w_hh_t = W_hh, w_hr_t = W_hr in BPTT
     # writes grad_pre = dL/d a [T, B, G] and, with a projection, grad_h = dL/d h_t
     # [T, B, P] (for dW_hr), both zero past each length, and grad_h0 [B, P], grad_c0 [B, H].
     # Without a projection dL/dm is grad_out[t] + dh, formed inside the gate loop: no

@@ -27,6 +27,8 @@ from .activations import tanh
 
 @njit(**KERNEL)
 def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h_n):
+    # the weights arrive packed (_panels.pack of the product's right operand [K, M]):
+    # w_hh = W_hh^T, w_hr = W_hr^T forward; w_hh_t = W_hh, w_hr_t = W_hr in BPTT
     # xproj [T, B, H], h0 [B, H], w_hh [H, H], lengths/rows [B],
     # bounds [C+1]; writes out [T, B, H] (zero past each length) and h_n [B, H]
     T, B, H = xproj.shape
@@ -66,6 +68,8 @@ def rnn_fwd_kernel(xproj, h0, w_hh, lengths, rows, bounds, reverse, relu, out, h
 @njit(**KERNEL)
 def rnn_bwd_kernel(grad_out, grad_hn, out, w_hh_t, lengths, rows, bounds, reverse, uniform,
                    relu, keep, grad_pre, grad_h0, grad_states):
+    # the weights arrive packed (_panels.pack of the product's right operand [K, M]):
+    # w_hh = W_hh^T, w_hr = W_hr^T forward; w_hh_t = W_hh, w_hr_t = W_hr in BPTT
     # grad_out/out [T, B, H], grad_hn [B, H], w_hh_t = W_hh^T [H, H]; writes the
     # pre-activation gradients grad_pre [T, B, H] (zero past each length) and
     # grad_h0 [B, H]; with ``keep``, grad_states [T, B, H] = dL/dh_t too
