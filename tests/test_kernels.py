@@ -175,3 +175,69 @@ def test_triton_gpu_forward_sizes(cell, H, dtype, monkeypatch):
     tol = 1e-4 if dtype == torch.float32 else TOL[torch.bfloat16]
     for name, a, b in zip(["out", "h_n", "c_n"], got, ref):
         assert_close(a.cpu(), b, tol, name)
+
+
+# The Numba column plan (kernels/numba/_common.column_units): every row in one chunk, the
+# hidden units split into slices, one parallel region a step. Forced here to S slices
+# (S > the cores is fine: a region's slices need no barrier), on uneven slices too.
+COLUMN_CELLS = ["lstm"]
+
+
+@pytest.mark.parametrize("cell", COLUMN_CELLS)
+@pytest.mark.parametrize("slices", [2, 3])
+@pytest.mark.parametrize("T,B,H,lengths", [(5, 1, 20, None), (6, 3, 9, None), (1, 2, 2, None),
+                                           (5, 4, 17, [5, 1, 3, 4]), (4, 3, 8, [0, 4, 2])])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_column_plan_matches_the_reference(cell, slices, T, B, H, lengths, reverse, dtype,
+                                                  monkeypatch):
+    from fastrnn.kernels.numba import _common
+    monkeypatch.setattr(_common, "COLUMNS", slices)
+    check(cell, "numba", T, B, H, dtype, reverse=reverse,
+          lengths=None if lengths is None else torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("cell", COLUMN_CELLS)
+@pytest.mark.parametrize("lengths", [None, [3, 6, 1]])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_numba_column_plan_is_bitwise_the_row_plan(cell, lengths, reverse, monkeypatch):
+    # the same per-element arithmetic in both plans: equal results for any split,
+    # with the optional dL/dh_t output (fastrnn.diagnostics) too
+    from fastrnn.kernels import numba as backend
+    from fastrnn.kernels.numba import _common
+    T, B, H = 6, 3, 40
+    args = layer_inputs(cell, T, B, H, torch.float32, None, True)
+    lens = None if lengths is None else torch.tensor(lengths)
+    fwd, bwd = getattr(backend, f"{cell}_fwd"), getattr(backend, f"{cell}_bwd")
+    results = []
+    for plan in (False, 2, 3, None):
+        monkeypatch.setattr(_common, "COLUMNS", plan)
+        outs, grads = _launch_both(cell, fwd, bwd, args, lens, reverse)
+        if lens is not None:        # what is saved for BPTT is defined within each length
+            valid = (torch.arange(T)[:, None] < lens[None, :])[..., None]
+            outs = outs[:1] + [o if o.shape[:2] != (T, B) else torch.where(valid, o, 0)
+                             for o in outs[1:]]
+        results.append(outs + grads)
+    for plan, got in zip((2, 3, None), results[1:]):
+        for i, (a, b) in enumerate(zip(results[0], got)):
+            assert torch.equal(a, b), f"{cell}: output {i} of the {plan}-slice plan differs"
+
+
+def _launch_both(cell, fwd, bwd, args, lengths, reverse):
+    # the launchers' forward then BPTT with seeded output gradients and grad_states
+    g = torch.Generator().manual_seed(3)
+    xproj, w_hh = args["xproj"], args["w_hh"]
+    T, B, _ = xproj.shape
+    H = w_hh.shape[1]
+    states = [args[k] for k in args if k in ("h0", "c0")]
+    if cell == "lstm":
+        out, h_n, c_n, gates, cells, _ = fwd(xproj=xproj, h0=states[0], c0=states[1],
+                                             w_hh=w_hh, w_hr=None, lengths=lengths,
+                                             reverse=reverse)
+        rnd = [torch.randn(t.shape, generator=g) for t in (out, h_n, c_n)]
+        grad_states = torch.empty(T, B, H)
+        grads = bwd(grad_out=rnd[0], grad_hn=rnd[1], grad_cn=rnd[2], c0=states[1], gates=gates,
+                    cells=cells, w_hh=w_hh, w_hr=None, lengths=lengths, reverse=reverse,
+                    grad_states=grad_states)
+        return [out, h_n, c_n, gates, cells], list(grads) + [grad_states]
+    raise AssertionError(cell)

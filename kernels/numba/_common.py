@@ -55,13 +55,14 @@ def _full_plan(B, T, C):
     return lens, rows, bounds
 
 
-def batch_plan(lengths, B, T):
-    """Split B rows into per-thread chunks, each listing its rows longest first.
+def batch_plan(lengths, B, T, chunks=None):
+    """Split B rows into per-thread chunks (or ``chunks`` of them), each listing its rows
+    longest first.
 
     Returns (lengths [B] int64, rows [B] int64, bounds [C+1] int64) as numpy arrays.
     Rows are dealt round-robin after sorting by length, so chunks get equal work.
     """
-    C = max(1, min(num_threads(), B))
+    C = max(1, min(chunks or num_threads(), B))
     if lengths is None:
         return _full_plan(B, T, C)          # equal lengths: contiguous chunks, cached
     lens = np.ascontiguousarray(lengths.cpu().numpy(), dtype=np.int64)
@@ -71,6 +72,53 @@ def batch_plan(lengths, B, T):
     bounds = np.zeros(C + 1, dtype=np.int64)
     bounds[1:] = np.cumsum(sizes)
     return lens, rows, bounds
+
+
+# The column plan (issue 35, item 4). The row plan gives each thread whole batch rows
+# for the whole sequence: no synchronisation, but at B=1 one core idles, and a thread
+# with one row runs its product at half the FMA peak whatever its tile (each panel
+# load feeds one FMA: L1 loads, not FMAs, are the limit). The column plan keeps
+# every row in one chunk and splits the hidden units into one slice per thread:
+# each step is a parallel region (1.7 us to enter on Numba's OpenMP layer, Zen 4),
+# where each slice multiplies all rows by its own columns of the weight (so streams
+# 1/S of it) and runs the pointwise work of its units. Per-element arithmetic is
+# the same in both plans, so their results are bitwise equal.
+COLUMNS = None              # None: chosen per call; False: rows; an int S: S slices (tests)
+SLICE_ALIGN = 8             # units per slice a multiple of this where H allows
+MIN_SLICE_FLOPS = 2e5       # a slice's product per step: ~2 us of a core, above the region's cost
+
+
+def column_units(B, H, G, proj=False):
+    """Unit bounds [S + 1] int64 of the column plan for a call, or None for the row plan.
+
+    Chosen when a thread of the row plan would get fewer rows than half a tile (the
+    product's efficiency falls with them) and each slice's product per step is big
+    enough to pay for a parallel region. Not with a projection (its second product
+    would need a second region a step)."""
+    force = COLUMNS
+    if proj or H < 2 or force is False:
+        return None
+    S = force
+    if force is None:
+        S = num_threads()
+        if S == 1 or B >= 4 * S or 2.0 * B * H * G / S < MIN_SLICE_FLOPS:
+            return None
+    S = min(S, H)
+    align = SLICE_ALIGN if H >= S * SLICE_ALIGN else 1
+    bounds = [(p * H // S) // align * align for p in range(S)] + [H]
+    return np.array(sorted(set(bounds)), dtype=np.int64)
+
+
+def gate_columns(units, H, gates):
+    """Column indices of each unit slice in a weight of ``gates`` blocks of H columns
+    (W_hh^T: the slice's units in every gate, gate-major), for _panels.pack_groups."""
+    return [np.concatenate([np.arange(g * H + u0, g * H + u1) for g in range(gates)])
+            for u0, u1 in zip(units[:-1], units[1:])]
+
+
+def unit_slices(units):
+    """The unit slices of a column plan as slices (BPTT packs W_hh's columns u0:u1)."""
+    return [slice(int(u0), int(u1)) for u0, u1 in zip(units[:-1], units[1:])]
 
 
 def as_numpy(t):

@@ -17,20 +17,21 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import lstm_bwd_outputs, lstm_fwd_outputs
-from ._common import (KERNEL, ROW, as_numpy, batch_plan, copy_row, gemm_step, running, states_out,
-                      step_time, zero_tail)
-from ._panels import gemm_packed, pack
+from ._common import (KERNEL, ROW, as_numpy, batch_plan, column_units, copy_row, gate_columns,
+                      gemm_step, running, states_out, step_time, unit_slices, zero_tail)
+from ._panels import gemm_packed, pack, pack_groups
 from .activations import sigmoid, tanh
 
 
 @register_jitable(inline="always")
-def _fwd_cell(x, a, c, m, k, H):
-    # feature k of one row: x = xproj[t, b], a = acc[r] ([G]); updates c[k] and m[k] and
+def _fwd_cell(x, a, c, m, k, H, A):
+    # feature k of one row: x = xproj[t, b] ([G], gate stride H), a = acc[r] (gate
+    # stride A: H, or a column slice's unit count); updates c[k] and m[k] and
     # returns the four gate activations and c' for saving
     ig = sigmoid(x[k] + a[k])
-    fg = sigmoid(x[H + k] + a[H + k])
-    gg = tanh(x[2 * H + k] + a[2 * H + k])
-    og = sigmoid(x[3 * H + k] + a[3 * H + k])
+    fg = sigmoid(x[H + k] + a[A + k])
+    gg = tanh(x[2 * H + k] + a[2 * A + k])
+    og = sigmoid(x[3 * H + k] + a[3 * A + k])
     cv = fg * c[k] + ig * gg
     c[k] = cv
     m[k] = og * tanh(cv)
@@ -42,16 +43,18 @@ def _fwd_cell(x, a, c, m, k, H):
 # Numba re-types whole for each inlined copy (seconds of a cold start); LLVM vectorises
 # the loop over k either way. Two of them: with the save branch inside, the loop ran
 # 1.7x slower.
+# They run features 0..A-1 of views that start at a slice's first unit (x, c, m, g, cl:
+# gate stride H; a: gate stride A), so the row and the column plans share them.
 @njit(**ROW)
-def _fwd_row_save(x, a, c, m, g, cl, H):
-    for k in range(H):
-        g[k], g[H + k], g[2 * H + k], g[3 * H + k], cl[k] = _fwd_cell(x, a, c, m, k, H)
+def _fwd_row_save(x, a, c, m, g, cl, H, A):
+    for k in range(A):
+        g[k], g[H + k], g[2 * H + k], g[3 * H + k], cl[k] = _fwd_cell(x, a, c, m, k, H, A)
 
 
 @njit(**ROW)
-def _fwd_row(x, a, c, m, H):
-    for k in range(H):
-        _fwd_cell(x, a, c, m, k, H)
+def _fwd_row(x, a, c, m, H, A):
+    for k in range(A):
+        _fwd_cell(x, a, c, m, k, H, A)
 
 
 @njit(**KERNEL)
@@ -82,9 +85,9 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
                 t = step_time(s, lengths[b], reverse)
                 x, a, cr, mr = xproj[t, b], acc[r], c[r], m[r]
                 if save:
-                    _fwd_row_save(x, a, cr, mr, gates[t, b], cells[t, b], H)
+                    _fwd_row_save(x, a, cr, mr, gates[t, b], cells[t, b], H, H)
                 else:
-                    _fwd_row(x, a, cr, mr, H)
+                    _fwd_row(x, a, cr, mr, H, H)
             if proj:
                 gemm_packed(m, w_hr, h, nact)
             for r in range(nact):
@@ -105,6 +108,30 @@ def lstm_fwd_kernel(xproj, h0, c0, w_hh, w_hr, lengths, rows, bounds, reverse, p
                 zero_tail(mids, lengths, b)     # finite, so dW_hr's GEMM over all steps is clean
 
 
+@njit(**ROW)
+def _bwd_row(go, dh, dc, dm, g, cl, cp, gp, gh, keep, proj, H, A):
+    # BPTT of one row, features 0..A-1 of views that start at a slice's first unit:
+    # go = dL/dout[t], dh, dc carried (updated: dc), dm = dL/dm (projection only), g
+    # the saved gates and gp = dL/da (gate stride H), cl = c_t, cp = c_{t-1}, gh = dL/dh_t
+    # written with ``keep``
+    one = go.dtype.type(1)
+    for k in range(A):
+        ig = g[k]
+        fg = g[H + k]
+        gg = g[2 * H + k]
+        og = g[3 * H + k]
+        tc = tanh(cl[k])
+        dmk = dm[k] if proj else go[k] + dh[k]
+        if keep:
+            gh[k] = dmk
+        dct = dc[k] + dmk * og * (one - tc * tc)
+        dc[k] = dct * fg
+        gp[k] = dct * gg * ig * (one - ig)
+        gp[H + k] = dct * cp[k] * fg * (one - fg)
+        gp[2 * H + k] = dct * ig * (one - gg * gg)
+        gp[3 * H + k] = dmk * tc * og * (one - og)
+
+
 @njit(**KERNEL)
 def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t, lengths, rows,
                     bounds, reverse, uniform, proj, keep, grad_pre, grad_h, grad_h0, grad_c0):
@@ -116,7 +143,6 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
     # grad_h and no extra pass over the rows (grad_h is then empty, unless ``keep`` asks
     # for dL/dh_t there: the launcher's optional grad_states).
     T, B, P = grad_out.shape
-    one = grad_out.dtype.type(1)
     H = c0.shape[1]
     for ch in prange(bounds.shape[0] - 1):
         b0, b1 = bounds[ch], bounds[ch + 1]
@@ -146,27 +172,10 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
                 b = rows[b0 + r]
                 L = lengths[b]
                 t = step_time(s, L, reverse)
-                tp = step_time(s - 1, L, reverse)
-                for k in range(H):
-                    ig = gates[t, b, k]
-                    fg = gates[t, b, H + k]
-                    gg = gates[t, b, 2 * H + k]
-                    og = gates[t, b, 3 * H + k]
-                    tc = tanh(cells[t, b, k])
-                    cprev = cells[tp, b, k] if s > 0 else c0[b, k]
-                    dmk = dm[r, k] if proj else grad_out[t, b, k] + dh[r, k]
-                    if keep and not proj:
-                        grad_h[t, b, k] = dmk
-                    dct = dc[r, k] + dmk * og * (one - tc * tc)
-                    gi = dct * gg * ig * (one - ig)
-                    gf = dct * cprev * fg * (one - fg)
-                    gc = dct * ig * (one - gg * gg)
-                    go = dmk * tc * og * (one - og)
-                    dc[r, k] = dct * fg
-                    grad_pre[t, b, k] = gi
-                    grad_pre[t, b, H + k] = gf
-                    grad_pre[t, b, 2 * H + k] = gc
-                    grad_pre[t, b, 3 * H + k] = go
+                cp = cells[step_time(s - 1, L, reverse), b] if s > 0 else c0[b]
+                gh = grad_h[t, b] if keep and not proj else grad_out[t, b]
+                _bwd_row(grad_out[t, b], dh[r], dc[r], dm[r], gates[t, b], cells[t, b], cp,
+                         grad_pre[t, b], gh, keep and not proj, proj, H, H)
             # dh = grad_pre[t] @ W_hh
             gemm_step(grad_pre, lengths, rows, b0, nact, s, reverse, uniform, g, w_hh_t, dh)
         for r in range(nb):
@@ -176,6 +185,93 @@ def lstm_bwd_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh_t, w_hr_t
             zero_tail(grad_pre, lengths, b)
             if proj or keep:
                 zero_tail(grad_h, lengths, b)
+
+
+# The column plan (_common.column_units): all B rows in one chunk, longest first; each
+# step is one parallel region over S unit slices. Slice p owns units u0 = units[p] to
+# u1 = units[p + 1] with all four of their gates: forward, panels[pofs[p]:pofs[p + 1]]
+# packs W_hh^T's columns [i | f | g | o] of its units and its product fills acc[:, 4 u0:
+# 4 u1] in that order; BPTT, they pack W_hh[:, u0:u1] and its product fills dh[:, u0:u1].
+@njit(**KERNEL)
+def lstm_fwd_cols_kernel(xproj, h0, c0, panels, pofs, units, lengths, rows, reverse, save, out,
+                         h_n, c_n, gates, cells):
+    # h is double-buffered: each slice reads all of step s-1's h and writes its units of
+    # step s. A row that stops keeps its last h in buffer (its length) % 2.
+    T, B, H = out.shape
+    hb = np.empty((2, B, H), out.dtype)             # [2, B, H] h of even and odd steps
+    c = np.empty((B, H), out.dtype)                 # [B, H] running cell state
+    acc = np.empty((B, 4 * H), out.dtype)           # [B, G] slice-major h @ W_hh^T
+    for r in range(B):
+        copy_row(hb[0, r], h0[rows[r]])
+        copy_row(c[r], c0[rows[r]])
+    nact = B
+    for s in range(lengths[rows[0]]):
+        nact = running(lengths, rows, 0, B, nact, s)
+        hi, ho = hb[s % 2], hb[1 - s % 2]
+        for p in prange(units.shape[0] - 1):
+            u0, u1 = units[p], units[p + 1]
+            a = acc[:, 4 * u0:4 * u1]
+            gemm_packed(hi, panels[pofs[p]:pofs[p + 1]], a, nact)
+            for r in range(nact):
+                b = rows[r]
+                t = step_time(s, lengths[b], reverse)
+                x, cr, mr = xproj[t, b, u0:], c[r, u0:], ho[r, u0:]
+                if save:
+                    _fwd_row_save(x, a[r], cr, mr, gates[t, b, u0:], cells[t, b, u0:], H,
+                                  u1 - u0)
+                else:
+                    _fwd_row(x, a[r], cr, mr, H, u1 - u0)
+                for k in range(u0, u1):
+                    out[t, b, k] = ho[r, k]
+    for r in range(B):
+        b = rows[r]
+        copy_row(h_n[b], hb[lengths[b] % 2, r])
+        copy_row(c_n[b], c[r])
+        zero_tail(out, lengths, b)
+
+
+@njit(**KERNEL)
+def lstm_bwd_cols_kernel(grad_out, grad_hn, grad_cn, c0, gates, cells, panels, pofs, units,
+                         lengths, rows, reverse, uniform, keep, grad_pre, grad_h, grad_h0,
+                         grad_c0):
+    # the region of step s first forms dh = dL/da of step s+1 (all of it, written by
+    # the region before) @ W_hh for its units, then runs their BPTT at step s
+    T, B, H = grad_out.shape
+    S = units.shape[0] - 1
+    dh = np.empty((B, H), grad_out.dtype)           # [B, H] dL/dh carried back
+    dc = np.empty((B, H), grad_out.dtype)           # [B, H] dL/dc carried back
+    buf = np.empty((S, B, 4 * H), grad_out.dtype)   # [S, B, G] a slice's gathered rows
+    for r in range(B):
+        copy_row(dh[r], grad_hn[rows[r]])
+        copy_row(dc[r], grad_cn[rows[r]])
+    nact = 0
+    for s in range(lengths[rows[0]] - 1, -1, -1):
+        prev = nact                                 # the rows of step s+1
+        nact = running(lengths, rows, 0, B, nact, s)
+        for p in prange(S):
+            u0, u1 = units[p], units[p + 1]
+            gemm_step(grad_pre, lengths, rows, 0, prev, s + 1, reverse, uniform, buf[p],
+                      panels[pofs[p]:pofs[p + 1]], dh[:, u0:u1])
+            for r in range(nact):
+                b = rows[r]
+                L = lengths[b]
+                t = step_time(s, L, reverse)
+                cp = cells[step_time(s - 1, L, reverse), b, u0:] if s > 0 else c0[b, u0:]
+                gh = grad_h[t, b, u0:] if keep else grad_out[t, b, u0:]
+                _bwd_row(grad_out[t, b, u0:], dh[r, u0:], dc[r, u0:], dh[r, u0:],
+                         gates[t, b, u0:], cells[t, b, u0:], cp, grad_pre[t, b, u0:], gh, keep,
+                         False, H, u1 - u0)
+    for p in prange(S):                             # dL/dh0 from step 0's dL/da
+        u0, u1 = units[p], units[p + 1]
+        gemm_step(grad_pre, lengths, rows, 0, nact, 0, reverse, uniform, buf[p],
+                  panels[pofs[p]:pofs[p + 1]], dh[:, u0:u1])
+    for r in range(B):
+        b = rows[r]
+        copy_row(grad_h0[b], dh[r])
+        copy_row(grad_c0[b], dc[r])
+        zero_tail(grad_pre, lengths, b)
+        if keep:
+            zero_tail(grad_h, lengths, b)
 
 
 # ----------------------------------------------------------------- launchers
@@ -192,6 +288,15 @@ def lstm_fwd(*, xproj, h0, c0, w_hh, w_hr, lengths, reverse, save=True):
     proj = w_hr is not None
     out, h_n, c_n, gates, cells, mids = lstm_fwd_outputs(xproj, h0, proj, save)
     if B == 0:
+        return out, h_n, c_n, gates, cells, mids
+    H = G // 4
+    units = column_units(B, H, G, proj)
+    if units is not None:
+        lens, rows, _ = batch_plan(lengths, B, T, chunks=1)
+        panels, pofs = pack_groups(w_hh.t(), gate_columns(units, H, 4))
+        lstm_fwd_cols_kernel(as_numpy(xproj), as_numpy(h0), as_numpy(c0), panels, pofs, units,
+                             lens, rows, reverse, save, out.numpy(), h_n.numpy(), c_n.numpy(),
+                             gates.numpy(), cells.numpy())
         return out, h_n, c_n, gates, cells, mids
     lens, rows, bounds = batch_plan(lengths, B, T)
     # the products' right-hand operands, packed once per call (_panels.pack): W_hh^T, W_hr^T
@@ -214,6 +319,17 @@ def lstm_bwd(*, grad_out, grad_hn, grad_cn, c0, gates, cells, w_hh, w_hr, length
         return grad_pre, grad_h, grad_h0, grad_c0
     keep = grad_states is not None and w_hr is None     # with a projection grad_h is dL/dh_t
     target = grad_states if keep else grad_h
+    H = c0.shape[1]
+    units = column_units(B, H, 4 * H, w_hr is not None)
+    if units is not None:
+        lens, rows, _ = batch_plan(lengths, B, T, chunks=1)
+        panels, pofs = pack_groups(w_hh, unit_slices(units))
+        lstm_bwd_cols_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn),
+                             as_numpy(c0), as_numpy(gates), as_numpy(cells), panels, pofs,
+                             units, lens, rows, reverse, lengths is None, keep,
+                             grad_pre.numpy(), states_out(target, grad_out), grad_h0.numpy(),
+                             grad_c0.numpy())
+        return grad_pre, grad_h, grad_h0, grad_c0
     lens, rows, bounds = batch_plan(lengths, B, T)
     lstm_bwd_kernel(as_numpy(grad_out), as_numpy(grad_hn), as_numpy(grad_cn), as_numpy(c0),
                     as_numpy(gates), as_numpy(cells), pack(w_hh),
