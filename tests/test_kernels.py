@@ -200,27 +200,39 @@ def test_numba_column_plan_matches_the_reference(cell, slices, T, B, H, lengths,
 @pytest.mark.parametrize("cell", COLUMN_CELLS)
 @pytest.mark.parametrize("lengths", [None, [3, 6, 1]])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_numba_column_plan_is_bitwise_the_row_plan(cell, lengths, reverse, monkeypatch):
-    # the same per-element arithmetic in both plans: equal results for any split,
-    # with the optional dL/dh_t output (fastrnn.diagnostics) too
+def test_numba_column_plan_is_deterministic(cell, lengths, reverse, monkeypatch):
+    # bitwise the same results on 1 and 2 threads and run to run for one split (a
+    # slice's loops round like the row plan's but may contract a*b + c the other way:
+    # to the row plan it is within float32 rounding), with dL/dh_t (diagnostics) too
+    import numba
+
     from fastrnn.kernels import numba as backend
     from fastrnn.kernels.numba import _common
     T, B, H = 6, 3, 40
     args = layer_inputs(cell, T, B, H, torch.float32, None, True)
     lens = None if lengths is None else torch.tensor(lengths)
     fwd, bwd = getattr(backend, f"{cell}_fwd"), getattr(backend, f"{cell}_bwd")
-    results = []
-    for plan in (False, 2, 3, None):
-        monkeypatch.setattr(_common, "COLUMNS", plan)
-        outs, grads = _launch_both(cell, fwd, bwd, args, lens, reverse)
-        if lens is not None:        # what is saved for BPTT is defined within each length
-            valid = (torch.arange(T)[:, None] < lens[None, :])[..., None]
-            outs = outs[:1] + [o if o.shape[:2] != (T, B) else torch.where(valid, o, 0)
-                             for o in outs[1:]]
-        results.append(outs + grads)
-    for plan, got in zip((2, 3, None), results[1:]):
-        for i, (a, b) in enumerate(zip(results[0], got)):
-            assert torch.equal(a, b), f"{cell}: output {i} of the {plan}-slice plan differs"
+    results = {}
+    threads = numba.get_num_threads()
+    try:
+        for plan, n in ((False, 1), (2, 1), (2, threads), (2, threads), (3, threads)):
+            monkeypatch.setattr(_common, "COLUMNS", plan)
+            numba.set_num_threads(n)
+            outs, grads = _launch_both(cell, fwd, bwd, args, lens, reverse)
+            if lens is not None:        # what is saved for BPTT is defined within each length
+                valid = (torch.arange(T)[:, None] < lens[None, :])[..., None]
+                outs = outs[:1] + [o if o.shape[:2] != (T, B) else torch.where(valid, o, 0)
+                                   for o in outs[1:]]
+            results.setdefault(plan, []).append(outs + grads)
+    finally:
+        numba.set_num_threads(threads)
+    for plan in (2,):
+        for run in results[plan][1:]:
+            for i, (a, b) in enumerate(zip(results[plan][0], run)):
+                assert torch.equal(a, b), f"{cell}: output {i} of the {plan}-slice plan varies"
+    for plan in (2, 3):
+        for i, (a, b) in enumerate(zip(results[False][0], results[plan][0])):
+            assert_close(a, b, 1e-6, f"{cell}: output {i}, {plan} slices against rows")
 
 
 def _launch_both(cell, fwd, bwd, args, lengths, reverse):

@@ -28,7 +28,7 @@ bench/peak.py): 8x2 tile at 48x512x2048 115, 16x128x512 115, 32x512x2048 117,
 import numpy as np
 import llvmlite.binding as ll
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -43,40 +43,48 @@ def panel_width(dtype):
     return NV * VEC_BYTES // np.dtype(dtype).itemsize
 
 
-def pack(b, cols=None):
+def pack(b, cols=None, out=None):
     """b [K, M] (a torch tensor, any strides) -> panels [ceil(M' / NR), K, NR], a
     contiguous numpy array zero-padded past M': the columns ``cols`` of b in that order
-    (an int64 index array or a slice; all M columns by default)."""
+    (an int64 index array or a slice; all M columns by default); written into ``out``
+    if given (a contiguous array of that shape)."""
     import torch
     nr = panel_width(b.numpy(force=True).dtype)
     b = b.detach()
+    M = b.shape[1] if cols is None else len(range(b.shape[1])[cols]) \
+        if isinstance(cols, slice) else len(cols)
+    shape = (-(-M // nr), b.shape[0], nr)
+    out = np.empty(shape, b.numpy(force=True).dtype) if out is None else out
     if b.stride(0) < b.stride(1):                   # a transpose (W^T): see _pack_t
         w = b.t().numpy(force=True)                 # W [M, K], rows contiguous
-        cols = np.arange(w.shape[0], dtype=np.int64)[slice(None) if cols is None else cols]
-        out = np.empty((-(-len(cols) // nr), w.shape[1], nr), w.dtype)
-        _pack_t(w, cols.astype(np.int64, copy=False), out)
+        idx = np.arange(w.shape[0], dtype=np.int64)
+        _pack_t(w, idx if cols is None else idx[cols], out)
         return out
     if cols is not None:
         b = b[:, cols if isinstance(cols, slice) else torch.as_tensor(cols)]
-    K, M = b.shape
-    P = -(-M // nr)
-    if P * nr != M:
-        b = torch.nn.functional.pad(b, (0, P * nr - M))
-    return b.reshape(K, P, nr).permute(1, 0, 2).contiguous().numpy()
+    if shape[0] * nr != M:
+        b = torch.nn.functional.pad(b, (0, shape[0] * nr - M))
+    torch.from_numpy(out).copy_(b.reshape(shape[1], shape[0], nr).permute(1, 0, 2))
+    return out
 
 
 def pack_groups(b, groups):
-    """b [K, M] and S column-index arrays or slices -> (panels [sum of each group's panels, K, NR],
-    offsets [S + 1] int64): group g packed on its own (``pack(b, groups[g])``), so
-    ``gemm_packed(a, panels[offsets[g]:offsets[g + 1]], out_g, n)`` fills out_g's
-    columns in the group's order."""
-    parts = [pack(b, g) for g in groups]
-    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([q.shape[0] for q in parts])
-    return np.concatenate(parts), offsets
+    """b [K, M] and S column-index arrays or slices -> (panels [sum of each group's
+    panels, K, NR], offsets [S + 1] int64): group g packed on its own (``pack(b,
+    groups[g])``), so ``gemm_packed(a, panels[offsets[g]:offsets[g + 1]], out_g, n)``
+    fills out_g's columns in the group's order."""
+    nr = panel_width(b.numpy(force=True).dtype)
+    sizes = [-(-len(range(b.shape[1])[g] if isinstance(g, slice) else g) // nr)
+             for g in groups]
+    offsets = np.zeros(len(groups) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(sizes)
+    out = np.empty((offsets[-1], b.shape[0], nr), b.numpy(force=True).dtype)
+    for g, cols in enumerate(groups):
+        pack(b, cols, out[offsets[g]:offsets[g + 1]])
+    return out, offsets
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _pack_t(w, cols, out):
     # out[p, k, j] = W[cols[p NR + j], k], zero past the last column: the panels of b =
     # W^T from W [M, K]: 16 k at a time, read along W's rows, so each block of a
@@ -86,7 +94,7 @@ def _pack_t(w, cols, out):
     # case keeps torch's copy (0.2 ms).
     P, K, NR = out.shape
     M = cols.shape[0]
-    for p in range(P):
+    for p in prange(P):
         for k0 in range(0, K, 16):
             n = min(K - k0, 16)
             for j in range(NR):
