@@ -4,6 +4,10 @@ Sections (all by default; pick with --sections):
   peak     the float32 FMA peak per core and for all cores (bench/peak.py) and the
            ISA line; the step products, one thread, against it and torch.mm
            (bench/products.py).
+  phases   each cell's fwd and fwd+bwd at the standard shapes and H=1024 split into
+           input projection, step products, pointwise, weight packing, weight
+           gradients and the rest: time, GFLOP/s, share of the FMA peak, torch.mm's
+           rate on the same shapes (bench/phases.py).
   matrix   cells x modes (fwd, fwd+bwd, one decoding step) x the three standard
            shapes, plus LSTM float64 and PackedSequence (where torch leaves oneDNN);
            providers fastrnn-numba, torch.nn and fastrnn.reference.
@@ -48,7 +52,7 @@ from .harness import (GEMM_N, child_setup, gemm_gflops, gemm_name, machine_facts
 
 RESULTS = Path(__file__).parent / "results"
 CPU_PROVIDERS = ["fastrnn-numba", "torch", "reference"]
-SECTIONS = ["peak", "matrix", "sweeps", "costs", "charlm", "models", "trees", "host"]
+SECTIONS = ["peak", "phases", "matrix", "sweeps", "costs", "charlm", "models", "trees", "host"]
 OURS = "fastrnn-numba"
 ALONGSIDE = "torch.mm"      # the GEMM-rate probe timed with a case (not a provider)
 PROBE_FLOPS = 2 * GEMM_N ** 3   # one probe call: torch.mm of GEMM_N² squares (harness.mm_call)
@@ -237,6 +241,21 @@ def peak_rows(quick, facts):
     return rows
 
 
+def phases_rows(quick, facts):
+    from . import phases
+    top, table = phases.run(quick)
+    rows = [_value_row("phases", "none", f"FMA peak, {facts['cores']} cores",
+                       round(top["all"], 1), "GFLOP/s", facts)]
+    for cell, T, B, H, mode, phase, ms, gf, mm in table:
+        rows.append(_value_row("phases", OURS, phase, round(ms, 4), "ms", facts, cell=cell,
+                               mode=mode, T=T, B=B, H=H, I=H,
+                               gflops="" if gf is None else round(gf, 1),
+                               torch_mm_gflops="" if mm is None else round(mm, 1),
+                               pct_of_peak="" if gf is None else round(100 * gf / top["all"],
+                                                                       1)))
+    return rows
+
+
 def host_rows(quick, facts):
     from . import host
     return [_value_row("host", "fastrnn-triton", f"{r['cell']} {r['call']}: {r['launcher']}",
@@ -311,6 +330,9 @@ def run_cpu(args):
     if "peak" in sections:
         print("FMA peak and the step products, one thread ...", flush=True)
         rows += peak_rows(args.quick, facts)
+    if "phases" in sections:
+        print("phases of each cell's fwd and fwd+bwd ...", flush=True)
+        rows += phases_rows(args.quick, facts)
     with progress(units, "timing") as bar:
         if "matrix" in sections:
             t = time_cases(std, providers, rounds, args.quick, not args.quick, bar)

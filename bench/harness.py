@@ -25,7 +25,9 @@ FIELDS = ["section", "axis", "cell", "variant", "mode", "T", "B", "I", "H", "pro
           "speedup_vs_torch", "speedup_vs_torch_fp16", "metric", "value", "unit", "device", "machine", "cpu", "cores",
           "threads", "torch", "numba", "triton", "commit",
           # where a call's time goes (bench/gpu.py's split, bench/host.py)
-          "plan", "launches", "kernel_ms", "host_ms"]
+          "plan", "launches", "kernel_ms", "host_ms",
+          # bench/phases.py: a phase's share of the FMA peak and torch.mm's rate beside it
+          "pct_of_peak", "torch_mm_gflops"]
 
 
 def child_setup(provider):

@@ -124,6 +124,7 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
             value = f"{value:.3g}" if isinstance(value, float) else value
             out.append(f"| {r['section']} | {r['provider']} | {r['metric']} | {value} {r['unit']} |")
     out += peak_table(rows)
+    out += phases_table(rows)
     out += models_table(rows, ours)
     out += trees_table(rows, ours)
     out += host_table(rows)
@@ -142,6 +143,47 @@ def render(rows, gemm, facts, ours="fastrnn-numba"):
                 "| case | provider | error |", "|---|---|---|"]
         out += [f"| `{r['metric']}` | {r['provider']} | {r['value']} |" for r in errors]
     return "\n".join(out) + "\n"
+
+
+def phases_table(rows):
+    """Each cell's fwd and fwd+bwd split into phases (bench/phases.py)."""
+    got = [r for r in rows if r["section"] == "phases" and r["provider"] != "none"]
+    if not got:
+        return []
+    peak = next((r for r in rows if r["section"] == "phases" and r["provider"] == "none"), None)
+    out = ["", "## Where the time goes (phases, float32, all threads)", "",
+           f"Share of peak: against {peak['metric']} ({peak['value']} GFLOP/s), measured in "
+           "the same run. torch.mm: its rate on the phase's own shapes in the same run (the "
+           "step products: one torch.mm a step). Pointwise: the kernels' time less their "
+           "step products and packing; rest: the layer less every phase.", "",
+           "| cell | shape (T, B, H) | mode | layer ms | " + " | ".join(
+               f"{p}" for p in PHASE_COLUMNS) + " |", "|---|---|---|---|" +
+           "---|" * len(PHASE_COLUMNS)]
+    for key in dict.fromkeys((r["cell"], r["T"], r["B"], r["H"], r["mode"]) for r in got):
+        ph = {r["metric"]: r for r in got
+              if (r["cell"], r["T"], r["B"], r["H"], r["mode"]) == key}
+        layer = ph.get("layer")
+        cells = []
+        for p in PHASE_COLUMNS:
+            r = ph.get(p)
+            if r is None:
+                cells.append("–")
+                continue
+            text = f"{float(r['value']):.2f} ms"
+            if r.get("gflops") not in (None, ""):
+                text += f", {float(r['gflops']):.0f} GF/s ({float(r['pct_of_peak']):.0f}%)"
+            if r.get("torch_mm_gflops") not in (None, ""):
+                text += f", mm {float(r['torch_mm_gflops']):.0f}"
+            cells.append(text)
+        lay = "–" if layer is None else (f"{float(layer['value']):.2f} "
+                                         f"({float(layer['pct_of_peak']):.0f}%)")
+        out.append(f"| {key[0]} | ({key[1]}, {key[2]}, {key[3]}) | {key[4]} | {lay} | "
+                   + " | ".join(cells) + " |")
+    return out
+
+
+PHASE_COLUMNS = ["input projection", "step products", "pointwise", "weight packing",
+                 "weight gradients", "rest"]
 
 
 def peak_table(rows):

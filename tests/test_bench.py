@@ -304,3 +304,27 @@ def test_fma_probe_ir_runs():
     fn, _ = peak._loop(peak.isa()[1], chains=2)
     assert fn(1, 2.0, 1.0) == pytest.approx(2 * 3.0)      # two chains, each 1*2+1, summed
     assert fn(2, 2.0, 1.0) == pytest.approx(2 * 7.0)      # (1*2+1)*2+1
+
+
+def test_phases_section(tmp_path, monkeypatch):
+    # the quick run cut to one cell and shape: every phase of both modes in the CSV and
+    # the report, and the phases (all but the rest, which absorbs noise) within the layer
+    from bench import phases
+    monkeypatch.setattr(phases, "CELLS", ["lstm"])
+    monkeypatch.setattr(phases, "QUICK_SHAPES", [(20, 4, 16)])
+    main(["--quick", "--sections", "phases", "--out", str(tmp_path)])
+    rows = [r for r in csv.DictReader(open(tmp_path / "cpu.csv")) if r["section"] == "phases"]
+    peak = [r for r in rows if r["provider"] == "none"]
+    assert len(peak) == 1 and float(peak[0]["value"]) > 1
+    got = {(r["mode"], r["metric"]): r for r in rows if r["provider"] == "fastrnn-numba"}
+    for mode in ("fwd", "fwdbwd"):
+        names = phases.PHASES if mode == "fwdbwd" else \
+            [p for p in phases.PHASES if p != "weight gradients"]
+        assert {m for md, m in got if md == mode} == set(names) | {"layer"}
+        assert all(float(got[(mode, p)]["value"]) >= 0 for p in names)
+        for p in ("input projection", "step products"):
+            assert float(got[(mode, p)]["gflops"]) > 0
+            assert float(got[(mode, p)]["torch_mm_gflops"]) > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Where the time goes" in report
+    assert "| lstm | (20, 4, 16) | fwdbwd |" in report

@@ -204,8 +204,6 @@ def test_numba_column_plan_is_deterministic(cell, lengths, reverse, monkeypatch)
     # bitwise the same results on 1 and 2 threads and run to run for one split (a
     # slice's loops round like the row plan's but may contract a*b + c the other way:
     # to the row plan it is within float32 rounding), with dL/dh_t (diagnostics) too
-    import numba
-
     from fastrnn.kernels import numba as backend
     from fastrnn.kernels.numba import _common
     T, B, H = 6, 3, 40
@@ -213,11 +211,11 @@ def test_numba_column_plan_is_deterministic(cell, lengths, reverse, monkeypatch)
     lens = None if lengths is None else torch.tensor(lengths)
     fwd, bwd = getattr(backend, f"{cell}_fwd"), getattr(backend, f"{cell}_bwd")
     results = {}
-    threads = numba.get_num_threads()
+    threads = torch.get_num_threads()       # the launchers run on torch's thread count
     try:
         for plan, n in ((False, 1), (2, 1), (2, threads), (2, threads), (3, threads)):
             monkeypatch.setattr(_common, "COLUMNS", plan)
-            numba.set_num_threads(n)
+            torch.set_num_threads(n)
             outs, grads = _launch_both(cell, fwd, bwd, args, lens, reverse)
             if lens is not None:        # what is saved for BPTT is defined within each length
                 valid = (torch.arange(T)[:, None] < lens[None, :])[..., None]
@@ -225,7 +223,7 @@ def test_numba_column_plan_is_deterministic(cell, lengths, reverse, monkeypatch)
                                    for o in outs[1:]]
             results.setdefault(plan, []).append(outs + grads)
     finally:
-        numba.set_num_threads(threads)
+        torch.set_num_threads(threads)
     for plan in (2,):
         for run in results[plan][1:]:
             for i, (a, b) in enumerate(zip(results[plan][0], run)):

@@ -15,9 +15,11 @@ OpenMP ops, whose workers keep spinning, the two Python threads ran no faster th
 one (LSTM T=100, B=32, H=128: forward 6.9 ms on two threads, 6.6 on one), while
 Numba's OpenMP threads keep the 2x.
 """
+import ctypes
 import functools
 
 import numpy as np
+import torch
 
 import numba
 from numba import njit
@@ -42,7 +44,34 @@ KERNEL = dict(ROW, parallel=True)
 
 
 def num_threads():
-    return numba.get_num_threads()
+    """The threads a launcher runs on: torch's count, at most NUMBA_NUM_THREADS (the
+    package's launcher wrapper sets Numba's to it). Read from torch: 0.07 us, where
+    numba.get_num_threads() costs 0.8 (a decoding step asked twice)."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+_VIEWS = {}
+
+
+def weight_view(t, shape=None):
+    """A numpy view of a weight (a parameter, read-only to the kernel), cached by its
+    address, shape, strides and dtype: a decoding step passes the same weights every
+    call, and ``Tensor.numpy`` costs ~1 us each. The view does not own or keep the
+    memory: it is used only inside the call, while the caller's tensor holds it, and a
+    tensor with that address, layout and dtype is that memory. ``shape``: a view of
+    that shape (of a contiguous t) instead."""
+    key = (t.data_ptr(), t.shape, t.stride(), t.dtype, shape)
+    v = _VIEWS.get(key)
+    if v is None:
+        if len(_VIEWS) >= 256:
+            _VIEWS.clear()
+        a = as_numpy(t)
+        if a.size == 0 or a.ctypes.data != t.data_ptr():    # empty, or a copy: not cached
+            return a if shape is None else a.reshape(shape)
+        raw = (ctypes.c_char * a.nbytes).from_address(a.ctypes.data)
+        v = np.frombuffer(raw, a.dtype).reshape(a.shape if shape is None else shape)
+        _VIEWS[key] = v
+    return v
 
 
 @functools.lru_cache(maxsize=64)
