@@ -67,12 +67,29 @@ def _columns(a, panels, pofs, cols, out, T):
                         a.shape[0])
 
 
+def _kernel_name(cell):
+    # the Numba launchers' cell name for a bench name (rnn_tanh is the RNN)
+    return "rnn" if cell == "rnn_tanh" else cell
+
+
+def _units(cell, B, H, G):
+    """The column plan's unit bounds for this call, or None: only a cell whose Numba
+    kernels have a column plan (a ``<cell>_fwd_cols_kernel``) takes it, as its launcher."""
+    import importlib
+
+    from fastrnn.kernels.numba import _common
+    name = _kernel_name(cell)
+    module = importlib.import_module(f"fastrnn.kernels.numba.{name}")
+    return _common.column_units(B, H, G) if hasattr(module, f"{name}_fwd_cols_kernel") \
+        else None
+
+
 def _packing(w, cell, B, forward):
     """-> a callable packing W_hh [G, H] as the launcher of that call does."""
     from fastrnn.kernels.numba import _common
     from fastrnn.kernels.numba._panels import pack, pack_groups
     G, H = w.shape
-    units = _common.column_units(B, H, G)
+    units = _units(cell, B, H, G)
     if units is None:
         return lambda: pack(w.t() if forward else w)
     groups = _common.gate_columns(units, H, GATES[cell]) if forward else \
@@ -89,7 +106,7 @@ def _products(w, cell, T, B, forward):
     a = torch.randn(B, K, generator=torch.Generator().manual_seed(0)).numpy()
     out = np.empty((B, M), np.float32)
     packed = _packing(w, cell, B, forward)()
-    units = _common.column_units(B, H, G)
+    units = _units(cell, B, H, G)
     if units is None:
         bounds = _common.batch_plan(None, B, T)[2]
         return lambda: _rows(a, packed, out, bounds, T)
@@ -131,7 +148,7 @@ def _launchers(cell, module, x, save):
         f = dict(xproj=xproj, h0=h0, w_hh=w, nonlinearity="tanh", **common)
         res = kernels.rnn_fwd(**f)
         b = dict(grad_out=go, grad_hn=h0, out=res[0], w_hh=w, nonlinearity="tanh", **common)
-    name = "rnn" if cell == "rnn_tanh" else cell
+    name = _kernel_name(cell)
     fwd, bwd = getattr(kernels, f"{name}_fwd"), getattr(kernels, f"{name}_bwd")
     return (lambda: fwd(**f, save=save)), (lambda: bwd(**b))
 

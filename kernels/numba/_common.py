@@ -110,8 +110,9 @@ def batch_plan(lengths, B, T, chunks=None):
 # every row in one chunk and splits the hidden units into one slice per thread:
 # each step is a parallel region (1.7 us to enter on Numba's OpenMP layer, Zen 4),
 # where each slice multiplies all rows by its own columns of the weight (so streams
-# 1/S of it) and runs the pointwise work of its units. Per-element arithmetic is
-# the same in both plans, so their results are bitwise equal.
+# 1/S of it) and runs the pointwise work of its units. Results are deterministic for
+# a split on any thread count; against the row plan they differ by float32 rounding
+# (a slice's own loops may contract a*b + c the other way).
 COLUMNS = None              # None: chosen per call; False: rows; an int S: S slices (tests)
 SLICE_ALIGN = 8             # units per slice a multiple of this where H allows
 MIN_SLICE_FLOPS = 2e5       # a slice's product per step: ~2 us of a core, above the region's cost

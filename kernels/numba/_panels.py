@@ -49,12 +49,12 @@ def pack(b, cols=None, out=None):
     (an int64 index array or a slice; all M columns by default); written into ``out``
     if given (a contiguous array of that shape)."""
     import torch
-    nr = panel_width(b.numpy(force=True).dtype)
     b = b.detach()
-    M = b.shape[1] if cols is None else len(range(b.shape[1])[cols]) \
-        if isinstance(cols, slice) else len(cols)
+    dtype = b.numpy(force=True).dtype
+    nr = panel_width(dtype)
+    M = _ncols(b, cols)
     shape = (-(-M // nr), b.shape[0], nr)
-    out = np.empty(shape, b.numpy(force=True).dtype) if out is None else out
+    out = np.empty(shape, dtype) if out is None else out
     if b.stride(0) < b.stride(1):                   # a transpose (W^T): see _pack_t
         w = b.t().numpy(force=True)                 # W [M, K], rows contiguous
         idx = np.arange(w.shape[0], dtype=np.int64)
@@ -68,17 +68,23 @@ def pack(b, cols=None, out=None):
     return out
 
 
+def _ncols(b, cols):
+    # how many columns of b [K, M] ``cols`` (None: all, a slice, or indices) selects
+    if cols is None:
+        return b.shape[1]
+    return len(range(b.shape[1])[cols]) if isinstance(cols, slice) else len(cols)
+
+
 def pack_groups(b, groups):
     """b [K, M] and S column-index arrays or slices -> (panels [sum of each group's
     panels, K, NR], offsets [S + 1] int64): group g packed on its own (``pack(b,
     groups[g])``), so ``gemm_packed(a, panels[offsets[g]:offsets[g + 1]], out_g, n)``
     fills out_g's columns in the group's order."""
-    nr = panel_width(b.numpy(force=True).dtype)
-    sizes = [-(-len(range(b.shape[1])[g] if isinstance(g, slice) else g) // nr)
-             for g in groups]
+    dtype = b.numpy(force=True).dtype
+    nr = panel_width(dtype)
     offsets = np.zeros(len(groups) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(sizes)
-    out = np.empty((offsets[-1], b.shape[0], nr), b.numpy(force=True).dtype)
+    offsets[1:] = np.cumsum([-(-_ncols(b, g) // nr) for g in groups])
+    out = np.empty((offsets[-1], b.shape[0], nr), dtype)
     for g, cols in enumerate(groups):
         pack(b, cols, out[offsets[g]:offsets[g + 1]])
     return out, offsets

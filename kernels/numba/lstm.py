@@ -63,7 +63,7 @@ def _fwd_row(x, a, c, m, H):
 def _fwd_slice(x, a, c, m, g, cl, H, A, save):
     # the column plan's row: one loop a gate, each over two arrays (a, this slice's
     # [i | f | g | o] products, becomes the activations in place), so that every loop
-    # vectorises; the row plan's one loop did not at bound A (20 us a step at A = 256)
+    # can vectorise; the row plan's one loop does not at a bound other than its stride
     for k in range(A):
         a[k] = sigmoid(x[k] + a[k])
     for k in range(A):
