@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import reference
 from .backends import has_data
-from .gemm_layout import _mm, linear_grads
+from .gemm_layout import _mm, linear_grads, project
 
 
 class StateGradients:
@@ -71,13 +71,13 @@ def previous_states(out, h0, lengths, reverse):
     return hprev
 
 
-def _weight_grad(grad_pre, hprev):
+def _weight_grad(grad_pre, hprev, backend=None):
     """sum_t grad_pre[t]^T @ hprev[t] as one GEMM: [G, P]."""
     G, P = grad_pre.shape[-1], hprev.shape[-1]
-    return _mm(grad_pre.reshape(-1, G).t(), hprev.reshape(-1, P))
+    return _mm(grad_pre.reshape(-1, G).t(), hprev.reshape(-1, P), backend=backend)
 
 
-def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
+def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse, backend=None):
     """dW_hh = sum_t grad_pre[t]^T h_{t-1}: [G, P].
 
     With equal lengths the states a step consumed are ``out`` shifted by one and h0,
@@ -85,11 +85,11 @@ def _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse):
     [T, B, P] copy of the shifted states; variable lengths use previous_states.
     """
     if lengths is not None:
-        return _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse))
+        return _weight_grad(grad_pre, previous_states(out, h0, lengths, reverse), backend)
     first, rest = (grad_pre[-1], grad_pre[:-1]) if reverse else (grad_pre[0], grad_pre[1:])
     shifted = out[1:] if reverse else out[:-1]
     return _mm(rest.reshape(-1, rest.shape[-1]).t(), shifted.reshape(-1, shifted.shape[-1]),
-               add=_mm(first.t(), h0))
+               add=_mm(first.t(), h0, backend=backend), backend=backend)
 
 
 def _save(ctx, backend, xproj, xproj_fn, tensors, opts):
@@ -183,7 +183,7 @@ class RNNFunction(torch.autograd.Function):
             w_hh=w_hh, lengths=lengths, reverse=reverse, nonlinearity=nonlinearity)
         grad_w = None
         if ctx.needs_input_grad[2]:
-            grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
+            grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse, ctx.backend)
         return grad_pre, grad_h0, grad_w, None, None, None, None, None
 
 
@@ -211,7 +211,7 @@ class GRUFunction(torch.autograd.Function):
             h0=h0, gates=gates, w_hh=w_hh, lengths=lengths, reverse=reverse)
         grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
-            grad_w = _recurrent_weight_grad(grad_hp, out, h0, lengths, reverse)
+            grad_w = _recurrent_weight_grad(grad_hp, out, h0, lengths, reverse, ctx.backend)
         if b_hn is not None and ctx.needs_input_grad[3]:
             H = h0.shape[-1]
             grad_b = grad_hp[..., 2 * H:].sum(dim=(0, 1))
@@ -245,9 +245,9 @@ class LSTMFunction(torch.autograd.Function):
             lengths=lengths, reverse=reverse)
         grad_w = grad_wr = None
         if ctx.needs_input_grad[3]:
-            grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse)
+            grad_w = _recurrent_weight_grad(grad_pre, out, h0, lengths, reverse, ctx.backend)
         if w_hr is not None and ctx.needs_input_grad[4]:
-            grad_wr = _weight_grad(grad_h, mids)
+            grad_wr = _weight_grad(grad_h, mids, ctx.backend)
         return grad_pre, grad_h0, grad_c0, grad_w, grad_wr, None, None, None, None
 
 
@@ -289,7 +289,7 @@ def _tree_input(ctx, x, w_ih, bias, forest, backend):
     xl = x if order is None else x.index_select(0, _on(forest, x.device, "to levels", order))
     ctx.forest, ctx.level_forest, ctx.backend, ctx.xl = forest, lf, backend, xl
     ctx.set_materialize_grads(False)    # an unused output's gradient: zeros made in backward
-    return F.linear(xl, w_ih, bias), lf
+    return project(xl, w_ih, bias, backend), lf
 
 
 def _on(forest, device, key, t):
@@ -330,13 +330,13 @@ def _tree_backward(ctx, grads, layer, kernel_grads, n_args):
     grad_xproj, grad_w = kernel_grads([torch.zeros_like(h) if g is None else
                                        _permute(ctx.forest, g, True) for g in grads])
     gx, grad_wi, grad_b = linear_grads(grad_xproj, ctx.xl, w_ih, bias is not None,
-                                       ctx.needs_input_grad[:3])
+                                       ctx.needs_input_grad[:3], ctx.backend)
     if gx is not None:
         gx = _permute(ctx.forest, gx, False)
     return (gx, grad_wi, grad_b, grad_w) + (None,) * (n_args - 4)
 
 
-def _slot_weight_grad(grad_rows, h, forest, N):
+def _slot_weight_grad(grad_rows, h, forest, N, backend):
     """[G, N*H]: dL/dW for W [G, N*H] applied to the children's h in their slots, i.e.
     the sum over child links of grad_rows[parent]^T h[child], slot by slot: per slot
     two row gathers and one GEMM over its links only (no zero rows for missing
@@ -346,11 +346,12 @@ def _slot_weight_grad(grad_rows, h, forest, N):
     for s in range(N):
         parents, kids = (_on(forest, h.device, ("links", s, i), t)
                          for i, t in enumerate(forest.links(s)))
-        parts.append(_mm(grad_rows.index_select(0, parents).t(), h.index_select(0, kids)))
+        parts.append(_mm(grad_rows.index_select(0, parents).t(), h.index_select(0, kids),
+                         backend=backend))
     return torch.cat(parts, 1)
 
 
-def _child_sum_weight_grad(grad_iou, grad_f, h, forest):
+def _child_sum_weight_grad(grad_iou, grad_f, h, forest, backend):
     """[4H, H]: U_iou's gradient, over the nodes with children (on a forest by level, the
     rows past the leaves: no gather), then U_f's, over the child links; each link's
     child h is gathered once for both."""
@@ -359,7 +360,8 @@ def _child_sum_weight_grad(grad_iou, grad_f, h, forest):
                      for i, t in enumerate(forest.links()))
     hk = h.index_select(0, kids)
     sums = h.new_zeros(h.shape[0] - leaves, h.shape[1]).index_add_(0, parents - leaves, hk)
-    return torch.cat([_mm(grad_iou[leaves:].t(), sums), _mm(grad_f.t(), hk)])
+    return torch.cat([_mm(grad_iou[leaves:].t(), sums, backend=backend),
+                      _mm(grad_f.t(), hk, backend=backend)])
 
 
 class TreeRNNFunction(torch.autograd.Function):
@@ -382,7 +384,7 @@ class TreeRNNFunction(torch.autograd.Function):
         def kernel_grads(grads):
             grad_pre = ctx.backend.kernels().tree_rnn_bwd(
                 grad_h=grads[0], h=h, w_hh=w_hh, forest=lf.tensors(), nonlinearity=nonlinearity)
-            grad_w = _slot_weight_grad(grad_pre, h, lf, w_hh.shape[1] // h.shape[1]) \
+            grad_w = _slot_weight_grad(grad_pre, h, lf, w_hh.shape[1] // h.shape[1], ctx.backend) \
                 if ctx.needs_input_grad[3] else None
             return grad_pre, grad_w
         return _tree_backward(ctx, [grad_h], lambda x, f, w: reference.tree_rnn(
@@ -410,7 +412,7 @@ class NaryTreeLSTMFunction(torch.autograd.Function):
             grad_hh, grad_x = ctx.backend.kernels().nary_tree_lstm_bwd(
                 grad_h=grads[0], grad_c=grads[1], c=c, gates=gates, w_hh=w_hh,
                 forest=lf.tensors())
-            grad_w = _slot_weight_grad(grad_hh, h, lf, w_hh.shape[1] // h.shape[1]) \
+            grad_w = _slot_weight_grad(grad_hh, h, lf, w_hh.shape[1] // h.shape[1], ctx.backend) \
                 if ctx.needs_input_grad[3] else None
             return grad_x, grad_w
         return _tree_backward(ctx, [grad_h, grad_c], reference.nary_tree_lstm, kernel_grads, 6)
@@ -437,7 +439,7 @@ class ChildSumTreeLSTMFunction(torch.autograd.Function):
             grad_iou, grad_f, grad_x = ctx.backend.kernels().child_sum_tree_lstm_bwd(
                 grad_h=grads[0], grad_c=grads[1], c=c, gates=gates, fgates=fgates, w_hh=w_hh,
                 forest=lf.tensors())
-            return grad_x, (_child_sum_weight_grad(grad_iou, grad_f, h, lf)
+            return grad_x, (_child_sum_weight_grad(grad_iou, grad_f, h, lf, ctx.backend)
                             if ctx.needs_input_grad[3] else None)
         return _tree_backward(ctx, [grad_h, grad_c], reference.child_sum_tree_lstm,
                               kernel_grads, 6)

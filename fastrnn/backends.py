@@ -58,6 +58,16 @@ class Backend:
             return False, f"{self.name} does not support dtype {tensor.dtype}"
         return True, ""
 
+    def own_gemm(self, m, k, n, dtype):
+        """Whether this backend runs the layers' GEMMs outside the recurrence (the
+        input projection, dx and the weight gradients: fastrnn/gemm_layout.py) on its
+        own kernel (``mm``) at a [m, k] @ [k, n] product, rather than torch's."""
+        return False
+
+    def mm(self, a, b, add=None):
+        """a @ b (+ add) on the backend's own kernel; autograd records nothing."""
+        raise NotImplementedError
+
     def kernels(self):
         # cached: import_module's lookup cost a few microseconds per decoding step
         if self._kernels is None:
@@ -73,6 +83,12 @@ class NumbaBackend(Backend):
         if tensor.device.type != "cpu":
             return False, f"numba runs on CPU tensors, got device {tensor.device}"
         return True, ""
+
+    def own_gemm(self, m, k, n, dtype):
+        return dtype in self.dtypes and self.kernels().mm_pays(m, k, n)
+
+    def mm(self, a, b, add=None):
+        return self.kernels().mm(a, b, add)
 
 
 def triton_interpret():

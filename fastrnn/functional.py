@@ -169,7 +169,7 @@ def _needs_grad(*tensors):
 INFERENCE_CHUNK_BYTES = 16 << 20
 
 
-def _infer(launch, x, w_ih, b, extra, states, lengths, reverse, **opts):
+def _infer(launch, backend, x, w_ih, b, extra, states, lengths, reverse, **opts):
     """One layer and direction without autograd: ``launch`` (a ``<cell>_fwd`` launcher,
     save=False) over time chunks of the input projection, each starting from the
     final states of the chunk before it in processing order (from the end for the
@@ -184,7 +184,7 @@ def _infer(launch, x, w_ih, b, extra, states, lengths, reverse, **opts):
     for t0 in (reversed(starts) if reverse else starts):
         t1 = min(T, t0 + steps)
         lens = None if lengths is None else (lengths - t0).clamp(0, t1 - t0)
-        res = launch(xproj=_xproj(x[t0:t1], w_ih, b, extra), **states, lengths=lens,
+        res = launch(xproj=_xproj(x[t0:t1], w_ih, b, extra, backend), **states, lengths=lens,
                      reverse=reverse, save=False, **opts)[:1 + len(states)]
         if steps >= T:
             return res
@@ -196,11 +196,12 @@ def _infer(launch, x, w_ih, b, extra, states, lengths, reverse, **opts):
     return (out, *states.values())
 
 
-def _xproj(x, w_ih, b, extra=None):
+def _xproj(x, w_ih, b, extra=None, backend=None):
     """The input projection of all steps, plus ``extra`` [B, G] (the ``input_bias`` of
     the first layer: an input part that is the same at every step, e.g. a decoder's
-    context, projected once per sequence instead of once per step)."""
-    xproj = project(x, w_ih, b)
+    context, projected once per sequence instead of once per step); the GEMM on
+    ``backend``'s own where it has one (fastrnn/gemm_layout.py)."""
+    xproj = project(x, w_ih, b, backend)
     return xproj if extra is None else xproj + extra
 
 
@@ -296,10 +297,10 @@ def _sequence(name, input, hx, weights, num_layers, bias, dropout, training, bid
         w_ih, b, rec = _weights(cell, w, bias, proj_size > 0, recording)
         launch = getattr(be.kernels(), f"{name}_fwd")
         if not recording and not _needs_grad(x, *states, *w, extra):
-            res = _infer(launch, x, w_ih, b, extra, dict(zip(named, states)), lengths,
+            res = _infer(launch, be, x, w_ih, b, extra, dict(zip(named, states)), lengths,
                          reverse, **rec, **opts)
             return res[0], res[1:]
-        xproj = _xproj(x, w_ih, b, extra)                # one GEMM for all steps
+        xproj = _xproj(x, w_ih, b, extra, be)            # one GEMM for all steps
         if recording:
             res = launch(xproj=xproj, **dict(zip(named, states)), **rec, lengths=lengths,
                          reverse=reverse, **opts)

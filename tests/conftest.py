@@ -30,3 +30,20 @@ def pytest_collection_modifyitems(config, items):
 def _seed_and_poison(monkeypatch):
     torch.manual_seed(0)
     monkeypatch.setattr(fastrnn.kernels, "POISON", True)
+
+
+@pytest.fixture
+def own_gemm(monkeypatch):
+    """The Numba backend's own GEMM (kernels/numba/matmul.py) for every GEMM outside the
+    kernels, however small (it is taken only past MIN_FLOPS otherwise); returns the list
+    of its calls' shapes, so a test sees that it ran."""
+    from fastrnn.kernels import numba as backend
+    from fastrnn.kernels.numba import matmul
+    monkeypatch.setattr(matmul, "MIN_FLOPS", 0)
+    calls, mm = [], backend.mm
+
+    def spy(a, b, add=None):
+        calls.append((tuple(a.shape), tuple(b.shape)))
+        return mm(a, b, add)
+    monkeypatch.setattr(backend, "mm", spy)
+    return calls

@@ -531,3 +531,26 @@ def test_functional_call_checkpoint_and_frozen_layers_as_torch(kind):
             assert (g is None) == (got[0][1][n] is None), n
             if g is not None:
                 assert_close(got[0][1][n], g, TOL, n)
+
+
+@pytest.mark.parametrize("bias,bidirectional,batch_first,packed,layers",
+                         [(True, True, False, True, 2), (False, False, True, False, 1),
+                          (True, False, False, False, 2)])
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_parity_with_torch_on_the_own_gemm(kind, bias, bidirectional, batch_first, packed,
+                                           layers, dtype, own_gemm):
+    # the input projection, dx, dW_ih, dW_hh (and dW_hr) on the backend's own GEMM
+    test_parity_with_torch(kind, bias, bidirectional, batch_first, packed, layers, dtype)
+    assert len(own_gemm) >= 4 * layers, own_gemm    # forward and backward GEMMs of a layer
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_no_grad_and_double_backward_on_the_own_gemm(kind, own_gemm):
+    ours, theirs = pair(3, 5, 2, kind=kind, dtype=torch.float64)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        assert_close(ours(x)[0], theirs(x)[0], 1e-12, "no_grad output")
+    assert own_gemm                             # the inference path took it
+    # under create_graph the GEMMs are torch's differentiable ops (autograd records them)
+    assert torch.autograd.gradgradcheck(lambda inp: ours(inp)[0], (x,))

@@ -48,3 +48,59 @@ def test_gemm_packed_matches_numpy(dtype, n, K, M):
     tol = (2e-6 if dtype == np.float32 else 1e-13) * np.sqrt(K) * (1 + np.abs(ref))
     assert np.all(np.abs(out[:n] - ref) <= tol)
     assert np.all(np.isnan(out[n:]))      # rows past n are not written
+
+
+# The layers' GEMMs outside the recurrences (kernels/numba/matmul.py): every stored
+# layout of both operands (row-major, or stored transposed as W^T and dgates^T are),
+# more than one block of K (_KC), row tails past a job's _MC rows and the tile's MR,
+# a partial last panel, a bias row or a full [m, n] addend, and the empty cases.
+MM_SHAPES = [(1, 1, 1), (5, 7, 3), (70, 513, 33), (130, 1100, 65), (64, 512, 32), (3, 0, 4),
+             (0, 4, 5)]
+
+
+def _operand(rows, cols, transposed, dtype, g):
+    import torch
+    if transposed:
+        return torch.randn(cols, rows, dtype=dtype, generator=g).t()
+    return torch.randn(rows, cols, dtype=dtype, generator=g)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m,K,n", MM_SHAPES)
+@pytest.mark.parametrize("a_t", [False, True])
+@pytest.mark.parametrize("b_t", [False, True])
+@pytest.mark.parametrize("add", [None, "row", "full"])
+def test_matmul_matches_torch(dtype, m, K, n, a_t, b_t, add):
+    import torch
+    from fastrnn.kernels.numba import mm
+    from fastrnn.kernels.numba.matmul import _KC, _MC
+    assert (130, 1100) > (_MC, 2 * _KC)        # the shapes cross a job's rows and K blocks
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(m * 7 + K * 3 + n)
+    a, b = _operand(m, K, a_t, dt, g), _operand(K, n, b_t, dt, g)
+    c = None if add is None else torch.randn((1 if add == "row" else m, n), dtype=dt,
+                                             generator=g)
+    c = c[0] if add == "row" else c
+    got = mm(a, b, c)
+    ref = a.double() @ b.double() + (0 if c is None else c.double())
+    assert got.shape == (m, n) and got.dtype == dt
+    tol = (2e-6 if dtype == "float32" else 1e-13) * (K ** 0.5 + 1)
+    assert torch.all((got.double() - ref).abs() <= tol * (1 + ref.abs())), (got - ref).abs().max()
+
+
+def test_matmul_is_deterministic_on_any_thread_count():
+    # each element is summed in one order (K blocks in turn, a tile's k loop) whichever
+    # thread takes its rows
+    import torch
+    from fastrnn.kernels.numba import mm
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1100, 200, generator=g).t(), torch.randn(1100, 70, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, threads, threads):
+            torch.set_num_threads(n)
+            runs.append(mm(a, b))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(runs[0], r) for r in runs[1:])

@@ -109,6 +109,19 @@ def test_cpu_backends_match_the_per_node_recursion(backend, name, make, kind):
         assert_close(a, b, 1e-12, what)
 
 
+@pytest.mark.parametrize("name,make", MODELS, ids=[m[0] for m in MODELS])
+def test_the_own_gemm_matches_the_per_node_recursion(name, make, own_gemm):
+    # the input projection and the weight gradients on the Numba backend's own GEMM
+    model = make().double()
+    forest = _forest("mixed", getattr(model, "arity", 2))
+    x = torch.randn(forest.n, 3, dtype=torch.float64)
+    got, ref = _run(model, x, forest, "numba"), _run(model, x, forest, "oracle")
+    assert own_gemm
+    names = ["h", "c"][:len(got) - 5] + ["x", "weight_ih", "weight_hh", "bias"]
+    for what, a, b in zip(names, got, ref):
+        assert_close(a, b, 1e-12, what)
+
+
 GRADCHECKS = [(cls, "gradcheck", "mixed") for cls in (TreeRNN, NaryTreeLSTM, ChildSumTreeLSTM)] + \
     [(cls, "gradgradcheck", "full") for cls in (TreeRNN, ChildSumTreeLSTM)]
 

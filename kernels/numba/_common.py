@@ -4,8 +4,9 @@ Cores: this backend runs one Numba thread per core over batch chunks; each threa
 does its own step products (``_panels.gemm_packed``), so the kernels call no BLAS and wake
 no third thread pool beside Numba's and torch's (numpy's bundled OpenBLAS is loaded
 with numpy but never called by fastrnn; SciPy's is no longer loaded by us). The
-GEMMs outside the kernels (input projection, weight gradients) are torch's, on
-torch's pool. Numba's threading layer is left to its default priority
+GEMMs outside the kernels (input projection, dx, weight gradients) are this
+backend's own ``mm`` (matmul.py, the same micro-kernel on Numba's threads) where they
+are large enough to gain, else torch's, on torch's pool. Numba's threading layer is left to its default priority
 (Numba's default order picks its OpenMP layer where libgomp exists: the calling
 thread works too, and in measurements it handed the cores to and from torch's
 own OpenMP pool faster than 'workqueue'). Measured against a thread-per-chunk

@@ -118,14 +118,15 @@ def _pack_t(w, cols, out):
 
 
 def _tile(rows):
-    """An intrinsic out[ro:ro+rows, j:j+NR] = a[r:r+rows, :K] @ panels[p] ([K, NR])."""
+    """An intrinsic out[ro:ro+rows, j:j+NR] (+)= a[r:r+rows, :K] @ panels[p] ([K, NR]):
+    added to out's values where ``acc`` is true (matmul's blocks of K), else written."""
     @intrinsic
-    def tile(typingctx, a, r, panels, p, out, ro, j):
-        sig = types.void(a, r, panels, p, out, ro, j)
+    def tile(typingctx, a, r, panels, p, out, ro, j, acc):
+        sig = types.void(a, r, panels, p, out, ro, j, acc)
 
         def codegen(context, builder, signature, args):
-            a_v, r_v, w_v, p_v, o_v, ro_v, j_v = args
-            aty, _, wty, _, oty, _, _ = signature.args
+            a_v, r_v, w_v, p_v, o_v, ro_v, j_v, acc_v = args
+            aty, _, wty, _, oty, _, _, _ = signature.args
             A = context.make_array(aty)(context, builder, a_v)
             W = context.make_array(wty)(context, builder, w_v)
             O = context.make_array(oty)(context, builder, o_v)
@@ -140,30 +141,42 @@ def _tile(rows):
                 builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                 f"llvm.fma.v{lanes}{'f32' if size == 4 else 'f64'}")
             # element strides (the arrays' byte strides over the item size)
-            lda = builder.sdiv(cgutils.unpack_tuple(builder, A.strides, 2)[0], c64(size))
+            sa = cgutils.unpack_tuple(builder, A.strides, 2)
+            lda = builder.sdiv(sa[0], c64(size))
+            lak = builder.sdiv(sa[1], c64(size))   # 1, or matmul's a stored transposed
             ldo = builder.sdiv(cgutils.unpack_tuple(builder, O.strides, 2)[0], c64(size))
             K = cgutils.unpack_tuple(builder, W.shape, 3)[1]
+            ldp = builder.sdiv(cgutils.unpack_tuple(builder, W.strides, 3)[0], c64(size))
             abase = builder.gep(A.data, [builder.mul(r_v, lda)])
-            wbase = builder.gep(W.data, [builder.mul(p_v, builder.mul(K, c64(nr)))])
+            wbase = builder.gep(W.data, [builder.mul(p_v, ldp)])
+            obase = builder.gep(O.data, [builder.add(builder.mul(ro_v, ldo), j_v)])
+            optr = [[builder.bitcast(builder.gep(obase, [builder.add(
+                builder.mul(c64(i), ldo), c64(v * lanes))]), vt.as_pointer())
+                for v in range(NV)] for i in range(rows)]
+            zero = ir.Constant(vt, [0.0] * lanes)
+            flag = builder.icmp_unsigned("!=", acc_v, ir.Constant(acc_v.type, 0))
+            init = [[builder.select(flag, builder.load(optr[i][v], align=size), zero)
+                     for v in range(NV)] for i in range(rows)]
             entry = builder.basic_block
             loop = builder.append_basic_block("panel.loop")
             done = builder.append_basic_block("panel.done")
-            zero = ir.Constant(vt, [0.0] * lanes)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             builder.branch(loop)
             builder.position_at_end(loop)
             k = builder.phi(i64)
             k.add_incoming(c64(0), entry)
             acc = [[builder.phi(vt) for _ in range(NV)] for _ in range(rows)]
-            for v in sum(acc, []):
-                v.add_incoming(zero, entry)
+            for i in range(rows):
+                for v in range(NV):
+                    acc[i][v].add_incoming(init[i][v], entry)
             wrow = builder.gep(wbase, [builder.mul(k, c64(nr))])
+            acol = builder.gep(abase, [builder.mul(k, lak)])
             ws = [builder.load(builder.bitcast(builder.gep(wrow, [c64(v * lanes)]),
                                                vt.as_pointer()), align=size)
                   for v in range(NV)]
             new = []
             for i in range(rows):
-                s = builder.load(builder.gep(abase, [builder.add(builder.mul(c64(i), lda), k)]))
+                s = builder.load(builder.gep(acol, [builder.mul(c64(i), lda)]))
                 one = builder.insert_element(ir.Constant(vt, ir.Undefined), s,
                                              ir.Constant(ir.IntType(32), 0))
                 sv = builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), splat)
@@ -175,12 +188,9 @@ def _tile(rows):
                     acc[i][v].add_incoming(new[i][v], builder.basic_block)
             builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
             builder.position_at_end(done)
-            obase = builder.gep(O.data, [builder.add(builder.mul(ro_v, ldo), j_v)])
             for i in range(rows):
-                orow = builder.gep(obase, [builder.mul(c64(i), ldo)])
                 for v in range(NV):
-                    ptr = builder.bitcast(builder.gep(orow, [c64(v * lanes)]), vt.as_pointer())
-                    builder.store(new[i][v], ptr, align=size)
+                    builder.store(new[i][v], optr[i][v], align=size)
             return context.get_dummy_value()
         return sig, codegen
     return tile
@@ -190,50 +200,62 @@ _T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8 = (_tile(m) for m in range(1, 9))
 
 
 @njit(cache=True)
-def _rows(a, r, m, panels, p, out, ro, j):
+def _rows(a, r, m, panels, p, out, ro, j, acc):
     # m rows (1..MR) at row r: one micro-kernel per row count, so each keeps its
     # accumulators in registers (MR is at most 8 on every ISA here)
     if m >= 8:
-        _T8(a, r, panels, p, out, ro, j)
+        _T8(a, r, panels, p, out, ro, j, acc)
     elif m == 7:
-        _T7(a, r, panels, p, out, ro, j)
+        _T7(a, r, panels, p, out, ro, j, acc)
     elif m == 6:
-        _T6(a, r, panels, p, out, ro, j)
+        _T6(a, r, panels, p, out, ro, j, acc)
     elif m == 5:
-        _T5(a, r, panels, p, out, ro, j)
+        _T5(a, r, panels, p, out, ro, j, acc)
     elif m == 4:
-        _T4(a, r, panels, p, out, ro, j)
+        _T4(a, r, panels, p, out, ro, j, acc)
     elif m == 3:
-        _T3(a, r, panels, p, out, ro, j)
+        _T3(a, r, panels, p, out, ro, j, acc)
     elif m == 2:
-        _T2(a, r, panels, p, out, ro, j)
+        _T2(a, r, panels, p, out, ro, j, acc)
     else:
-        _T1(a, r, panels, p, out, ro, j)
+        _T1(a, r, panels, p, out, ro, j, acc)
 
 
 @njit(cache=True)
 def gemm_packed(a, panels, out, n):
     # a [*, K] (unit stride along K), panels [P, K, NR] from pack(), out [*, M] (unit
     # stride along M); rows 0..n-1 of out are written, columns 0..M-1, nothing else
+    gemm_panels(a, panels, out, n, False)
+
+
+@njit(cache=True)
+def gemm_panels(a, panels, out, n, acc):
+    # gemm_packed, and with ``acc`` out[:n] += a[:n] @ B instead (matmul's blocks of K);
+    # panels may be a view [P, K', NR] of larger ones (any stride along P)
     M = out.shape[1]
     P, K, NR = panels.shape
     if n == 0:
         return
     if K == 0:
-        for r in range(n):
-            for c in range(M):
-                out[r, c] = 0
+        if not acc:
+            for r in range(n):
+                for c in range(M):
+                    out[r, c] = 0
         return
-    scratch = np.empty((MR, NR), out.dtype)
+    scratch = np.zeros((MR, NR), out.dtype)
     for p in range(P):
         j = p * NR
         full = j + NR <= M
         for r in range(0, n, MR):
             m = min(MR, n - r)
             if full:
-                _rows(a, r, m, panels, p, out, r, j)
+                _rows(a, r, m, panels, p, out, r, j, acc)
             else:                                   # the last panel: M % NR columns
-                _rows(a, r, m, panels, p, scratch, 0, 0)
+                if acc:
+                    for i in range(m):
+                        for c in range(M - j):
+                            scratch[i, c] = out[r + i, j + c]
+                _rows(a, r, m, panels, p, scratch, 0, 0, acc)
                 for i in range(m):
                     for c in range(M - j):
                         out[r + i, j + c] = scratch[i, c]
