@@ -117,16 +117,17 @@ def _pack_t(w, cols, out):
                         out[p, k0 + k, j] = w[cols[c], k0 + k]
 
 
-def _tile(rows):
-    """An intrinsic out[ro:ro+rows, j:j+NR] (+)= a[r:r+rows, :K] @ panels[p] ([K, NR]):
-    added to out's values where ``acc`` is true (matmul's blocks of K), else written."""
+def _tile(rows, accumulate=False):
+    """An intrinsic out[ro:ro+rows, j:j+NR] = a[r:r+rows, :K] @ panels[p] ([K, NR]), or
+    with ``accumulate`` +=, for matmul's blocks of K. Two families, not a runtime flag: the
+    flag's loads and selects in every step kernel cost seconds of cold start."""
     @intrinsic
-    def tile(typingctx, a, r, panels, p, out, ro, j, acc):
-        sig = types.void(a, r, panels, p, out, ro, j, acc)
+    def tile(typingctx, a, r, panels, p, out, ro, j):
+        sig = types.void(a, r, panels, p, out, ro, j)
 
         def codegen(context, builder, signature, args):
-            a_v, r_v, w_v, p_v, o_v, ro_v, j_v, acc_v = args
-            aty, _, wty, _, oty, _, _, _ = signature.args
+            a_v, r_v, w_v, p_v, o_v, ro_v, j_v = args
+            aty, _, wty, _, oty, _, _ = signature.args
             A = context.make_array(aty)(context, builder, a_v)
             W = context.make_array(wty)(context, builder, w_v)
             O = context.make_array(oty)(context, builder, o_v)
@@ -154,8 +155,7 @@ def _tile(rows):
                 builder.mul(c64(i), ldo), c64(v * lanes))]), vt.as_pointer())
                 for v in range(NV)] for i in range(rows)]
             zero = ir.Constant(vt, [0.0] * lanes)
-            flag = builder.icmp_unsigned("!=", acc_v, ir.Constant(acc_v.type, 0))
-            init = [[builder.select(flag, builder.load(optr[i][v], align=size), zero)
+            init = [[builder.load(optr[i][v], align=size) if accumulate else zero
                      for v in range(NV)] for i in range(rows)]
             entry = builder.basic_block
             loop = builder.append_basic_block("panel.loop")
@@ -197,65 +197,98 @@ def _tile(rows):
 
 
 _T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8 = (_tile(m) for m in range(1, 9))
+_A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8 = (_tile(m, accumulate=True) for m in range(1, 9))
 
 
 @njit(cache=True)
-def _rows(a, r, m, panels, p, out, ro, j, acc):
+def _rows(a, r, m, panels, p, out, ro, j):
     # m rows (1..MR) at row r: one micro-kernel per row count, so each keeps its
     # accumulators in registers (MR is at most 8 on every ISA here)
     if m >= 8:
-        _T8(a, r, panels, p, out, ro, j, acc)
+        _T8(a, r, panels, p, out, ro, j)
     elif m == 7:
-        _T7(a, r, panels, p, out, ro, j, acc)
+        _T7(a, r, panels, p, out, ro, j)
     elif m == 6:
-        _T6(a, r, panels, p, out, ro, j, acc)
+        _T6(a, r, panels, p, out, ro, j)
     elif m == 5:
-        _T5(a, r, panels, p, out, ro, j, acc)
+        _T5(a, r, panels, p, out, ro, j)
     elif m == 4:
-        _T4(a, r, panels, p, out, ro, j, acc)
+        _T4(a, r, panels, p, out, ro, j)
     elif m == 3:
-        _T3(a, r, panels, p, out, ro, j, acc)
+        _T3(a, r, panels, p, out, ro, j)
     elif m == 2:
-        _T2(a, r, panels, p, out, ro, j, acc)
+        _T2(a, r, panels, p, out, ro, j)
     else:
-        _T1(a, r, panels, p, out, ro, j, acc)
+        _T1(a, r, panels, p, out, ro, j)
+
+
+@njit(cache=True)
+def _rows_acc(a, r, m, panels, p, out, ro, j):
+    # _rows, adding into out (matmul only)
+    if m >= 8:
+        _A8(a, r, panels, p, out, ro, j)
+    elif m == 7:
+        _A7(a, r, panels, p, out, ro, j)
+    elif m == 6:
+        _A6(a, r, panels, p, out, ro, j)
+    elif m == 5:
+        _A5(a, r, panels, p, out, ro, j)
+    elif m == 4:
+        _A4(a, r, panels, p, out, ro, j)
+    elif m == 3:
+        _A3(a, r, panels, p, out, ro, j)
+    elif m == 2:
+        _A2(a, r, panels, p, out, ro, j)
+    else:
+        _A1(a, r, panels, p, out, ro, j)
 
 
 @njit(cache=True)
 def gemm_packed(a, panels, out, n):
     # a [*, K] (unit stride along K), panels [P, K, NR] from pack(), out [*, M] (unit
     # stride along M); rows 0..n-1 of out are written, columns 0..M-1, nothing else
-    gemm_panels(a, panels, out, n, False)
-
-
-@njit(cache=True)
-def gemm_panels(a, panels, out, n, acc):
-    # gemm_packed, and with ``acc`` out[:n] += a[:n] @ B instead (matmul's blocks of K);
-    # panels may be a view [P, K', NR] of larger ones (any stride along P)
     M = out.shape[1]
     P, K, NR = panels.shape
     if n == 0:
         return
     if K == 0:
-        if not acc:
-            for r in range(n):
-                for c in range(M):
-                    out[r, c] = 0
+        for r in range(n):
+            for c in range(M):
+                out[r, c] = 0
         return
-    scratch = np.zeros((MR, NR), out.dtype)
+    scratch = np.empty((MR, NR), out.dtype)
     for p in range(P):
         j = p * NR
         full = j + NR <= M
         for r in range(0, n, MR):
             m = min(MR, n - r)
             if full:
-                _rows(a, r, m, panels, p, out, r, j, acc)
+                _rows(a, r, m, panels, p, out, r, j)
             else:                                   # the last panel: M % NR columns
-                if acc:
-                    for i in range(m):
-                        for c in range(M - j):
-                            scratch[i, c] = out[r + i, j + c]
-                _rows(a, r, m, panels, p, scratch, 0, 0, acc)
+                _rows(a, r, m, panels, p, scratch, 0, 0)
+                for i in range(m):
+                    for c in range(M - j):
+                        out[r + i, j + c] = scratch[i, c]
+
+
+@njit(cache=True)
+def gemm_add(a, panels, out, n):
+    # out[:n] += a[:n] @ B (matmul's blocks of K after the first); a any strides,
+    # panels [P, K, NR], K > 0
+    M = out.shape[1]
+    P, K, NR = panels.shape
+    scratch = np.zeros((MR, NR), out.dtype)
+    for p in range(P):
+        j = p * NR
+        for r in range(0, n, MR):
+            m = min(MR, n - r)
+            if j + NR <= M:
+                _rows_acc(a, r, m, panels, p, out, r, j)
+            else:                                   # the last panel: M % NR columns
+                for i in range(m):
+                    for c in range(M - j):
+                        scratch[i, c] = out[r + i, j + c]
+                _rows_acc(a, r, m, panels, p, scratch, 0, 0)
                 for i in range(m):
                     for c in range(M - j):
                         out[r + i, j + c] = scratch[i, c]

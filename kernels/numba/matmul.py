@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from .. import new_output
 from ._common import KERNEL, as_numpy
-from ._panels import gemm_panels, panel_width
+from ._panels import gemm_add, gemm_packed, panel_width
 
 _KC = 512                  # rows of b per block (panels of kc x NR: 64 KB in float32)
 _MC = 64                   # rows of a (and c) per thread job
@@ -62,7 +62,10 @@ def matmul_kernel(a, a_t, b, b_t, add, has_add, c, nr):
             r0 = q * _MC
             rows = min(_MC, m - r0)
             cr = c[r0:r0 + rows]
-            gemm_panels(A[r0:r0 + rows, k0:k0 + kc], panels, cr, rows, k0 > 0)
+            if k0 == 0:
+                gemm_packed(A[r0:r0 + rows, k0:k0 + kc], panels, cr, rows)
+            else:
+                gemm_add(A[r0:r0 + rows, k0:k0 + kc], panels, cr, rows)
             if has_add and k0 + kc == K:            # the rows' last block: still in cache
                 for i in range(rows):
                     ar = add[0] if add.shape[0] == 1 else add[r0 + i]
