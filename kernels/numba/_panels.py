@@ -196,51 +196,35 @@ def _tile(rows, accumulate=False):
     return tile
 
 
-_T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8 = (_tile(m) for m in range(1, 9))
-_A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8 = (_tile(m, accumulate=True) for m in range(1, 9))
+def _dispatch(tiles):
+    """rows(a, r, m, ...): m rows (1..MR) at row r through ``tiles`` (the micro-kernels
+    of 1..8 rows): one per row count, so each keeps its accumulators in registers (MR
+    is at most 8 on every ISA here)."""
+    t1, t2, t3, t4, t5, t6, t7, t8 = tiles
+
+    @njit(cache=True)
+    def rows(a, r, m, panels, p, out, ro, j):
+        if m >= 8:
+            t8(a, r, panels, p, out, ro, j)
+        elif m == 7:
+            t7(a, r, panels, p, out, ro, j)
+        elif m == 6:
+            t6(a, r, panels, p, out, ro, j)
+        elif m == 5:
+            t5(a, r, panels, p, out, ro, j)
+        elif m == 4:
+            t4(a, r, panels, p, out, ro, j)
+        elif m == 3:
+            t3(a, r, panels, p, out, ro, j)
+        elif m == 2:
+            t2(a, r, panels, p, out, ro, j)
+        else:
+            t1(a, r, panels, p, out, ro, j)
+    return rows
 
 
-@njit(cache=True)
-def _rows(a, r, m, panels, p, out, ro, j):
-    # m rows (1..MR) at row r: one micro-kernel per row count, so each keeps its
-    # accumulators in registers (MR is at most 8 on every ISA here)
-    if m >= 8:
-        _T8(a, r, panels, p, out, ro, j)
-    elif m == 7:
-        _T7(a, r, panels, p, out, ro, j)
-    elif m == 6:
-        _T6(a, r, panels, p, out, ro, j)
-    elif m == 5:
-        _T5(a, r, panels, p, out, ro, j)
-    elif m == 4:
-        _T4(a, r, panels, p, out, ro, j)
-    elif m == 3:
-        _T3(a, r, panels, p, out, ro, j)
-    elif m == 2:
-        _T2(a, r, panels, p, out, ro, j)
-    else:
-        _T1(a, r, panels, p, out, ro, j)
-
-
-@njit(cache=True)
-def _rows_acc(a, r, m, panels, p, out, ro, j):
-    # _rows, adding into out (matmul only)
-    if m >= 8:
-        _A8(a, r, panels, p, out, ro, j)
-    elif m == 7:
-        _A7(a, r, panels, p, out, ro, j)
-    elif m == 6:
-        _A6(a, r, panels, p, out, ro, j)
-    elif m == 5:
-        _A5(a, r, panels, p, out, ro, j)
-    elif m == 4:
-        _A4(a, r, panels, p, out, ro, j)
-    elif m == 3:
-        _A3(a, r, panels, p, out, ro, j)
-    elif m == 2:
-        _A2(a, r, panels, p, out, ro, j)
-    else:
-        _A1(a, r, panels, p, out, ro, j)
+_rows = _dispatch([_tile(m) for m in range(1, 9)])
+_rows_acc = _dispatch([_tile(m, accumulate=True) for m in range(1, 9)])  # adds (matmul)
 
 
 @njit(cache=True)
