@@ -4,8 +4,10 @@ torch's, in the layout MKL runs fastest on this machine.
 
 - The Numba backend's ``mm`` (kernels/numba/matmul.py: the step products' packed
   micro-kernel on Numba's threads) ran the large LSTM's GEMMs 1.0-1.2x torch.mm's
-  rate on 2 Zen 4 cores; it is taken where it pays (its ``mm_pays``) and autograd
-  records nothing, so the input projection goes through ``InputProjection`` then.
+  rate on 2 Zen 4 cores, and ran slower than torch's on an Intel Sapphire Rapids; it is
+  taken where it pays (its ``mm_pays``: the CPUs where it measured faster, from 1 GFLOP)
+  and autograd records nothing, so the input projection goes through
+  ``InputProjection`` then.
 - float64 on torch's path asks MKL for the mirrored product (b^T a^T)^T (``_mirrored``),
   with the input projection through ``InputProjection`` so that its backward does too.
 Split from fastrnn/autograd.py, whose job is the Functions.

@@ -88,6 +88,20 @@ def test_matmul_matches_torch(dtype, m, K, n, a_t, b_t, add):
     assert torch.all((got.double() - ref).abs() <= tol * (1 + ref.abs())), (got - ref).abs().max()
 
 
+def test_the_own_gemm_is_taken_where_it_measured_faster(monkeypatch):
+    # mm_pays: only on the CPUs where matmul measured faster than torch.mm (OWN), from
+    # MIN_FLOPS; FASTRNN_OWN_GEMM forces the CPU check either way
+    from fastrnn.kernels.numba import matmul
+    for forced in ("0", "1"):
+        monkeypatch.setenv("FASTRNN_OWN_GEMM", forced)
+        assert matmul._measured_faster() is (forced == "1")
+    monkeypatch.setattr(matmul, "MIN_FLOPS", 1e9)
+    for own in (False, True):
+        monkeypatch.setattr(matmul, "OWN", own)
+        assert matmul.mm_pays(16384, 512, 2048) is own             # 34 GFLOP
+        assert matmul.mm_pays(3200, 128, 512) is False              # 0.42 GFLOP
+
+
 def test_matmul_is_deterministic_on_any_thread_count():
     # each element is summed in one order (K blocks in turn, a tile's k loop) whichever
     # thread takes its rows

@@ -12,11 +12,12 @@ core's peak at every row count. So the layers' GEMMs run on it too, on Numba's t
 
 - K in blocks of KC (``_KC``): per block, b's rows are packed into panels [P, kc, NR]
   (one parallel pass over the panels); each thread then takes MC rows at a time
-  (``_MC``), packs its rows of a into a contiguous [MC, kc] block where a is stored
-  transposed (the weight gradients' dgates^T: K is its leading dimension), and runs
-  the tiles of every panel, adding to c after the first block. A thread's a block
-  (MC x kc x 4 B = 128 KB) stays in its L2 while it walks the panels, each panel
-  (kc x NR x 4 B = 64 KB) is read from L2 or L3 once per MC rows.
+  (``_MC``) and runs the tiles of every panel on them, adding to c after the first
+  block. The tiles read a in place through both strides, also where it is stored
+  transposed (the weight gradients' dgates^T: K is its leading dimension); packing it
+  into k-major blocks first measured slower on Zen 4. A thread's a block (MC x kc x
+  4 B = 128 KB) stays in its L2 while it walks the panels, each panel (kc x NR x 4 B =
+  64 KB) is read from L2 or L3 once per MC rows.
 - ``add`` ([n] or [m, n]) is added to each row block as its last K block finishes, while
   those rows are still in cache (a separate pass over [TB, G] cost 15% of the GEMM).
 - Operands are passed as the C-contiguous arrays they are stored in, with a flag for
@@ -24,13 +25,15 @@ core's peak at every row count. So the layers' GEMMs run on it too, on Numba's t
 
 Deterministic: each element of c is summed in the same order on any thread count.
 """
+import os
+
 import numpy as np
 import torch
 from numba import njit, prange
 
 from .. import new_output
 from ._common import KERNEL, as_numpy
-from ._panels import gemm_add, gemm_packed, panel_width
+from ._panels import VEC_BYTES, gemm_add, gemm_packed, panel_width
 
 _KC = 512                  # rows of b per block (panels of kc x NR: 64 KB in float32)
 _MC = 64                   # rows of a (and c) per thread job
@@ -81,9 +84,31 @@ def matmul_kernel(a, a_t, b, b_t, add, has_add, c, nr):
 MIN_FLOPS = 1e9
 
 
+def _measured_faster():
+    """Whether this CPU is one where ``mm`` measured faster than torch.mm: AMD with
+    AVX-512 (Zen 4 above). On 2 Intel Xeon (Sapphire Rapids) cores, whose two AVX-512 FMA
+    units torch's MKL/oneDNN kernels keep busier, torch.mm ran the large LSTM's GEMMs at
+    306 / 338 / 307 GFLOP/s (x W_ih^T, dgates W_ih, dgates^T x) against this kernel's
+    229 / 270 / 131, so there and on CPUs not measured torch's GEMM stays.
+    FASTRNN_OWN_GEMM=1 or 0 forces the choice (A/B runs, tests)."""
+    forced = os.environ.get("FASTRNN_OWN_GEMM")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            amd = "AuthenticAMD" in f.read(4096)
+    except OSError:
+        return False
+    return amd and VEC_BYTES == 64
+
+
+OWN = _measured_faster()
+
+
 def mm_pays(m, k, n):
-    """Whether ``mm`` is the faster at an [m, k] @ [k, n] product (see MIN_FLOPS)."""
-    return 2 * m * k * n >= MIN_FLOPS
+    """Whether ``mm`` is the faster at an [m, k] @ [k, n] product on this CPU (see OWN
+    and MIN_FLOPS)."""
+    return OWN and 2 * m * k * n >= MIN_FLOPS
 
 
 def _stored(t):
