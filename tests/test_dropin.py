@@ -282,15 +282,21 @@ def test_cell_with_a_parametrized_weight(cls, extra):
     assert_close(a, b, TOL, "grad of the parametrized weight")
 
 
+@pytest.mark.parametrize("products", ["kernel", "torch"])
 @pytest.mark.parametrize("B,I,H", [(4, 3, 5), (1, 7, 1), (40, 130, 160)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cls,extra", CELLS)
-def test_cell_decoding_step(cls, extra, dtype, B, I, H, monkeypatch):
-    # under no_grad the cells take the fused step kernel (small and BLAS products,
-    # one chunk and rows split across threads), never the sequence path
+def test_cell_decoding_step(cls, extra, dtype, B, I, H, products, monkeypatch):
+    # under no_grad the cells take the fused step kernel (one chunk and rows split
+    # across threads), never the sequence path; its products formed in the kernel or,
+    # at any size here, by torch's GEMM (what a large step takes where that GEMM is the
+    # faster: step._given)
     import fastrnn.functional as F
+    from fastrnn.kernels.numba import matmul, step
     for name in SEQUENCE:
         monkeypatch.setattr(F, name, lambda *a, **k: pytest.fail("sequence path used"))
+    monkeypatch.setattr(matmul, "OWN", products == "kernel")
+    monkeypatch.setattr(step, "TORCH_GEMM_WORK", 0)
     torch.manual_seed(3)
     for bias in (True, False):
         ours = getattr(fastrnn, cls)(I, H, bias=bias, dtype=dtype, **extra)
