@@ -7,7 +7,8 @@ Sections (all by default; pick with --sections):
   phases   each cell's fwd and fwd+bwd at the standard shapes and H=1024 split into
            input projection, step products, pointwise, weight packing, weight
            gradients and the rest: time, GFLOP/s, share of the FMA peak, torch.mm's
-           rate on the same shapes (bench/phases.py).
+           rate on the same shapes (bench/phases.py); and an LSTM fwd+bwd at batch 1
+           (T=100, H=512) on one thread and on all.
   matrix   cells x modes (fwd, fwd+bwd, one decoding step) x the three standard
            shapes, plus LSTM float64 and PackedSequence (where torch leaves oneDNN);
            providers fastrnn-numba, torch.nn and fastrnn.reference.
@@ -253,6 +254,10 @@ def phases_rows(quick, facts):
                                torch_mm_gflops="" if mm is None else round(mm, 1),
                                pct_of_peak="" if gf is None else round(100 * gf / top["all"],
                                                                        1)))
+    (T, B, H), one, all_ = phases.threads(quick)
+    for k, ms in ((1, one), (facts["cores"], all_)):
+        rows.append(_value_row("threads", OURS, f"LSTM fwd+bwd, {k} thread(s)", round(ms, 3),
+                               "ms", facts, cell="lstm", mode="fwdbwd", T=T, B=B, H=H, I=H))
     return rows
 
 

@@ -3,7 +3,8 @@ into phases, each timed on its own in this process beside the whole layer.
 
 Phases (float32, I = H, every thread torch and Numba have):
 
-- input projection: the one GEMM x @ W_ih^T + b of all steps (torch.addmm);
+- input projection: the one GEMM x @ W_ih^T + b of all steps (the layer's GEMM:
+  fastrnn.gemm_layout._mm, the backend's own where it measured faster, else torch's);
 - step products: the recurrent products of all steps, as the kernel runs them (the
   same row or column plan, _panels.gemm_packed on packed panels), forward
   h @ W_hh^T and, with the backward, dL/da @ W_hh; nothing else;
@@ -11,7 +12,7 @@ Phases (float32, I = H, every thread torch and Numba have):
   step products and the weight packing: the gates, the state updates, the
   bookkeeping of the time loop;
 - weight gradients: the backward's three GEMMs over all steps, dW_ih, dW_hh and dx
-  (torch.mm);
+  (the same GEMM as the layer's);
 - weight packing: W_hh^T (and with the backward W_hh) into panels, once a call;
 - rest: the layer's time less all the above (autograd, bias sums, allocations, the
   Python around the calls).
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from fastrnn import backends
+from fastrnn.gemm_layout import _mm
 from fastrnn.kernels.numba._panels import gemm_packed
 
 from .cases import GATES
@@ -168,8 +171,10 @@ def measure(cell, T, B, H, quick=False):
                      module.weight_hh_l0.detach())
     gp, x2 = torch.randn(T * B, G, generator=g), x.reshape(T * B, H)
     fl = 2 * T * B * H * G              # one product over all steps (I = H)
-    proj = _median_ms(lambda: torch.addmm(bias, x2, w_ih.t()), reps)
-    wgrad = _median_ms(lambda: (gp.t().mm(x2), gp.t().mm(x2), gp.mm(w_ih)), reps)
+    be = backends.REGISTRY["numba"]      # its GEMM or torch's, as the layer picks (_mm)
+    proj = _median_ms(lambda: _mm(x2, w_ih.t(), bias, be), reps)
+    wgrad = _median_ms(lambda: (_mm(gp.t(), x2, None, be), _mm(gp.t(), x2, None, be),
+                                _mm(gp, w_ih, None, be)), reps)
     step = {d: _median_ms(_products(w, cell, T, B, d), reps) for d in (True, False)}
     mm = {d: _median_ms(_torch_steps(T, B, *((H, G) if d else (G, H))), reps)
           for d in (True, False)}
@@ -192,6 +197,32 @@ def measure(cell, T, B, H, quick=False):
         ph["layer"] = (layer[mode], 2 * fl * (3 if mode == "fwdbwd" else 1), None)
         out[mode] = ph
     return out
+
+
+THREADS_SHAPE = (100, 1, 512)       # (T, B, H): one row, so only the column plan uses a core
+QUICK_THREADS_SHAPE = (100, 1, 128)
+
+
+def threads(quick=False):
+    """((T, B, H), ms on one thread, ms on all threads) of an LSTM fwd+bwd at
+    THREADS_SHAPE: what the threads gain where the batch gives them nothing."""
+    import fastrnn
+    T, B, H = QUICK_THREADS_SHAPE if quick else THREADS_SHAPE
+    torch.manual_seed(0)
+    m = fastrnn.LSTM(H, H)
+    x = torch.randn(T, B, H, requires_grad=True)
+
+    def step():
+        out, _ = m(x)
+        out.sum().backward()
+    n, ms = torch.get_num_threads(), []
+    try:
+        for k in (1, n):
+            torch.set_num_threads(k)        # the launchers run Numba on torch's count
+            ms.append(_median_ms(step, 5 if quick else 15))
+    finally:
+        torch.set_num_threads(n)
+    return (T, B, H), ms[0], ms[1]
 
 
 def run(quick=False):

@@ -1,6 +1,7 @@
 """The markdown report, rendered from the long-format rows (the CSV's content)."""
 from .cases import name
-from .matrix import COLD_START_TARGET_S, EMPTY_CACHE_TARGET_S, LAYER_GEMM, TARGETS
+from .matrix import (CHARLM_SPEEDUP, COLD_START_TARGET_S, EMPTY_CACHE_TARGET_S, LAYER_GEMM,
+                     PRODUCTS_PEAK_PCT, TARGETS, THREADS_RATIO)
 
 SHAPE_NAMES = {(100, 8, 32): "small", (100, 32, 128): "middle", (256, 64, 512): "large"}
 
@@ -297,6 +298,36 @@ def split_table(rows):
     return out
 
 
+def _issue35_targets(values, rows, line, ours):
+    """The step products against the per-core peak and torch.mm, the char-LM training
+    step, and all threads against one at batch 1 (matrix.PRODUCTS_PEAK_PCT and beside)."""
+    from .products import TARGET_SHAPES
+    peak = values.get(("peak", "none", "FMA peak, one core"))
+    for n, K, M in TARGET_SHAPES:
+        what = f"forward {n}x{K} @ {K}x{M}"
+        ours_gf = values.get(("products", "fastrnn panels", what))
+        mm = values.get(("products", "torch.mm", what))
+        if peak and ours_gf and mm:
+            pct = 100 * ours_gf / peak
+            line("step product, one thread", what,
+                 f"≥ {PRODUCTS_PEAK_PCT:g}% of the core's peak and ≥ torch.mm",
+                 f"{pct:.0f}% ({ours_gf:.0f} of {peak:.0f} GFLOP/s), {ours_gf / mm:.2f}× torch.mm",
+                 pct >= PRODUCTS_PEAK_PCT and ours_gf >= mm)
+    step = {p: v for (s, p, m), v in values.items() if s == "charlm" and m.startswith("training")}
+    if ours in step and "torch" in step:
+        v = step["torch"] / step[ours]
+        line("speedup over torch.nn", "char-LM training step (charlm section)",
+             f"≥ {CHARLM_SPEEDUP:g}×", f"{v:.2f}×", v >= CHARLM_SPEEDUP)
+    th = [r for r in rows if r["section"] == "threads"]
+    if len(th) == 2:
+        one, all_ = (r["value"] for r in th)
+        v = all_ / one
+        line("all threads against one",
+             f"LSTM fwd+bwd (T, B, H) = ({th[0]['T']}, {th[0]['B']}, {th[0]['H']})",
+             f"≤ {THREADS_RATIO:g}× the 1-thread time",
+             f"{v:.2f}× ({all_:.1f} against {one:.1f} ms)", v <= THREADS_RATIO)
+
+
 def targets(fastest, rows, ours="fastrnn-numba"):
     """The "Targets" table: every target the project set itself against this run's figure,
     each named by what it measures."""
@@ -323,7 +354,8 @@ def targets(fastest, rows, ours="fastrnn-numba"):
                      f"{along:.0f}% alongside ({v:.0f}% of the best of the run)",
                      along >= bound)
     values = {(r["section"], r["provider"], r["metric"]): r["value"] for r in rows
-              if r["section"] in ("coldstart", "memory")}
+              if r["section"] in ("coldstart", "memory", "peak", "products", "charlm")}
+    _issue35_targets(values, rows, line, ours)
     cold = values.get(("coldstart", ours, "first LSTM forward, warm Numba cache: after import torch"))
     if cold is not None:
         line("cold start", "after import torch, warm Numba cache", f"< {COLD_START_TARGET_S:g} s",

@@ -1,5 +1,6 @@
 """The benchmark report itself: `python -m bench` is the README's main command."""
 import csv
+import os
 
 import pytest
 import torch
@@ -111,6 +112,31 @@ def test_targets_table_checks_every_target():
         "the run) | **no** |" in targets(best([row]), [row])
     assert "| cold start | after import torch, warm Numba cache | < 1 s | 0.90 s | yes |" in lines
     assert sum("not run" in line for line in lines) == len(matrix.TARGETS) - 2
+    # issue 35's: one thread's step product against the core's peak and torch.mm, the
+    # char-LM step, all threads against one at batch 1
+    def value(section, provider, metric, v, **kw):
+        return dict(section=section, provider=provider, metric=metric, value=v,
+                    median_ms=None, **kw)
+    extra = [value("peak", "none", "FMA peak, one core", 200.0),
+             value("products", "fastrnn panels", "forward 32x512 @ 512x2048", 180.0),
+             value("products", "torch.mm", "forward 32x512 @ 512x2048", 150.0),
+             value("products", "fastrnn panels", "forward 16x128 @ 128x512", 160.0),
+             value("products", "torch.mm", "forward 16x128 @ 128x512", 150.0),
+             value("charlm", "fastrnn-numba", "training step (B=32, T=128)", 80.0),
+             value("charlm", "torch", "training step (B=32, T=128)", 96.0),
+             value("threads", "fastrnn-numba", "LSTM fwd+bwd, 1 thread(s)", 10.0,
+                   T=100, B=1, H=512),
+             value("threads", "fastrnn-numba", "LSTM fwd+bwd, 2 thread(s)", 5.5,
+                   T=100, B=1, H=512)]
+    lines = targets(best([row]), [row] + extra)
+    assert "| step product, one thread | forward 32x512 @ 512x2048 | ≥ 85% of the core's " \
+        "peak and ≥ torch.mm | 90% (180 of 200 GFLOP/s), 1.20× torch.mm | yes |" in lines
+    assert any(line.startswith("| step product, one thread | forward 16x128 @ 128x512 |")
+               and line.endswith("| **no** |") for line in lines)              # 80% of peak
+    assert "| speedup over torch.nn | char-LM training step (charlm section) | ≥ 1.15× | " \
+        "1.20× | yes |" in lines
+    assert "| all threads against one | LSTM fwd+bwd (T, B, H) = (100, 1, 512) | ≤ 0.6× the " \
+        "1-thread time | 0.55× (5.5 against 10.0 ms) | yes |" in lines
 
 
 def test_plots_from_csv(tmp_path, monkeypatch):
@@ -312,6 +338,7 @@ def test_phases_section(tmp_path, monkeypatch):
     from bench import phases
     monkeypatch.setattr(phases, "CELLS", ["lstm"])
     monkeypatch.setattr(phases, "QUICK_SHAPES", [(20, 4, 16)])
+    monkeypatch.setattr(phases, "QUICK_THREADS_SHAPE", (10, 1, 8))
     main(["--quick", "--sections", "phases", "--out", str(tmp_path)])
     rows = [r for r in csv.DictReader(open(tmp_path / "cpu.csv")) if r["section"] == "phases"]
     peak = [r for r in rows if r["provider"] == "none"]
@@ -328,3 +355,7 @@ def test_phases_section(tmp_path, monkeypatch):
     report = (tmp_path / "report.md").read_text()
     assert "## Where the time goes" in report
     assert "| lstm | (20, 4, 16) | fwdbwd |" in report
+    threads = [r for r in csv.DictReader(open(tmp_path / "cpu.csv")) if r["section"] == "threads"]
+    assert [r["metric"] for r in threads] == ["LSTM fwd+bwd, 1 thread(s)",
+                                              f"LSTM fwd+bwd, {os.cpu_count()} thread(s)"]
+    assert all(float(r["value"]) > 0 and r["H"] == "8" for r in threads)
