@@ -9,11 +9,13 @@ child's PYTHONPATH. Both checks run at once, each in a child process without
 TRITON_INTERPRET (the interpreter replaces @triton.jit functions, so they cannot be
 compiled there).
 """
+import atexit
 import functools
 import inspect
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,24 +28,35 @@ OLDEST_DIR = os.environ.get("FASTRNN_TRITON_OLDEST")
 
 
 def _start(env):
+    # output to files, not pipes: a check prints ~100 KB, and a child whose pipe is full
+    # waits until it is read (the oldest's was not read before the newest had finished)
     script = Path(__file__).with_name("aot_check.py")
-    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=out, stderr=err,
+                            text=True), out, err
 
 
 @functools.cache
 def _checks():
-    """Both checks, started together on first use (two cores: they overlap)."""
+    """Both checks, started together on first use: conftest starts them as soon as the
+    session has collected this test, so that their ~10 minutes of compiling (one core
+    each) overlap the other tests, which keep about one core busy."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    return {"newest": _start(env),
-            "oldest": _start(oldest_triton_env(env)) if OLDEST_DIR else None}
+    checks = {"newest": _start(env),
+              "oldest": _start(oldest_triton_env(env)) if OLDEST_DIR else None}
+    # a session stopped early leaves no check compiling on
+    atexit.register(lambda: [c[0].kill() for c in checks.values() if c and c[0].poll() is None])
+    return checks
 
 
 @functools.cache
 def _result(which):
-    out, err = _checks()[which].communicate(timeout=1500)
-    return _checks()[which].returncode, out, err
+    proc, out, err = _checks()[which]
+    proc.wait(timeout=1500)
+    out.seek(0)
+    err.seek(0)
+    return proc.returncode, out.read(), err.read()
 
 
 @pytest.mark.parametrize("which", ["newest", "oldest"])
