@@ -49,7 +49,7 @@ def _products(x, h, w_ih, w_hh, given, xw, hw, r0, r1, G):
 @njit(**KERNEL)
 def rnn_step_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, chunks, given, xw, hw, out):
     # given: the products x W_ih^T and h W_hh^T come in as xw, hw [B, G] (torch's GEMM:
-    # _products), else they are formed here
+    # _given), else _products forms them here
     B, H = out.shape
     for c in prange(chunks):
         r0, r1 = c * B // chunks, (c + 1) * B // chunks
@@ -114,7 +114,7 @@ def _chunks(B, G, I, H):
 def _given(x, h, w_ih, w_hh, G):
     """(given, xw, hw): x W_ih^T and h W_hh^T by torch's GEMM for a large step on a CPU
     where that GEMM beats this package's (matmul.OWN false: gemm_nt ran the large steps
-    at 29-40% of a Sapphire Rapids core's peak, 0.67-0.73x torch's cells), else
+    at 30-45% of a Sapphire Rapids core's peak, 0.67-0.73x torch's cells), else
     (False, 1x1 stand-ins) and the kernel forms them with gemm_nt."""
     B, I = x.shape
     if matmul.OWN or B * G * (I + h.shape[1]) < TORCH_GEMM_WORK:
