@@ -27,6 +27,7 @@ Deterministic: each element of c is summed in the same order on any thread count
 """
 import os
 
+import llvmlite.binding as ll
 import numpy as np
 import torch
 from numba import njit, prange
@@ -94,12 +95,8 @@ def _measured_faster():
     forced = os.environ.get("FASTRNN_OWN_GEMM")
     if forced in ("0", "1"):
         return forced == "1"
-    try:
-        with open("/proc/cpuinfo") as f:
-            amd = "AuthenticAMD" in f.read(4096)
-    except OSError:
-        return False
-    return amd and VEC_BYTES == 64
+    # LLVM's name of this CPU, as _panels reads its features: znver4 for Zen 4
+    return ll.get_host_cpu_name().startswith("znver") and VEC_BYTES == 64
 
 
 OWN = _measured_faster()

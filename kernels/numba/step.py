@@ -122,8 +122,6 @@ def _given(x, h, w_ih, w_hh, G):
     return True, torch.mm(x, w_ih.t()).numpy(), torch.mm(h, w_hh.t()).numpy()
 
 
-_NOT_GIVEN = {t: (False, np.zeros((1, 1), d), np.zeros((1, 1), d)) for t, d in _DTYPES.items()}
-
 
 def _output(shape, like):
     """(torch tensor, its numpy array) of ``shape`` and like's dtype: a launcher output."""
@@ -136,6 +134,9 @@ def _output(shape, like):
 @functools.lru_cache(maxsize=64)
 def _zeros(shape, dtype):
     return np.zeros(shape, dtype)
+
+
+_NOT_GIVEN = {t: (False, _zeros((1, 1), d), _zeros((1, 1), d)) for t, d in _DTYPES.items()}
 
 
 def _bias(b, G, like):
